@@ -1,0 +1,167 @@
+/**
+ * The stack configuration a user writes under the `pgha:` namespace of a
+ * Pulumi stack file, as plain data. Every field is optional: what is left out
+ * comes from `plan/defaults.ts`, which documents each knob where it is set.
+ *
+ * Arrays replace the default wholesale (giving `regions` means giving all of
+ * them); objects are merged key by key.
+ */
+
+/** Roles a node can carry. A node holds any non-empty set of them. */
+export type NodeRole = "postgres" | "etcd" | "haproxy";
+
+export interface NodeConfig {
+  /** Unique node name; also its hostname. Lower-case letters, digits, dashes. */
+  name: string;
+  /** Fixed private IPv4 address inside one of the region's subnets. */
+  privateIp: string;
+  /** What runs on the node. */
+  roles: NodeRole[];
+  /** EC2 instance type; defaults to `instances.postgresType`/`instances.haproxyType` by role. */
+  instanceType?: string;
+  /**
+   * Patroni `failover_priority` tag: among equally healthy candidates, the
+   * highest wins a failover. 0 means "never promote" (nofailover).
+   */
+  failoverPriority?: number;
+}
+
+export interface SubnetConfig {
+  /** Private subnet CIDR, inside the region's VPC CIDR. */
+  cidr: string;
+  /** Availability zone, which must belong to the region (e.g. ap-northeast-2a). */
+  availabilityZone: string;
+}
+
+export interface RegionConfig {
+  /** Short name used in resource names and tags, e.g. `seoul`. */
+  name: string;
+  /** AWS region code, e.g. `ap-northeast-2`. */
+  awsRegion: string;
+  /** VPC CIDR; must not overlap any other region's (peering requires it). */
+  vpcCidr: string;
+  /** Private subnets that hold the nodes. */
+  subnets: SubnetConfig[];
+  /** Public subnet for the NAT gateway that gives nodes outbound package access. */
+  natSubnetCidr: string;
+  nodes: NodeConfig[];
+}
+
+export interface VersionsConfig {
+  /** PostgreSQL major version, installed from the PGDG apt repository. */
+  postgresMajor: number;
+  /** Patroni version pattern pinned for apt (PGDG), e.g. `4.1.*`. */
+  patroni: string;
+  /** PostgreSQL package version pattern pinned for apt (PGDG), e.g. `17.*`. */
+  postgresPackage: string;
+  /** etcd release, installed from the official release archive. */
+  etcd: string;
+  /** SHA-256 of `etcd-v<etcd>-linux-<arch>.tar.gz`, per architecture. */
+  etcdSha256: Partial<Record<CpuArchitecture, string>>;
+}
+
+export type CpuArchitecture = "amd64" | "arm64";
+
+export interface PatroniConfig {
+  /** Patroni `scope`: the cluster name, the same on every member. */
+  scope: string;
+  /** Patroni `namespace`: the etcd key prefix. */
+  namespace: string;
+  /** Leader lock TTL in seconds (Patroni requires ≥ 20). */
+  ttl: number;
+  /** Seconds between HA loop runs. */
+  loopWait: number;
+  /** Seconds Patroni retries DCS and PostgreSQL operations before giving up. */
+  retryTimeout: number;
+  synchronousMode: boolean;
+  synchronousModeStrict: boolean;
+  synchronousNodeCount: number;
+  /** Bytes a replica may lag and still be promoted. */
+  maximumLagOnFailover: number;
+  /** Extra PostgreSQL parameters (Patroni dynamic configuration). */
+  parameters: Record<string, string | number | boolean>;
+}
+
+export interface EtcdConfig {
+  /**
+   * Measured average round-trip times between regions in milliseconds, keyed
+   * `<region>-<region>` by region name. When every pair is given, heartbeat
+   * and election timeout are derived from them (etcd's tuning guide).
+   */
+  rttMs: Record<string, number>;
+  /** Explicit heartbeat interval (ms); overrides the RTT derivation. */
+  heartbeatIntervalMs?: number;
+  /** Explicit election timeout (ms); overrides the RTT derivation. */
+  electionTimeoutMs?: number;
+  /** Revisions kept by auto-compaction (mode `revision`). */
+  autoCompactionRetention: number;
+  /** Backend quota in bytes. */
+  quotaBackendBytes: number;
+}
+
+export interface HaproxyConfig {
+  /** Listener ports. */
+  primaryPort: number;
+  replicaPort: number;
+  synchronousPort: number;
+  statsPort: number;
+  /** Health-check interval against the Patroni REST API, in milliseconds. */
+  checkIntervalMs: number;
+  /** Interval while a server is changing state, in milliseconds. */
+  checkFastIntervalMs: number;
+  /** Failed checks before a server is marked down. */
+  checkFall: number;
+  /** Passed checks before a server is marked up. */
+  checkRise: number;
+  maxConnections: number;
+}
+
+export interface AccessConfig {
+  /** CIDRs allowed to reach HAProxy's PostgreSQL listeners. */
+  applicationCidrs: string[];
+  /** CIDRs allowed to reach the HAProxy stats page. */
+  adminCidrs: string[];
+}
+
+export interface InstancesConfig {
+  postgresType: string;
+  haproxyType: string;
+  /** CPU architecture of the instance types (selects AMI and etcd archive). */
+  architecture: CpuArchitecture;
+  rootVolumeGiB: number;
+  /** Size of the separate encrypted gp3 volume holding PGDATA. */
+  dataVolumeGiB: number;
+  /** Pulumi `protect` on data volumes: on for real stacks, off for ephemeral ones. */
+  protectDataVolumes: boolean;
+  /** Override the AMI per AWS region (default: Canonical's Ubuntu 24.04 LTS). */
+  amiOverrides: Record<string, string>;
+}
+
+export interface ClusterConfig {
+  regions: RegionConfig[];
+  versions: VersionsConfig;
+  patroni: PatroniConfig;
+  etcd: EtcdConfig;
+  haproxy: HaproxyConfig;
+  access: AccessConfig;
+  instances: InstancesConfig;
+  /** Root of every SSM parameter path; the stack name is appended. */
+  parameterPrefix: string;
+}
+
+/** What a user may write: every part optional, merged over the defaults. */
+export type ClusterConfigInput = {
+  [K in keyof ClusterConfig]?: ClusterConfig[K] extends unknown[] ? ClusterConfig[K] : Partial<ClusterConfig[K]>;
+};
+
+/** The keys a user may set under `pgha:`. */
+export const CONFIG_KEYS: readonly (keyof ClusterConfig)[] = [
+  "regions",
+  "versions",
+  "patroni",
+  "etcd",
+  "haproxy",
+  "access",
+  "instances",
+  "parameterPrefix",
+];

@@ -1,0 +1,113 @@
+import type { ClusterConfig } from "./config";
+
+/**
+ * Every default of the product, documented where it is set. Left alone, they
+ * reproduce the reference layout: one PostgreSQL + etcd node in each of
+ * Seoul, Tokyo and Singapore, and one HAProxy per region (the reference
+ * design's single HAProxy in Seoul would die with Seoul).
+ */
+export const DEFAULT_CONFIG: ClusterConfig = {
+  regions: [
+    {
+      name: "seoul",
+      awsRegion: "ap-northeast-2",
+      vpcCidr: "10.1.0.0/16",
+      subnets: [{ cidr: "10.1.0.0/24", availabilityZone: "ap-northeast-2a" }],
+      natSubnetCidr: "10.1.255.0/28",
+      nodes: [
+        // Highest failover priority: Seoul is the preferred primary, as in the reference.
+        { name: "pg-seoul-1", privateIp: "10.1.0.10", roles: ["postgres", "etcd"], failoverPriority: 2 },
+        { name: "haproxy-1", privateIp: "10.1.0.20", roles: ["haproxy"] },
+      ],
+    },
+    {
+      name: "tokyo",
+      awsRegion: "ap-northeast-1",
+      vpcCidr: "10.2.0.0/16",
+      subnets: [{ cidr: "10.2.0.0/24", availabilityZone: "ap-northeast-1a" }],
+      natSubnetCidr: "10.2.255.0/28",
+      nodes: [
+        { name: "pg-tokyo-1", privateIp: "10.2.0.10", roles: ["postgres", "etcd"], failoverPriority: 1 },
+        { name: "haproxy-2", privateIp: "10.2.0.20", roles: ["haproxy"] },
+      ],
+    },
+    {
+      name: "singapore",
+      awsRegion: "ap-southeast-1",
+      vpcCidr: "10.3.0.0/16",
+      subnets: [{ cidr: "10.3.0.0/24", availabilityZone: "ap-southeast-1a" }],
+      natSubnetCidr: "10.3.255.0/28",
+      nodes: [
+        { name: "pg-singapore-1", privateIp: "10.3.0.10", roles: ["postgres", "etcd"], failoverPriority: 1 },
+        { name: "haproxy-3", privateIp: "10.3.0.20", roles: ["haproxy"] },
+      ],
+    },
+  ],
+  versions: {
+    postgresMajor: 17,
+    // PGDG publishes Patroni 4.1.x for Ubuntu 24.04; the pattern pins the minor.
+    patroni: "4.1.*",
+    postgresPackage: "17.*",
+    // Newest 3.5 release whose archive checksum is recorded here; see README
+    // "Upgrading etcd" for how to bump both together.
+    etcd: "3.5.21",
+    etcdSha256: {
+      amd64: "adddda4b06718e68671ffabff2f8cee48488ba61ad82900e639d108f2148501c",
+      arm64: "95bf6918623a097c0385b96f139d90248614485e781ec9bee4768dbb6c79c53f",
+    },
+  },
+  patroni: {
+    scope: "pg-multiregion",
+    namespace: "/db/",
+    // Patroni's minimum. A dead primary's leader key expires ttl − loop_wait
+    // to ttl seconds after its last refresh; that bounds failover time. The
+    // reference's 30/10/10 is safe but slower (lab: README "Failover timing").
+    ttl: 20,
+    loopWait: 5,
+    // Must satisfy loop_wait + 2 × retry_timeout ≤ ttl so an isolated primary
+    // demotes itself before its key can expire and a replica is promoted.
+    retryTimeout: 7,
+    synchronousMode: true,
+    // Off: losing the only sync standby must not stop writes (the reference design's choice).
+    synchronousModeStrict: false,
+    synchronousNodeCount: 1,
+    maximumLagOnFailover: 1048576,
+    parameters: {},
+  },
+  etcd: {
+    // Public averages between the three regions (LAB-NOTES.md); re-measure
+    // from your own VPCs and set these, and the timeouts follow.
+    rttMs: { "seoul-tokyo": 31, "seoul-singapore": 72, "tokyo-singapore": 74 },
+    autoCompactionRetention: 1000,
+    // etcd's default quota (2 GiB); Patroni's keyspace is tiny.
+    quotaBackendBytes: 2 * 1024 * 1024 * 1024,
+  },
+  haproxy: {
+    primaryPort: 5000,
+    replicaPort: 5001,
+    synchronousPort: 5002,
+    statsPort: 7000,
+    // 1 s checks, 2 failures to mark down: a demoted primary stops getting
+    // writes about 2 s after Patroni demotes it; sessions on it are cut.
+    checkIntervalMs: 1000,
+    checkFastIntervalMs: 500,
+    checkFall: 2,
+    checkRise: 2,
+    maxConnections: 1000,
+  },
+  access: {
+    // Nothing is reachable from outside the cluster's VPCs until you list it.
+    applicationCidrs: [],
+    adminCidrs: [],
+  },
+  instances: {
+    postgresType: "m6i.large",
+    haproxyType: "t3.small",
+    architecture: "amd64",
+    rootVolumeGiB: 20,
+    dataVolumeGiB: 100,
+    protectDataVolumes: true,
+    amiOverrides: {},
+  },
+  parameterPrefix: "/pgha",
+};

@@ -1,0 +1,38 @@
+/**
+ * Where things live on a node. The renderers, the boot step, the lab and the
+ * drills all take paths from here, so a file on a node can be read side by
+ * side with the code that wrote it.
+ */
+export const NODE_PATHS = {
+  /** Certificates and keys fetched at boot (never in user-data). */
+  tlsDir: "/etc/pgha/tls",
+  caCert: "/etc/pgha/tls/ca.crt",
+  /** What the boot step fetches from SSM and where it writes it. */
+  secretsManifest: "/etc/pgha/secrets.json",
+  fetchSecrets: "/usr/local/sbin/pgha-fetch-secrets",
+  prepareDataVolume: "/usr/local/sbin/pgha-prepare-data-volume",
+  installEtcd: "/usr/local/sbin/pgha-install-etcd",
+  etcdConfig: "/etc/etcd/etcd.conf.yml",
+  etcdDataDir: "/var/lib/etcd",
+  etcdBinary: "/usr/local/bin/etcd",
+  /** Environment for etcdctl on the node: endpoints and client certificate. */
+  etcdctlEnv: "/etc/pgha/etcdctl.env",
+  patroniConfig: "/etc/patroni/patroni.yml",
+  /** Database and REST API passwords as PATRONI_* variables, mode 0600. */
+  patroniEnv: "/etc/patroni/patroni.env",
+  haproxyConfig: "/etc/haproxy/haproxy.cfg",
+  systemdDir: "/etc/systemd/system",
+  sysctl: "/etc/sysctl.d/90-pgha.conf",
+  /** Stops Debian/Ubuntu's postgresql-common from creating and starting a `main` cluster. */
+  createClusterConf: "/etc/postgresql-common/createcluster.d/50-pgha.conf",
+  postgresSocketDir: "/var/run/postgresql",
+} as const;
+
+/** PostgreSQL directories depend on the major version (Debian layout). */
+export function postgresPaths(major: number): { binDir: string; mountPoint: string; dataDir: string } {
+  return {
+    binDir: `/usr/lib/postgresql/${major}/bin`,
+    mountPoint: `/var/lib/postgresql/${major}`,
+    dataDir: `/var/lib/postgresql/${major}/main`,
+  };
+}

@@ -1,0 +1,151 @@
+import type { ClusterConfig, NodeRole } from "./config";
+import { parseIpv4, parseIpv4Cidr, blockContains, type Ipv4Block } from "./net";
+import { deriveEtcdTiming, type EtcdTiming } from "./etcd-timing";
+import { planCertificates, type CertificatePlan } from "./pki";
+import { planNodeSecrets, planPasswords, type NodeSecretsPlan, type PasswordPlan } from "./secrets";
+import { validateConfig } from "./validate";
+
+/** Fixed ports of the cluster (the security-group allowlist). */
+export const PORTS = {
+  postgres: 5432,
+  patroniRest: 8008,
+  etcdClient: 2379,
+  etcdPeer: 2380,
+} as const;
+
+/** Service accounts on a node; the rendered units run as these. */
+export const SERVICE_USERS = { postgres: "postgres", etcd: "etcd", haproxy: "haproxy" } as const;
+
+/** Database and REST API user names (not secret; their passwords are). */
+export const CLUSTER_USERS = {
+  superuser: "postgres",
+  replication: "replicator",
+  rewind: "rewind_user",
+  restApi: "patroni",
+} as const;
+
+export interface NodePlan {
+  /** Node name; also its hostname and its Patroni member name. */
+  name: string;
+  /** The region entry the node belongs to (its `name`). */
+  region: string;
+  awsRegion: string;
+  availabilityZone: string;
+  subnetCidr: string;
+  privateIp: string;
+  roles: ReadonlySet<NodeRole>;
+  instanceType: string;
+  /** Patroni failover_priority tag (postgres nodes). */
+  failoverPriority: number;
+  /** SSM path under which every secret of this node lives (no trailing slash). */
+  parameterPath: string;
+}
+
+export interface RegionPlan {
+  name: string;
+  awsRegion: string;
+  vpcCidr: string;
+  subnets: { cidr: string; availabilityZone: string }[];
+  natSubnetCidr: string;
+  nodes: NodePlan[];
+}
+
+export interface EtcdMemberPlan {
+  name: string;
+  node: string;
+  peerUrl: string;
+  clientUrl: string;
+}
+
+/** The validated, fully resolved description every consumer renders from. */
+export interface ClusterPlan {
+  /** Pulumi stack (or lab) name: part of every SSM path and the etcd cluster token. */
+  stack: string;
+  config: ClusterConfig;
+  regions: RegionPlan[];
+  nodes: NodePlan[];
+  /** The VPC CIDRs of all regions: the only networks pg_hba admits. */
+  clusterCidrs: string[];
+  etcd: {
+    members: EtcdMemberPlan[];
+    timing: EtcdTiming;
+    initialClusterToken: string;
+  };
+  certificates: CertificatePlan[];
+  passwords: PasswordPlan[];
+  secrets: NodeSecretsPlan[];
+}
+
+export interface PlanOptions {
+  /** Stack name: lower-case letters, digits and dashes. */
+  stack: string;
+}
+
+/** config → validated plan. Throws ConfigError with one line per problem. */
+export function buildClusterPlan(input: unknown, options: PlanOptions): ClusterPlan {
+  const config = validateConfig(input);
+  if (!/^[a-z0-9][a-z0-9-]{0,39}$/.test(options.stack)) {
+    // The stack name is not a pgha: key but reaches every path; report it the same way.
+    throw new Error(`stack name = ${JSON.stringify(options.stack)}: must be 1-40 lower-case letters, digits or dashes (it is part of SSM paths and IAM names)`);
+  }
+  const parameterRoot = `${config.parameterPrefix}/${options.stack}`;
+  const regions: RegionPlan[] = config.regions.map((region) => {
+    const subnetBlocks = region.subnets.map((subnet) => ({ ...subnet, block: parseIpv4Cidr(subnet.cidr) as Ipv4Block }));
+    return {
+      name: region.name,
+      awsRegion: region.awsRegion,
+      vpcCidr: region.vpcCidr,
+      subnets: region.subnets.map((subnet) => ({ ...subnet })),
+      natSubnetCidr: region.natSubnetCidr,
+      nodes: region.nodes.map((node): NodePlan => {
+        const subnet = subnetBlocks.find((s) => blockContains(s.block, parseIpv4(node.privateIp) as number));
+        if (!subnet) throw new Error(`internal: ${node.name} has no subnet after validation`);
+        const roles = new Set(node.roles);
+        return {
+          name: node.name,
+          region: region.name,
+          awsRegion: region.awsRegion,
+          availabilityZone: subnet.availabilityZone,
+          subnetCidr: subnet.cidr,
+          privateIp: node.privateIp,
+          roles,
+          instanceType: node.instanceType ?? (roles.has("postgres") || roles.has("etcd") ? config.instances.postgresType : config.instances.haproxyType),
+          failoverPriority: node.failoverPriority ?? 1,
+          parameterPath: `${parameterRoot}/${node.name}`,
+        };
+      }),
+    };
+  });
+  const nodes = regions.flatMap((region) => region.nodes);
+  const members = nodes
+    .filter((node) => node.roles.has("etcd"))
+    .map((node) => ({
+      name: node.name,
+      node: node.name,
+      peerUrl: `https://${node.privateIp}:${PORTS.etcdPeer}`,
+      clientUrl: `https://${node.privateIp}:${PORTS.etcdClient}`,
+    }));
+  const passwords = planPasswords();
+  return {
+    stack: options.stack,
+    config,
+    regions,
+    nodes,
+    clusterCidrs: regions.map((region) => region.vpcCidr),
+    etcd: { members, timing: deriveEtcdTiming(config), initialClusterToken: `${config.patroni.scope}-${options.stack}` },
+    certificates: planCertificates(nodes),
+    passwords,
+    secrets: nodes.map((node) => planNodeSecrets(node, passwords)),
+  };
+}
+
+/** Nodes carrying a role, in plan order. */
+export function nodesWithRole(plan: ClusterPlan, role: NodeRole): NodePlan[] {
+  return plan.nodes.filter((node) => node.roles.has(role));
+}
+
+export function findNode(plan: ClusterPlan, name: string): NodePlan {
+  const node = plan.nodes.find((candidate) => candidate.name === name);
+  if (!node) throw new Error(`no node named ${JSON.stringify(name)} in the plan (nodes: ${plan.nodes.map((n) => n.name).join(", ")})`);
+  return node;
+}
