@@ -67,16 +67,21 @@ const KINDS: KindSpec[] = [
 ];
 
 export function planCertificates(nodes: NodePlan[]): CertificatePlan[] {
+  // Applications reach PostgreSQL through HAProxy's TCP passthrough, so the
+  // server certificate also names every HAProxy endpoint: clients can use
+  // sslmode=verify-full against the address they actually dial.
+  const endpoints = nodes.filter((node) => node.roles.has("haproxy"));
   return nodes.flatMap((node) =>
     KINDS.filter((spec) => node.roles.has(spec.role)).map((spec): CertificatePlan => {
       const base = `${NODE_PATHS.tlsDir}/${spec.kind}`;
+      const viaHaproxy = spec.kind === "postgres-server" ? endpoints.filter((e) => e.name !== node.name) : [];
       return {
         id: `${node.name}-${spec.kind}`,
         node: node.name,
         kind: spec.kind,
         commonName: `${node.name} ${spec.kind}`,
-        dnsNames: [node.name, "localhost"],
-        ipAddresses: [node.privateIp, "127.0.0.1"],
+        dnsNames: [node.name, "localhost", ...viaHaproxy.map((e) => e.name)],
+        ipAddresses: [node.privateIp, "127.0.0.1", ...viaHaproxy.map((e) => e.privateIp)],
         allowedUses: ["digital_signature", ...spec.uses],
         owner: spec.owner,
         certPath: `${base}.crt`,

@@ -126,6 +126,7 @@ export function buildClusterPlan(input: unknown, options: PlanOptions): ClusterP
       clientUrl: `https://${node.privateIp}:${PORTS.etcdClient}`,
     }));
   const passwords = planPasswords();
+  const certificates = planCertificates(nodes);
   return {
     stack: options.stack,
     config,
@@ -133,9 +134,9 @@ export function buildClusterPlan(input: unknown, options: PlanOptions): ClusterP
     nodes,
     clusterCidrs: regions.map((region) => region.vpcCidr),
     etcd: { members, timing: deriveEtcdTiming(config), initialClusterToken: `${config.patroni.scope}-${options.stack}` },
-    certificates: planCertificates(nodes),
+    certificates,
     passwords,
-    secrets: nodes.map((node) => planNodeSecrets(node, passwords)),
+    secrets: nodes.map((node) => planNodeSecrets(node, passwords, certificates)),
   };
 }
 

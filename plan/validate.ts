@@ -137,7 +137,9 @@ class Checker {
 
 /**
  * Validates a user's `pgha:` configuration and fills in the defaults.
- * Throws {@link ConfigError} listing every problem, one line each.
+ * Throws {@link ConfigError} listing every problem, one line each. Rules
+ * that span keys (overlaps, quorum, timing) run once every key on its own
+ * is well-formed, so a second run may report more.
  */
 export function validateConfig(input: Json): ClusterConfig {
   const check = new Checker();
@@ -195,7 +197,7 @@ function readRegion(check: Checker, key: string, value: Json): RegionConfig {
     const block = check.cidr(`${subnetKey}.cidr`, item.cidr);
     if (block && vpc && !blockWithin(block, vpc)) check.fail(`${subnetKey}.cidr`, item.cidr, `must lie inside the region's vpcCidr ${vpc.cidr}`);
     const zone = check.string(`${subnetKey}.availabilityZone`, item.availabilityZone);
-    if (zone && awsRegion && !zoneBelongsToRegion(zone, awsRegion)) {
+    if (zone && AWS_REGIONS.includes(awsRegion) && !zoneBelongsToRegion(zone, awsRegion)) {
       check.fail(`${subnetKey}.availabilityZone`, zone, `must be a zone of ${awsRegion} (e.g. ${awsRegion}a)`);
     }
     return { cidr: block?.cidr ?? "", availabilityZone: zone };
@@ -414,10 +416,10 @@ function checkCluster(check: Checker, config: ClusterConfig): void {
   const allNodes = config.regions.flatMap((region) => region.nodes);
   const etcdCount = allNodes.filter((node) => node.roles.includes("etcd")).length;
   if (etcdCount < 3 || etcdCount % 2 === 0) {
-    check.fail("regions[*].nodes[*].roles", `${etcdCount} etcd members`, "needs an odd number of etcd members, at least 3, so a majority survives the loss of any one region");
+    check.fail("regions[*].nodes[*].roles", `${etcdCount} etcd member${etcdCount === 1 ? "" : "s"}`, "needs an odd number of etcd members, at least 3, so a majority survives the loss of any one region");
   }
   const postgresCount = allNodes.filter((node) => node.roles.includes("postgres")).length;
-  if (postgresCount < 2) check.fail("regions[*].nodes[*].roles", `${postgresCount} postgres nodes`, "needs at least 2 nodes with the postgres role");
+  if (postgresCount < 2) check.fail("regions[*].nodes[*].roles", `${postgresCount} postgres node${postgresCount === 1 ? "" : "s"}`, "needs at least 2 nodes with the postgres role");
   if (allNodes.filter((node) => node.roles.includes("haproxy")).length < 1) {
     check.fail("regions[*].nodes[*].roles", "0 haproxy nodes", "needs at least one node with the haproxy role (the application endpoint)");
   }
@@ -426,7 +428,7 @@ function checkCluster(check: Checker, config: ClusterConfig): void {
 
   const { patroni, etcd, haproxy, versions, instances } = config;
   if (patroni.ttl < 20) check.fail("patroni.ttl", patroni.ttl, "Patroni requires ttl >= 20");
-  if (patroni.loopWait + 2 * patroni.retryTimeout > patroni.ttl) {
+  else if (patroni.loopWait + 2 * patroni.retryTimeout > patroni.ttl) {
     check.fail(
       "patroni.ttl",
       patroni.ttl,
