@@ -1,0 +1,100 @@
+import { certificateFor, NODE_PATHS, PORTS, type ClusterPlan, type NodePlan } from "../plan";
+import { emitHaproxyConfig, type HaproxyDirective, type HaproxySection } from "./haproxy-emitter";
+import { patroniMembers } from "./patroni";
+
+/** The three PostgreSQL listeners and the Patroni endpoint each one health-checks. */
+export function haproxyListeners(plan: ClusterPlan): { name: string; port: number; check: string; balance: string }[] {
+  const { haproxy } = plan.config;
+  return [
+    // Writes: only the member holding the leader lock answers 200 on /primary.
+    { name: "pg_primary", port: haproxy.primaryPort, check: "/primary", balance: "first" },
+    // Reads from any healthy streaming replica.
+    { name: "pg_replicas", port: haproxy.replicaPort, check: "/replica", balance: "roundrobin" },
+    // Reads that must see every acknowledged commit: synchronous standbys only.
+    { name: "pg_sync_replicas", port: haproxy.synchronousPort, check: "/synchronous", balance: "roundrobin" },
+  ];
+}
+
+export function haproxySections(plan: ClusterPlan, node: NodePlan): HaproxySection[] {
+  if (!node.roles.has("haproxy")) throw new Error(`${node.name} has no haproxy role`);
+  const { haproxy } = plan.config;
+  const client = certificateFor(plan.certificates, node.name, "haproxy-check");
+  if (!client.bundlePath) throw new Error("internal: the HAProxy check certificate must be planned as a bundle");
+  const members = patroniMembers(plan);
+  const checkTiming: HaproxyDirective = [
+    "default-server",
+    "inter", `${haproxy.checkIntervalMs}ms`,
+    "fastinter", `${haproxy.checkFastIntervalMs}ms`,
+    "downinter", `${haproxy.checkIntervalMs}ms`,
+    "fall", haproxy.checkFall,
+    "rise", haproxy.checkRise,
+    // A member that stops being primary must not keep its sessions: clients
+    // reconnect and land on the new primary.
+    "on-marked-down", "shutdown-sessions",
+  ];
+  const listeners = haproxyListeners(plan).map((listener): HaproxySection => ({
+    header: ["listen", listener.name],
+    directives: [
+      ["bind", `*:${listener.port}`],
+      ["balance", listener.balance],
+      ["option", "httpchk"],
+      ["http-check", "send", "meth", "GET", "uri", listener.check],
+      ["http-check", "expect", "status", "200"],
+      checkTiming,
+      // Traffic is plain TCP (PostgreSQL negotiates its own TLS end to end);
+      // the check goes to the REST API over TLS, verifies the member's
+      // certificate and name, and presents HAProxy's client certificate.
+      ...members.map((member): HaproxyDirective => [
+        "server", member.name, `${member.privateIp}:${PORTS.postgres}`,
+        "check", "port", PORTS.patroniRest,
+        "check-ssl", "verify", "required", "ca-file", NODE_PATHS.caCert, "verifyhost", member.name,
+        "crt", client.bundlePath as string,
+      ]),
+    ],
+  }));
+  return [
+    {
+      header: ["global"],
+      directives: [
+        ["maxconn", haproxy.maxConnections],
+        ["log", "stdout", "format", "raw", "local0"],
+        ["user", "haproxy"],
+        ["group", "haproxy"],
+        ["stats", "socket", "/run/haproxy/admin.sock", "mode", "660", "level", "admin"],
+        ["ssl-default-server-options", "ssl-min-ver", "TLSv1.2"],
+      ],
+    },
+    {
+      header: ["defaults"],
+      directives: [
+        ["log", "global"],
+        ["mode", "tcp"],
+        ["option", "tcplog"],
+        ["option", "dontlognull"],
+        ["retries", 2],
+        ["timeout", "connect", "4s"],
+        ["timeout", "client", "30m"],
+        ["timeout", "server", "30m"],
+        ["timeout", "check", "5s"],
+      ],
+    },
+    {
+      header: ["listen", "stats"],
+      directives: [
+        ["bind", `*:${haproxy.statsPort}`],
+        ["mode", "http"],
+        ["option", "httplog"],
+        ["stats", "enable"],
+        ["stats", "uri", "/"],
+        ["stats", "refresh", "10s"],
+      ],
+    },
+    ...listeners,
+  ];
+}
+
+export function renderHaproxyConfig(plan: ClusterPlan, node: NodePlan): string {
+  return emitHaproxyConfig(haproxySections(plan, node), [
+    `HAProxy for ${plan.config.patroni.scope} on ${node.name}; rendered by pgha, do not edit on the node.`,
+  ]);
+}

@@ -1,0 +1,71 @@
+import { NODE_PATHS, postgresPaths, type ClusterPlan, type NodePlan, type NodeSecretsPlan } from "../plan";
+import { renderEtcdConfig, renderEtcdctlEnv } from "./etcd";
+import { renderHaproxyConfig } from "./haproxy";
+import { renderPatroniConfig } from "./patroni";
+import { bootScript } from "./scripts";
+import { emitSystemdUnit, nodeUnits } from "./systemd";
+import type { NodeFile } from "./types";
+
+/** What /etc/pgha/secrets.json holds: names and destinations, never values. */
+export function secretsManifest(secrets: NodeSecretsPlan): { region: string; files: NodeSecretsPlan["files"] } {
+  return { region: secrets.awsRegion, files: secrets.files };
+}
+
+function file(path: string, content: string, owner: string, permissions: string, defer = true): NodeFile {
+  return { path, content, owner: `${owner}:${owner}`, permissions, defer };
+}
+
+/** apt pins: the Patroni minor and PostgreSQL major the stack asks for, from PGDG. */
+export function aptPins(plan: ClusterPlan): string {
+  const { versions } = plan.config;
+  const stanzas = [
+    [`Package: patroni`, `Pin: version ${versions.patroni}`, `Pin-Priority: 1001`],
+    [
+      `Package: postgresql-${versions.postgresMajor} postgresql-client-${versions.postgresMajor}`,
+      `Pin: version ${versions.postgresPackage}`,
+      `Pin-Priority: 1001`,
+    ],
+  ];
+  return `${stanzas.map((lines) => lines.join("\n")).join("\n\n")}\n`;
+}
+
+/**
+ * Every file the node needs, one renderer per file. Files owned by service
+ * users are deferred until packages have created those users.
+ */
+export function renderNodeFiles(plan: ClusterPlan, node: NodePlan): NodeFile[] {
+  const secrets = plan.secrets.find((s) => s.node === node.name);
+  if (!secrets) throw new Error(`internal: no secrets planned for ${node.name}`);
+  const files: NodeFile[] = [];
+  if (node.roles.has("postgres")) {
+    // Written before packages install so the PGDG packages neither pick
+    // another Patroni nor create and start a default `main` cluster.
+    files.push(file("/etc/apt/preferences.d/pgha.pref", aptPins(plan), "root", "0644", false));
+    files.push(file(NODE_PATHS.createClusterConf, "create_main_cluster = false\n", "root", "0644", false));
+  }
+  files.push(file(NODE_PATHS.secretsManifest, `${JSON.stringify(secretsManifest(secrets))}\n`, "root", "0600"));
+  files.push(file(NODE_PATHS.fetchSecrets, bootScript("pgha-fetch-secrets.py"), "root", "0755"));
+  if (node.roles.has("etcd")) {
+    files.push(file(NODE_PATHS.installEtcd, bootScript("pgha-install-etcd.sh"), "root", "0755"));
+    files.push(file(NODE_PATHS.etcdConfig, renderEtcdConfig(plan, node), "etcd", "0640"));
+  }
+  if (node.roles.has("etcd") || node.roles.has("postgres")) {
+    files.push(file(NODE_PATHS.etcdctlEnv, renderEtcdctlEnv(plan, node), "root", "0644"));
+  }
+  if (node.roles.has("postgres")) {
+    files.push(file(NODE_PATHS.prepareDataVolume, bootScript("pgha-prepare-data-volume.sh"), "root", "0755"));
+    files.push(file(NODE_PATHS.patroniConfig, renderPatroniConfig(plan, node), "postgres", "0640"));
+  }
+  if (node.roles.has("haproxy")) {
+    files.push(file(NODE_PATHS.haproxyConfig, renderHaproxyConfig(plan, node), "root", "0644"));
+  }
+  for (const unit of nodeUnits(plan, node)) {
+    files.push(file(`${NODE_PATHS.systemdDir}/${unit.name}`, emitSystemdUnit(unit.unit), "root", "0644"));
+  }
+  return files;
+}
+
+/** Where PGDATA's volume is mounted (see pgha-prepare-data-volume). */
+export function dataMountPoint(plan: ClusterPlan): string {
+  return postgresPaths(plan.config.versions.postgresMajor).mountPoint;
+}

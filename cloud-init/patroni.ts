@@ -1,0 +1,151 @@
+import {
+  certificateFor,
+  CLUSTER_USERS,
+  NODE_PATHS,
+  nodesWithRole,
+  PORTS,
+  postgresPaths,
+  type ClusterPlan,
+  type NodePlan,
+} from "../plan";
+import { dumpYaml } from "./yaml";
+
+/**
+ * PostgreSQL parameters every member runs with. They are Patroni dynamic
+ * configuration (bootstrap.dcs): after the first boot they live in etcd and
+ * change through `patronictl edit-config`, not by editing this file.
+ */
+function clusterParameters(plan: ClusterPlan): Record<string, string | number | boolean> {
+  return {
+    wal_level: "replica",
+    hot_standby: "on",
+    // Required by pg_rewind when data checksums are off, harmless when on.
+    wal_log_hints: "on",
+    max_wal_senders: 10,
+    max_replication_slots: 10,
+    wal_keep_size: "1GB",
+    password_encryption: "scram-sha-256",
+    // No backup target is configured, so nothing may claim WAL is archived.
+    archive_mode: "off",
+    ...plan.config.patroni.parameters,
+  };
+}
+
+/**
+ * pg_hba: TLS and SCRAM for every network connection, and only from the
+ * cluster's own VPCs (applications arrive through HAProxy, whose address is
+ * inside them). Patroni itself uses the local socket with peer auth.
+ */
+function pgHba(plan: ClusterPlan): string[] {
+  const fromCluster = plan.clusterCidrs.flatMap((cidr) => [
+    `hostssl replication ${CLUSTER_USERS.replication} ${cidr} scram-sha-256`,
+    `hostssl all all ${cidr} scram-sha-256`,
+  ]);
+  return [
+    `local all ${CLUSTER_USERS.superuser} peer`,
+    `local all all scram-sha-256`,
+    `hostssl all all 127.0.0.1/32 scram-sha-256`,
+    ...fromCluster,
+    `host all all 0.0.0.0/0 reject`,
+    `host all all ::/0 reject`,
+  ];
+}
+
+export function patroniConfig(plan: ClusterPlan, node: NodePlan): Record<string, unknown> {
+  if (!node.roles.has("postgres")) throw new Error(`${node.name} has no postgres role`);
+  const { patroni, versions } = plan.config;
+  const pg = postgresPaths(versions.postgresMajor);
+  const rest = certificateFor(plan.certificates, node.name, "patroni-rest");
+  const etcdClient = certificateFor(plan.certificates, node.name, "etcd-client");
+  const server = certificateFor(plan.certificates, node.name, "postgres-server");
+  // Replication and pg_rewind connect to the other members' IPs, which their
+  // server certificates carry as SANs: verify-full holds.
+  const verifiedTls = { sslmode: "verify-full", sslrootcert: NODE_PATHS.caCert };
+  return {
+    scope: patroni.scope,
+    namespace: patroni.namespace,
+    name: node.name,
+    restapi: {
+      listen: `0.0.0.0:${PORTS.patroniRest}`,
+      connect_address: `${node.privateIp}:${PORTS.patroniRest}`,
+      certfile: rest.certPath,
+      keyfile: rest.keyPath,
+      cafile: NODE_PATHS.caCert,
+      // Every call, health checks included, must present a certificate from
+      // the cluster CA; unsafe calls also need the password (PATRONI_RESTAPI_PASSWORD).
+      verify_client: "required",
+      authentication: { username: CLUSTER_USERS.restApi },
+    },
+    // Patroni's own calls to other members and patronictl present this
+    // certificate; Patroni does not fall back to restapi.certfile.
+    ctl: { certfile: rest.certPath, keyfile: rest.keyPath, cacert: NODE_PATHS.caCert },
+    etcd3: {
+      hosts: plan.etcd.members.map((m) => m.clientUrl.replace(/^https:\/\//, "")),
+      protocol: "https",
+      cacert: NODE_PATHS.caCert,
+      cert: etcdClient.certPath,
+      key: etcdClient.keyPath,
+    },
+    bootstrap: {
+      dcs: {
+        ttl: patroni.ttl,
+        loop_wait: patroni.loopWait,
+        retry_timeout: patroni.retryTimeout,
+        maximum_lag_on_failover: patroni.maximumLagOnFailover,
+        synchronous_mode: patroni.synchronousMode,
+        synchronous_mode_strict: patroni.synchronousModeStrict,
+        synchronous_node_count: patroni.synchronousNodeCount,
+        postgresql: {
+          use_pg_rewind: true,
+          use_slots: true,
+          parameters: clusterParameters(plan),
+        },
+      },
+      initdb: [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums"],
+    },
+    postgresql: {
+      listen: `0.0.0.0:${PORTS.postgres}`,
+      connect_address: `${node.privateIp}:${PORTS.postgres}`,
+      data_dir: pg.dataDir,
+      bin_dir: pg.binDir,
+      pgpass: "/var/lib/postgresql/.pgpass.patroni",
+      use_unix_socket: true,
+      authentication: {
+        // Passwords come from PATRONI_*_PASSWORD in /etc/patroni/patroni.env.
+        superuser: { username: CLUSTER_USERS.superuser },
+        replication: { username: CLUSTER_USERS.replication, ...verifiedTls },
+        rewind: { username: CLUSTER_USERS.rewind, ...verifiedTls },
+      },
+      parameters: {
+        unix_socket_directories: NODE_PATHS.postgresSocketDir,
+        ssl: "on",
+        ssl_cert_file: server.certPath,
+        ssl_key_file: server.keyPath,
+        ssl_ca_file: NODE_PATHS.caCert,
+        ssl_min_protocol_version: "TLSv1.2",
+      },
+      // Local, not dynamic: the allowed networks are the stack's own VPCs,
+      // which change only with the infrastructure, node by node.
+      pg_hba: pgHba(plan),
+      basebackup: [{ checkpoint: "fast" }],
+      // A replica whose pg_rewind fails is re-cloned instead of staying down.
+      remove_data_directory_on_rewind_failure: true,
+    },
+    tags: {
+      failover_priority: node.failoverPriority,
+      noloadbalance: false,
+      clonefrom: false,
+      nosync: false,
+      region: node.region,
+    },
+  };
+}
+
+export function renderPatroniConfig(plan: ClusterPlan, node: NodePlan): string {
+  return dumpYaml(patroniConfig(plan, node));
+}
+
+/** The members HAProxy and the drills address, in plan order. */
+export function patroniMembers(plan: ClusterPlan): NodePlan[] {
+  return nodesWithRole(plan, "postgres");
+}

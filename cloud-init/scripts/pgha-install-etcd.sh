@@ -1,0 +1,20 @@
+#!/bin/bash
+# Installs etcd from its official release archive, verified against the
+# SHA-256 pinned in the stack configuration (versions.etcdSha256).
+# Usage: pgha-install-etcd VERSION SHA256 ARCH
+set -euo pipefail
+version=$1
+sha256=$2
+arch=$3
+release_url=${PGHA_ETCD_RELEASE_URL:-https://github.com/etcd-io/etcd/releases/download}
+
+if [ -x /usr/local/bin/etcd ] && /usr/local/bin/etcd --version | grep -qx "etcd Version: $version"; then
+  exit 0
+fi
+name=etcd-v$version-linux-$arch
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+curl --fail --silent --show-error --location --retry 5 --output "$work/$name.tar.gz" "$release_url/v$version/$name.tar.gz"
+echo "$sha256  $work/$name.tar.gz" | sha256sum --check --strict --quiet
+tar -xzf "$work/$name.tar.gz" -C "$work"
+install -m 0755 "$work/$name/etcd" "$work/$name/etcdctl" "$work/$name/etcdutl" /usr/local/bin/

@@ -1,0 +1,118 @@
+import { NODE_PATHS, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
+
+/** A unit file as data: section → key → value (a list repeats the key). */
+export type SystemdUnit = Record<string, Record<string, string | number | string[]>>;
+
+const SAFE_VALUE = /^[^\n\r]*$/;
+
+export function emitSystemdUnit(unit: SystemdUnit): string {
+  const lines: string[] = [];
+  for (const [section, entries] of Object.entries(unit)) {
+    if (lines.length > 0) lines.push("");
+    lines.push(`[${section}]`);
+    for (const [key, value] of Object.entries(entries)) {
+      for (const item of Array.isArray(value) ? value : [value]) {
+        const text = String(item);
+        if (!SAFE_VALUE.test(text)) throw new Error(`systemd unit: value of ${section}.${key} spans lines`);
+        lines.push(`${key}=${text}`);
+      }
+    }
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+export interface RenderedUnit {
+  /** e.g. etcd.service */
+  name: string;
+  unit: SystemdUnit;
+}
+
+/**
+ * The services of a node, in start order. Patroni only Wants etcd: with the
+ * reference design's `Requires=etcd.service`, restarting the local etcd
+ * member would also stop Patroni and with it the PostgreSQL primary.
+ */
+export function nodeUnits(plan: ClusterPlan, node: NodePlan): RenderedUnit[] {
+  const units: RenderedUnit[] = [];
+  if (node.roles.has("etcd")) {
+    units.push({
+      name: "etcd.service",
+      unit: {
+        Unit: {
+          Description: `etcd member ${node.name} of ${plan.config.patroni.scope}`,
+          Documentation: "https://etcd.io/docs/v3.5/op-guide/configuration/",
+          After: "network-online.target",
+          Wants: "network-online.target",
+        },
+        Service: {
+          Type: "notify",
+          User: SERVICE_USERS.etcd,
+          Group: SERVICE_USERS.etcd,
+          // systemd creates /var/lib/etcd owned by etcd, mode 0700 (etcd insists).
+          StateDirectory: "etcd",
+          StateDirectoryMode: "0700",
+          ExecStart: `${NODE_PATHS.etcdBinary} --config-file=${NODE_PATHS.etcdConfig}`,
+          Restart: "always",
+          RestartSec: "5s",
+          LimitNOFILE: 65536,
+        },
+        Install: { WantedBy: "multi-user.target" },
+      },
+    });
+  }
+  if (node.roles.has("postgres")) {
+    units.push({
+      name: "patroni.service",
+      unit: {
+        Unit: {
+          Description: `Patroni member ${node.name} of ${plan.config.patroni.scope}`,
+          Documentation: "https://patroni.readthedocs.io/",
+          After: node.roles.has("etcd") ? "network-online.target etcd.service" : "network-online.target",
+          Wants: node.roles.has("etcd") ? "network-online.target etcd.service" : "network-online.target",
+        },
+        Service: {
+          Type: "simple",
+          User: SERVICE_USERS.postgres,
+          Group: SERVICE_USERS.postgres,
+          EnvironmentFile: NODE_PATHS.patroniEnv,
+          ExecStart: `/usr/bin/patroni ${NODE_PATHS.patroniConfig}`,
+          ExecReload: "/bin/kill -s HUP $MAINPID",
+          // Stop only Patroni; it shuts PostgreSQL down itself.
+          KillMode: "process",
+          TimeoutStopSec: 60,
+          Restart: "on-failure",
+          RestartSec: "5s",
+          LimitNOFILE: 65536,
+        },
+        Install: { WantedBy: "multi-user.target" },
+      },
+    });
+  }
+  if (node.roles.has("haproxy")) {
+    units.push({
+      name: "haproxy.service",
+      unit: {
+        Unit: {
+          Description: `HAProxy endpoint ${node.name} of ${plan.config.patroni.scope}`,
+          Documentation: "https://docs.haproxy.org/",
+          After: "network-online.target",
+          Wants: "network-online.target",
+        },
+        Service: {
+          Type: "notify",
+          // Starts as root to read its certificate, then drops to `user haproxy`.
+          ExecStartPre: `/usr/sbin/haproxy -c -q -f ${NODE_PATHS.haproxyConfig}`,
+          ExecStart: `/usr/sbin/haproxy -Ws -f ${NODE_PATHS.haproxyConfig} -p /run/haproxy.pid`,
+          ExecReload: "/bin/kill -USR2 $MAINPID",
+          RuntimeDirectory: "haproxy",
+          KillMode: "mixed",
+          Restart: "always",
+          RestartSec: "2s",
+          LimitNOFILE: 65536,
+        },
+        Install: { WantedBy: "multi-user.target" },
+      },
+    });
+  }
+  return units;
+}

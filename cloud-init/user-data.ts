@@ -1,0 +1,114 @@
+import { gzipSync } from "node:zlib";
+import { findNode, NODE_PATHS, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
+import { dataMountPoint, renderNodeFiles } from "./node-files";
+import { nodeUnits } from "./systemd";
+import type { BootCommand, BootInputs, NodeFile } from "./types";
+import { dumpYaml } from "./yaml";
+
+/** EC2 refuses user-data over 16 KB (measured before base64, after compression). */
+export const USER_DATA_LIMIT_BYTES = 16 * 1024;
+
+/** The PostgreSQL project's apt signing key (ACCC4CF8), pinned by full fingerprint. */
+export const PGDG_KEY_FINGERPRINT = "B97B0AFCAA1A47F044F244A07FCC7D46ACCC4CF8";
+
+function packagesFor(plan: ClusterPlan, node: NodePlan): string[] {
+  const major = plan.config.versions.postgresMajor;
+  const packages = new Set<string>(["ca-certificates", "curl", "python3-boto3"]);
+  if (node.roles.has("postgres")) {
+    // python3-etcd: Patroni's etcd3 DCS imports it; the Debian package only
+    // lists it as one alternative among several DCS clients.
+    for (const name of [`postgresql-${major}`, `postgresql-client-${major}`, "patroni", "python3-etcd", "python3-psycopg2"]) packages.add(name);
+  }
+  if (node.roles.has("haproxy")) packages.add("haproxy");
+  return [...packages];
+}
+
+/**
+ * Boot steps, in order, as argv lists. Services are enabled and then
+ * restarted (a package may already have started one with its own config).
+ */
+export function bootCommands(plan: ClusterPlan, node: NodePlan, boot: BootInputs): BootCommand[] {
+  const { versions, instances } = plan.config;
+  const commands: BootCommand[] = [];
+  if (node.roles.has("etcd")) {
+    const sha = versions.etcdSha256[instances.architecture];
+    if (!sha) throw new Error(`internal: no etcd checksum for ${instances.architecture} after validation`);
+    commands.push([NODE_PATHS.installEtcd, versions.etcd, sha, instances.architecture]);
+  }
+  if (node.roles.has("postgres")) {
+    commands.push(
+      boot.dataVolumeId
+        ? [NODE_PATHS.prepareDataVolume, boot.dataVolumeId, dataMountPoint(plan)]
+        : ["install", "-d", "-o", SERVICE_USERS.postgres, "-g", SERVICE_USERS.postgres, "-m", "0700", dataMountPoint(plan)],
+    );
+  }
+  commands.push([NODE_PATHS.fetchSecrets]);
+  commands.push(["systemctl", "daemon-reload"]);
+  for (const unit of nodeUnits(plan, node)) {
+    commands.push(["systemctl", "enable", unit.name]);
+    commands.push(["systemctl", "restart", unit.name]);
+  }
+  return commands;
+}
+
+function writeFilesEntry(f: NodeFile): Record<string, unknown> {
+  return { path: f.path, owner: f.owner, permissions: f.permissions, ...(f.defer ? { defer: true } : {}), content: f.content };
+}
+
+/** The cloud-config document as data, before it is dumped. */
+export function userDataDocument(plan: ClusterPlan, node: NodePlan, boot: BootInputs): Record<string, unknown> {
+  const document: Record<string, unknown> = {
+    hostname: node.name,
+    preserve_hostname: false,
+  };
+  if (node.roles.has("etcd")) {
+    // The release archive creates no user; etcd runs as its own system account.
+    document.users = ["default", { name: SERVICE_USERS.etcd, system: true, homedir: NODE_PATHS.etcdDataDir, no_create_home: true, shell: "/usr/sbin/nologin", lock_passwd: true }];
+  }
+  if (node.roles.has("postgres")) {
+    document.apt = {
+      sources: {
+        "pgdg.list": {
+          source: "deb [signed-by=$KEY_FILE] https://apt.postgresql.org/pub/repos/apt $RELEASE-pgdg main",
+          keyid: PGDG_KEY_FINGERPRINT,
+        },
+      },
+    };
+  }
+  document.package_update = true;
+  document.packages = packagesFor(plan, node);
+  document.write_files = renderNodeFiles(plan, node).map(writeFilesEntry);
+  document.runcmd = bootCommands(plan, node, boot);
+  return document;
+}
+
+/**
+ * The `#cloud-config` user-data of one node:
+ * - `write_files`: every rendered file, including the systemd units under
+ *   /etc/systemd/system, the secrets manifest /etc/pgha/secrets.json and
+ *   the boot scripts under /usr/local/sbin;
+ * - `runcmd`: argv lists in boot order — install etcd (etcd nodes), prepare
+ *   PGDATA's volume (postgres nodes; a plain `install -d` when no volume id
+ *   is given, as in the lab), fetch secrets, `systemctl daemon-reload`, then
+ *   `systemctl enable X` and `systemctl restart X` per service in start order.
+ * No secret is ever part of it: keys and passwords are fetched at boot.
+ */
+export function renderUserData(plan: ClusterPlan, nodeName: string, boot: BootInputs): string {
+  const node = findNode(plan, nodeName);
+  return `#cloud-config\n${dumpYaml(userDataDocument(plan, node, boot))}`;
+}
+
+/**
+ * User-data as EC2 receives it: gzip, then base64 (cloud-init detects and
+ * unpacks gzip). The plain document of a database node is about 20 KB, over
+ * EC2's limit; compressed it is a third of that. Node's gzip writes no
+ * timestamp, so the same document always encodes to the same bytes and
+ * `pulumi preview` shows no spurious diff.
+ */
+export function encodeUserData(userData: string): string {
+  const compressed = gzipSync(Buffer.from(userData, "utf8"), { level: 9 });
+  if (compressed.length > USER_DATA_LIMIT_BYTES) {
+    throw new Error(`user-data is ${compressed.length} bytes compressed; EC2 accepts at most ${USER_DATA_LIMIT_BYTES}`);
+  }
+  return compressed.toString("base64");
+}
