@@ -8,3 +8,4 @@ export * from "./haproxy";
 export * from "./haproxy-emitter";
 export * from "./systemd";
 export * from "./yaml";
+export * from "./parse";

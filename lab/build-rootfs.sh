@@ -22,6 +22,12 @@ if [ -f "$rootfs/.pgha-complete" ]; then
   echo "$rootfs"
   exit 0
 fi
+# --check: only report whether the cached rootfs exists (the lab uses it to
+# fail fast with a clear message instead of starting a build).
+if [ "${1:-}" = "--check" ]; then
+  echo "rootfs not built yet: $rootfs (run: bash lab/build-rootfs.sh)" >&2
+  exit 1
+fi
 
 if ! command -v debootstrap >/dev/null; then
   apt-get update -qq >&2
@@ -53,4 +59,8 @@ trap - EXIT
 touch "$work/.pgha-complete"
 rm -rf "$rootfs"
 mv "$work" "$rootfs"
+# Older builds (another package list) are dead weight of about 1 GB each.
+for old in "$cache_dir"/rootfs-*; do
+  [ "$old" = "$rootfs" ] || [ ! -d "$old" ] || rm -rf "$old"
+done
 echo "$rootfs"

@@ -1,0 +1,128 @@
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { encodeUserData } from "../cloud-init/user-data";
+import type { ClusterPlan, CpuArchitecture, NodePlan } from "../plan";
+import { stackTags } from "./naming";
+
+/**
+ * What {@link PatroniNode} and {@link HaproxyNode} share: the instance
+ * settings every node gets, and how the AMI is found.
+ */
+
+/** Canonical's public SSM parameter for the current Ubuntu 24.04 LTS gp3 AMI. */
+export function ubuntuAmiParameter(architecture: CpuArchitecture): string {
+  return `/aws/service/canonical/ubuntu/server/24.04/stable/current/${architecture}/hvm/ebs-gp3/ami-id`;
+}
+
+/**
+ * The AMI for a region: `instances.amiOverrides[awsRegion]` when set, else
+ * Canonical's current Ubuntu 24.04 LTS, looked up in that region through its
+ * provider. The id changes whenever Canonical publishes an image; instances
+ * ignore later changes (see {@link NODE_IGNORE_CHANGES}).
+ */
+export function regionAmi(plan: ClusterPlan, awsRegion: string, provider: aws.Provider, parent: pulumi.Resource): pulumi.Output<string> {
+  const override = plan.config.instances.amiOverrides[awsRegion];
+  if (override) return pulumi.output(override);
+  // `insecureValue`: an AMI id is not a secret, and `value` would mark every instance's ami as one.
+  return aws.ssm.getParameterOutput({ name: ubuntuAmiParameter(plan.config.instances.architecture) }, { provider, parent }).insecureValue;
+}
+
+/** IMDSv2 only, and a hop limit of 1 so containers or forwarded traffic cannot reach the metadata service. */
+export const METADATA_OPTIONS = { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: 1 } as const;
+
+/**
+ * Changes to these never touch a running node:
+ * - `userDataBase64` (and `userData`, not used): rendered config changes
+ *   (Patroni, HAProxy, etcd settings) would otherwise stop/start or replace every node in one `pulumi up`,
+ *   i.e. take the whole cluster down at once. Roll them out node by node
+ *   instead: dynamic settings through Patroni's DCS (`patronictl
+ *   edit-config`), the rest by replacing one node at a time
+ *   (`pulumi up --replace <instance urn>`), which boots with the new user-data.
+ * - `ami`: the Ubuntu lookup returns a new id every few weeks; new images
+ *   reach a node only when it is replaced on purpose.
+ */
+export const NODE_IGNORE_CHANGES = ["userDataBase64", "userData", "ami"];
+
+/** Tags every node's resources carry. */
+export function nodeTags(stack: string, node: NodePlan): Record<string, string> {
+  return stackTags(stack, {
+    Name: node.name,
+    "pgha:region": node.region,
+    "pgha:role": [...node.roles].sort().join("+"),
+    "pgha:node": node.name,
+  });
+}
+
+/** Arguments shared by {@link PatroniNode} and {@link HaproxyNode}. */
+export interface NodeInstanceArgs {
+  /** The whole cluster plan: the node's user-data is rendered from it. */
+  plan: ClusterPlan;
+  /** The node to launch. */
+  node: NodePlan;
+  /** AMI id for the node's region (see {@link regionAmi}). */
+  ami: pulumi.Input<string>;
+  /** Id of the private subnet holding `node.privateIp`. */
+  subnetId: pulumi.Input<string>;
+  /** Security groups of the node (its {@link NodeSecurity} group). */
+  securityGroupIds: pulumi.Input<string>[];
+  /** Instance profile allowed to read the node's SSM parameters. */
+  instanceProfileName: pulumi.Input<string>;
+  /**
+   * Resources that must exist before the instance boots: the node's SSM
+   * parameters and its IAM permissions (`NodeSecrets.bootDependencies`).
+   */
+  bootDependencies: pulumi.Resource[];
+  /** The explicit AWS provider of the node's region. */
+  provider: aws.Provider;
+}
+
+/**
+ * Launches a node's instance: fixed private IP, no public IP, IMDSv2 with
+ * hop limit 1, encrypted gp3 root volume, user-data from the renderer.
+ *
+ * `userData` is the rendered `#cloud-config` document; it is sent gzip'd and
+ * base64'd (`encodeUserData`) as `userDataBase64`, because a database
+ * node's plain document exceeds EC2's 16 KB user-data limit.
+ *
+ * `deleteBeforeReplace`: the fixed private IP cannot be held by the old and
+ * the new instance at once, so a replacement must delete first.
+ */
+export function launchNodeInstance(
+  name: string,
+  args: NodeInstanceArgs,
+  userData: pulumi.Input<string>,
+  parent: pulumi.Resource,
+): aws.ec2.Instance {
+  const { plan, node } = args;
+  const tags = nodeTags(plan.stack, node);
+  return new aws.ec2.Instance(
+    name,
+    {
+      ami: args.ami,
+      instanceType: node.instanceType,
+      subnetId: args.subnetId,
+      privateIp: node.privateIp,
+      associatePublicIpAddress: false,
+      vpcSecurityGroupIds: args.securityGroupIds,
+      iamInstanceProfile: args.instanceProfileName,
+      metadataOptions: { ...METADATA_OPTIONS },
+      rootBlockDevice: {
+        volumeType: "gp3",
+        volumeSize: plan.config.instances.rootVolumeGiB,
+        encrypted: true,
+        deleteOnTermination: true,
+        tags,
+      },
+      userDataBase64: pulumi.output(userData).apply(encodeUserData),
+      userDataReplaceOnChange: false,
+      tags,
+    },
+    {
+      parent,
+      provider: args.provider,
+      dependsOn: args.bootDependencies,
+      ignoreChanges: NODE_IGNORE_CHANGES,
+      deleteBeforeReplace: true,
+    },
+  );
+}

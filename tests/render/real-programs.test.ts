@@ -1,0 +1,210 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { parseUserData, renderUserData } from "../../cloud-init";
+import { exec } from "../../lab/exec";
+import { checkIssued, issuePki, writeParameterDirs, type IssuedPki } from "../../lab/pki";
+import { buildClusterPlan, NODE_PATHS, nodesWithRole, PORTS, type ClusterPlan } from "../../plan";
+import { rootfsPath, scratchDir, testNetwork, TestRoot, type TestNetwork } from "./harness";
+
+const rootfs = rootfsPath();
+const plan: ClusterPlan = buildClusterPlan(undefined, { stack: "render" });
+const base = scratchDir("render");
+let pki: IssuedPki;
+let parameterDirs: Map<string, string>;
+
+/** A root holding exactly one node's user-data files, with its secrets fetched by the real boot script. */
+async function bootedRoot(nodeName: string): Promise<TestRoot> {
+  const root = new TestRoot(rootfs, base, nodeName);
+  const userData = parseUserData(renderUserData(plan, nodeName, {}));
+  for (const file of userData.files) root.write(file.path, file.content, file.owner, file.permissions);
+  const params = parameterDirs.get(nodeName) as string;
+  fs.cpSync(params, root.hostPath("/var/lib/pgha-params"), { recursive: true });
+  // pgha-install-etcd's local equivalent: the rootfs carries Debian's etcd.
+  if (nodesWithRole(plan, "etcd").some((n) => n.name === nodeName)) {
+    fs.mkdirSync(path.dirname(root.hostPath(NODE_PATHS.etcdBinary)), { recursive: true });
+    fs.symlinkSync("/usr/bin/etcd", root.hostPath(NODE_PATHS.etcdBinary));
+  }
+  const fetched = await root.run([NODE_PATHS.fetchSecrets, "--from-dir", "/var/lib/pgha-params"]);
+  assert.equal(fetched.code, 0, `pgha-fetch-secrets on ${nodeName}: ${fetched.stderr}`);
+  return root;
+}
+
+before(async () => {
+  pki = await issuePki(plan, path.join(base, "pki"), "10.1.0.99");
+  parameterDirs = writeParameterDirs(plan, pki, path.join(base, "params"));
+});
+
+after(() => fs.rmSync(base, { recursive: true, force: true }));
+
+describe("cloud-init", () => {
+  test("`cloud-init schema` accepts every node's user-data", async () => {
+    const root = new TestRoot(rootfs, base, "schema");
+    for (const node of plan.nodes) {
+      root.write(`/srv/${node.name}.yaml`, renderUserData(plan, node.name, { dataVolumeId: "vol-0123456789abcdef0" }));
+      const result = await root.run(["cloud-init", "schema", "-c", `/srv/${node.name}.yaml`]);
+      assert.equal(result.code, 0, `${node.name}: ${result.stdout}${result.stderr}`);
+      assert.match(result.stdout, /Valid schema/);
+    }
+  });
+
+  test("`cloud-init schema` is strict enough to catch an integer file mode (control)", async () => {
+    const root = new TestRoot(rootfs, base, "schema-control");
+    root.write("/srv/bad.yaml", "#cloud-config\nwrite_files:\n  - path: /etc/x\n    content: x\n    permissions: 0600\n");
+    const result = await root.run(["cloud-init", "schema", "-c", "/srv/bad.yaml"]);
+    assert.notEqual(result.code, 0, "a YAML integer mode must be rejected");
+  });
+});
+
+describe("boot step: secrets from the parameter store", () => {
+  test("pgha-fetch-secrets writes every key 0600 for its service user and the passwords as PATRONI_* variables", async () => {
+    const root = await bootedRoot("pg-tokyo-1");
+    const etcdKey = fs.statSync(root.hostPath("/etc/pgha/tls/etcd-member.key"));
+    assert.equal(etcdKey.mode & 0o777, 0o600);
+    assert.equal(etcdKey.uid, root.account("etcd").uid);
+    const pgKey = fs.statSync(root.hostPath("/etc/pgha/tls/postgres-server.key"));
+    assert.equal(pgKey.mode & 0o777, 0o600);
+    assert.equal(pgKey.uid, root.account("postgres").uid);
+    const env = fs.readFileSync(root.hostPath(NODE_PATHS.patroniEnv), "utf8");
+    assert.match(env, new RegExp(`^PATRONI_SUPERUSER_PASSWORD=${pki.passwords.get("superuser")}$`, "m"));
+    assert.equal(fs.statSync(root.hostPath(NODE_PATHS.patroniEnv)).mode & 0o777, 0o600);
+  });
+});
+
+describe("openssl", () => {
+  test("every planned certificate chains to the cluster CA with exactly the planned SANs and usages", async () => {
+    assert.deepEqual(await checkIssued(plan, pki), []);
+  });
+});
+
+describe("haproxy", () => {
+  test("`haproxy -c` accepts every HAProxy node's haproxy.cfg with its certificates in place", async () => {
+    for (const node of nodesWithRole(plan, "haproxy")) {
+      const root = await bootedRoot(node.name);
+      const result = await root.run(["haproxy", "-c", "-f", NODE_PATHS.haproxyConfig]);
+      assert.equal(result.code, 0, `${node.name}: ${result.stdout}${result.stderr}`);
+    }
+  });
+
+  test("`haproxy -c` rejects the config when the check client certificate is missing (control)", async () => {
+    const root = new TestRoot(rootfs, base, "haproxy-control");
+    const userData = parseUserData(renderUserData(plan, "haproxy-1", {}));
+    for (const file of userData.files) root.write(file.path, file.content, file.owner, file.permissions);
+    const result = await root.run(["haproxy", "-c", "-f", NODE_PATHS.haproxyConfig]);
+    assert.notEqual(result.code, 0);
+  });
+});
+
+describe("etcd and Patroni on the rendered configuration", () => {
+  const etcdNodes = nodesWithRole(plan, "etcd");
+  let network: TestNetwork;
+  const roots = new Map<string, TestRoot>();
+  const netnsOf = (node: string): string => network.namespaces.get(plan.nodes.find((n) => n.name === node)?.privateIp as string) as string;
+
+  before(async () => {
+    network = await testNetwork(`pgha-rt${process.pid % 10000}`, plan.nodes.map((n) => n.privateIp));
+    for (const node of etcdNodes) {
+      const root = await bootedRoot(node.name);
+      roots.set(node.name, root);
+      // Started as the unit runs it; the network's removal kills it.
+      void root.run([NODE_PATHS.etcdBinary, `--config-file=${NODE_PATHS.etcdConfig}`], { netns: netnsOf(node.name), user: "etcd", timeoutMs: 300_000 });
+    }
+  });
+
+  after(async () => network.remove());
+
+  const environmentFile = (root: TestRoot, file: string = NODE_PATHS.patroniEnv): Record<string, string> =>
+    Object.fromEntries(
+      fs
+        .readFileSync(root.hostPath(file), "utf8")
+        .split("\n")
+        .filter(Boolean)
+        .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+    );
+
+  const etcdctl = (args: string[]) => {
+    const root = roots.get("pg-seoul-1") as TestRoot;
+    return root.run(["etcdctl", "--command-timeout=3s", ...args], { netns: netnsOf("pg-seoul-1"), env: environmentFile(root, NODE_PATHS.etcdctlEnv) });
+  };
+
+  test("three members form a cluster over mutual TLS and report healthy", async () => {
+    let last = "";
+    for (let attempt = 0; attempt < 30; attempt++) {
+      const result = await etcdctl(["endpoint", "health", "--cluster"]);
+      last = result.stdout + result.stderr;
+      if (result.code === 0 && (last.match(/is healthy/g) ?? []).length === etcdNodes.length) break;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    assert.equal((last.match(/is healthy/g) ?? []).length, etcdNodes.length, last);
+    const members = await etcdctl(["member", "list"]);
+    for (const node of etcdNodes) assert.match(members.stdout, new RegExp(`${node.name}, https://${node.privateIp.replace(/\./g, "\\.")}:${PORTS.etcdPeer}`));
+  });
+
+  test("etcd refuses a plain-text client, a client without a certificate and a certificate from another CA", async () => {
+    const root = roots.get("pg-seoul-1") as TestRoot;
+    const url = `${plan.etcd.members[0]?.clientUrl}/health`;
+    const plain = await root.run(["curl", "-sS", "--max-time", "3", url.replace("https://", "http://")], { netns: netnsOf("pg-seoul-1") });
+    assert.doesNotMatch(plain.stdout, /"health":"true"/);
+    const noCert = await root.run(["curl", "-sS", "--max-time", "3", "--cacert", NODE_PATHS.caCert, url], { netns: netnsOf("pg-seoul-1") });
+    assert.notEqual(noCert.code, 0, `no client certificate must fail: ${noCert.stdout}`);
+    root.write("/srv/foreign.crt", fs.readFileSync(pki.foreign.cert, "utf8"));
+    root.write("/srv/foreign.key", fs.readFileSync(pki.foreign.key, "utf8"), "root", "0600");
+    const foreign = await root.run(["curl", "-sS", "--max-time", "3", "--cacert", NODE_PATHS.caCert, "--cert", "/srv/foreign.crt", "--key", "/srv/foreign.key", url], { netns: netnsOf("pg-seoul-1") });
+    assert.notEqual(foreign.code, 0, `a foreign CA's certificate must fail: ${foreign.stdout}`);
+    const good = await root.run(["curl", "-sS", "--max-time", "3", "--cacert", NODE_PATHS.caCert, "--cert", "/etc/pgha/tls/etcd-client.crt", "--key", "/etc/pgha/tls/etcd-client.key", url], { netns: netnsOf("pg-seoul-1") });
+    assert.match(good.stdout, /"health":"true"/, `control: the cluster's own client certificate must pass: ${good.stderr}`);
+  });
+
+  test("the etcd peer port demands a client certificate (the reference design's peer-client-cert-auth key is ignored by etcd)", async () => {
+    const root = roots.get("pg-seoul-1") as TestRoot;
+    const peerUrl = `${plan.etcd.members[1]?.peerUrl}/members`;
+    const noCert = await root.run(["curl", "-sS", "--max-time", "3", "--cacert", NODE_PATHS.caCert, peerUrl], { netns: netnsOf("pg-seoul-1") });
+    assert.notEqual(noCert.code, 0, `peer port answered without a client certificate: ${noCert.stdout}`);
+  });
+
+  test("`patroni --validate-config` accepts patroni.yml with etcd reachable", async () => {
+    for (const node of nodesWithRole(plan, "postgres")) {
+      const root = roots.get(node.name) ?? (await bootedRoot(node.name));
+      // As the unit runs it: the passwords come from its EnvironmentFile.
+      const result = await root.run(["patroni", "--validate-config", NODE_PATHS.patroniConfig], { netns: netnsOf(node.name), user: "postgres", env: environmentFile(root) });
+      assert.equal(result.code, 0, `${node.name}: ${result.stdout}${result.stderr}`);
+    }
+  });
+
+  test("`patroni --validate-config` rejects a config whose etcd hosts are unreachable (control)", async () => {
+    const root = roots.get("pg-seoul-1") as TestRoot;
+    const broken = fs.readFileSync(root.hostPath(NODE_PATHS.patroniConfig), "utf8").replace(/10\.1\.0\.10:2379/, "10.1.0.99:2379").replace(/10\.2\.0\.10:2379/, "10.2.0.99:2379").replace(/10\.3\.0\.10:2379/, "10.3.0.99:2379");
+    root.write("/srv/broken.yml", broken, "postgres", "0640");
+    const result = await root.run(["patroni", "--validate-config", "/srv/broken.yml"], { netns: netnsOf("pg-seoul-1"), user: "postgres", env: environmentFile(root), timeoutMs: 60_000 });
+    assert.notEqual(result.code, 0);
+  });
+});
+
+describe("boot step: etcd install", () => {
+  test("pgha-install-etcd installs a release whose SHA-256 matches and refuses one that does not", async () => {
+    const root = await bootedRoot("pg-singapore-1");
+    fs.rmSync(root.hostPath(NODE_PATHS.etcdBinary));
+    const version = plan.config.versions.etcd;
+    const name = `etcd-v${version}-linux-amd64`;
+    const stage = path.join(base, "release-stage");
+    fs.mkdirSync(path.join(stage, name), { recursive: true });
+    for (const tool of ["etcd", "etcdctl", "etcdutl"]) {
+      fs.writeFileSync(path.join(stage, name, tool), `#!/bin/sh\necho "etcd Version: ${version}"\n`, { mode: 0o755 });
+    }
+    const archive = root.hostPath(`/srv/release/v${version}/${name}.tar.gz`);
+    fs.mkdirSync(path.dirname(archive), { recursive: true });
+    assert.equal((await exec(["tar", "-czf", archive, "-C", stage, name])).code, 0);
+    const sha = createHash("sha256").update(fs.readFileSync(archive)).digest("hex");
+    const env = { PGHA_ETCD_RELEASE_URL: "file:///srv/release" };
+
+    const tampered = await root.run([NODE_PATHS.installEtcd, version, "0".repeat(64), "amd64"], { env });
+    assert.notEqual(tampered.code, 0, "a checksum mismatch must stop the install");
+    assert.ok(!fs.existsSync(root.hostPath(NODE_PATHS.etcdBinary)), "nothing may be installed from an unverified archive");
+
+    const verified = await root.run([NODE_PATHS.installEtcd, version, sha, "amd64"], { env });
+    assert.equal(verified.code, 0, verified.stderr);
+    assert.ok(fs.existsSync(root.hostPath(NODE_PATHS.etcdBinary)));
+  });
+});

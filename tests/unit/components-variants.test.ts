@@ -1,0 +1,248 @@
+/**
+ * The components' plain functions, and a cluster that is not the reference
+ * layout: HAProxy co-located on a database node, an etcd-only witness in
+ * the third region, an AMI override, unprotected data volumes and no admin
+ * networks.
+ */
+import assert from "node:assert/strict";
+import { before, describe, it } from "node:test";
+import { buildClusterPlan, type ClusterPlan } from "../../plan";
+import { installMocks, prepareRenderer, valueOf } from "./mocks";
+
+const world = installMocks("alt");
+const OVERRIDE_AMI = "ami-0123456789abcdef0";
+const altPlan = buildClusterPlan(
+  {
+    regions: [
+      {
+        name: "seoul",
+        awsRegion: "ap-northeast-2",
+        vpcCidr: "10.1.0.0/16",
+        subnets: [{ cidr: "10.1.0.0/24", availabilityZone: "ap-northeast-2c" }],
+        natSubnetCidr: "10.1.255.0/28",
+        nodes: [{ name: "pg-seoul-1", privateIp: "10.1.0.10", roles: ["postgres", "etcd", "haproxy"] }],
+      },
+      {
+        name: "tokyo",
+        awsRegion: "ap-northeast-1",
+        vpcCidr: "10.2.0.0/16",
+        subnets: [{ cidr: "10.2.0.0/24", availabilityZone: "ap-northeast-1a" }],
+        natSubnetCidr: "10.2.255.0/28",
+        nodes: [{ name: "pg-tokyo-1", privateIp: "10.2.0.10", roles: ["postgres", "etcd"] }],
+      },
+      {
+        name: "singapore",
+        awsRegion: "ap-southeast-1",
+        vpcCidr: "10.3.0.0/16",
+        subnets: [{ cidr: "10.3.0.0/24", availabilityZone: "ap-southeast-1b" }],
+        natSubnetCidr: "10.3.255.0/28",
+        nodes: [{ name: "witness-1", privateIp: "10.3.0.10", roles: ["etcd"] }],
+      },
+    ],
+    access: { applicationCidrs: ["10.9.0.0/16"], adminCidrs: [] },
+    instances: { protectDataVolumes: false, amiOverrides: { "ap-southeast-1": OVERRIDE_AMI } },
+  },
+  { stack: "alt" },
+);
+const renderer = prepareRenderer(() => {
+  const { renderUserData } = require("../../cloud-init/user-data") as typeof import("../../cloud-init/user-data");
+  renderUserData(altPlan, "pg-seoul-1", { dataVolumeId: "vol-0123456789abcdef0" });
+});
+const { PgHaCluster, nodeKind } = require("../../components/cluster") as typeof import("../../components/cluster");
+const { nodeIngressRules } = require("../../components/security") as typeof import("../../components/security");
+const { iamName, slug } = require("../../components/naming") as typeof import("../../components/naming");
+const { peeringPairs, validateMeshPeeringArgs } = require("../../components/mesh-peering") as typeof import("../../components/mesh-peering");
+const { nodeParameterPolicy, validateNodeSecretsArgs } = require("../../components/node-secrets") as typeof import("../../components/node-secrets");
+const { validatePatroniNodeArgs } = require("../../components/patroni-node") as typeof import("../../components/patroni-node");
+const { validateHaproxyNodeArgs } = require("../../components/haproxy-node") as typeof import("../../components/haproxy-node");
+const { ubuntuAmiParameter } = require("../../components/node-instance") as typeof import("../../components/node-instance");
+const { validateRegionNetworkArgs } = require("../../components/region-network") as typeof import("../../components/region-network");
+
+const referencePlan = buildClusterPlan({ access: { applicationCidrs: ["10.1.0.0/16"], adminCidrs: ["10.1.100.0/24"] } }, { stack: "dev" });
+const node = (plan: ClusterPlan, name: string) => plan.nodes.find((n) => n.name === name)!;
+const rulesOf = (plan: ClusterPlan, name: string) => nodeIngressRules(plan, name).map((r) => `${r.port} ${r.cidr}`).sort();
+
+describe("naming", () => {
+  it("names IAM roles pgha-<stack>-<node>, cut to 64 characters with a hash when longer", () => {
+    assert.equal(iamName("dev", "pg-seoul-1"), "pgha-dev-pg-seoul-1");
+    const stack = "a".repeat(40);
+    const long1 = iamName(stack, `n${"x".repeat(30)}1`);
+    const long2 = iamName(stack, `n${"x".repeat(30)}2`);
+    assert.equal(long1.length, 64);
+    assert.notEqual(long1, long2);
+    assert.equal(iamName(stack, `n${"x".repeat(30)}1`), long1, "deterministic");
+    assert.match(long1, /^pgha-a+-/);
+  });
+
+  it("derives child names from CIDRs and paths", () => {
+    assert.equal(slug("10.1.0.0/24"), "10-1-0-0-24");
+    assert.equal(slug("/tls/etcd-member.key"), "tls-etcd-member-key");
+  });
+});
+
+describe("security allowlist (nodeIngressRules)", () => {
+  it("reference layout: a database node admits its peers and the HAProxies, nothing else", () => {
+    const others = ["10.2.0.10/32", "10.3.0.10/32"];
+    const haproxies = ["10.1.0.20/32", "10.2.0.20/32", "10.3.0.20/32"];
+    const expected = [
+      ...[...others, ...haproxies].flatMap((cidr) => [`5432 ${cidr}`, `8008 ${cidr}`]),
+      ...others.flatMap((cidr) => [`2379 ${cidr}`, `2380 ${cidr}`]),
+    ].sort();
+    assert.deepEqual(rulesOf(referencePlan, "pg-seoul-1"), expected);
+  });
+
+  it("reference layout: a HAProxy admits applications on 5000-5002 and admins on 7000 only", () => {
+    assert.deepEqual(rulesOf(referencePlan, "haproxy-2"), ["5000 10.1.0.0/16", "5001 10.1.0.0/16", "5002 10.1.0.0/16", "7000 10.1.100.0/24"]);
+  });
+
+  it("an etcd-only witness admits etcd traffic only", () => {
+    assert.deepEqual(rulesOf(altPlan, "witness-1"), ["2379 10.1.0.10/32", "2379 10.2.0.10/32", "2380 10.1.0.10/32", "2380 10.2.0.10/32"]);
+  });
+
+  it("a node with several roles gets the union, without its own IP", () => {
+    assert.deepEqual(rulesOf(altPlan, "pg-seoul-1"), [
+      "2379 10.2.0.10/32",
+      "2379 10.3.0.10/32",
+      "2380 10.2.0.10/32",
+      "2380 10.3.0.10/32",
+      "5000 10.9.0.0/16",
+      "5001 10.9.0.0/16",
+      "5002 10.9.0.0/16",
+      "5432 10.2.0.10/32",
+      "8008 10.2.0.10/32",
+    ]);
+  });
+
+  it("with no access networks, HAProxy is unreachable from outside the cluster", () => {
+    const closed = buildClusterPlan({}, { stack: "dev" });
+    assert.deepEqual(nodeIngressRules(closed, "haproxy-1"), []);
+  });
+
+  it("refuses 0.0.0.0/0 even if a plan carried it", () => {
+    const open = buildClusterPlan({}, { stack: "dev" });
+    open.config.access.applicationCidrs = ["0.0.0.0/0"];
+    assert.throws(() => nodeIngressRules(open, "haproxy-1"), /refusing 0\.0\.0\.0\/0/);
+  });
+});
+
+describe("mesh pairs", () => {
+  it("pairs every region with every other exactly once", () => {
+    const pairs = peeringPairs(["a", "b", "c", "d"]).map((p) => p.join(""));
+    assert.deepEqual(pairs, ["ab", "ac", "ad", "bc", "bd", "cd"]);
+    assert.deepEqual(peeringPairs(["a"]), []);
+  });
+
+  it("rejects two VPCs in one AWS region", () => {
+    const side = { vpcCidr: "10.0.0.0/16", vpcId: "vpc-1", privateRouteTableIds: [], provider: undefined as never };
+    assert.throws(
+      () => validateMeshPeeringArgs({ stack: "dev", regions: [{ ...side, name: "a", awsRegion: "eu-west-1" }, { ...side, name: "b", awsRegion: "eu-west-1" }] }),
+      /appears twice/,
+    );
+  });
+});
+
+describe("node secrets policy", () => {
+  const scope = { partition: "aws", awsRegion: "ap-northeast-1", accountId: "111122223333", parameterPath: "/pgha/dev/pg-tokyo-1" };
+
+  it("allows reading and decrypting only the node's own parameters, and denies decrypting any other", () => {
+    const policy = nodeParameterPolicy(scope) as { Statement: any[] };
+    const own = "arn:aws:ssm:ap-northeast-1:111122223333:parameter/pgha/dev/pg-tokyo-1/*";
+    assert.deepEqual(policy.Statement.map((s) => [s.Sid, s.Effect]), [
+      ["ReadOwnParameters", "Allow"],
+      ["DecryptOwnParameters", "Allow"],
+      ["DenyDecryptOtherParameters", "Deny"],
+    ]);
+    assert.deepEqual(policy.Statement[0].Resource, [own, own.slice(0, -2)]);
+    assert.equal(policy.Statement[1].Resource, "arn:aws:kms:ap-northeast-1:111122223333:key/*");
+    assert.deepEqual(policy.Statement[1].Condition, {
+      StringEquals: { "kms:ViaService": "ssm.ap-northeast-1.amazonaws.com" },
+      StringLike: { "kms:EncryptionContext:PARAMETER_ARN": own },
+    });
+    assert.deepEqual(policy.Statement[2].Condition, { StringNotLike: { "kms:EncryptionContext:PARAMETER_ARN": own } });
+  });
+
+  it("rejects a secrets plan that strays from the node's path or stores a key as plain String", () => {
+    const n = node(referencePlan, "pg-tokyo-1");
+    const secrets = referencePlan.secrets.find((s) => s.node === n.name)!;
+    assert.doesNotThrow(() => validateNodeSecretsArgs({ node: n, secrets }));
+    const stray = { ...secrets, parameters: [...secrets.parameters, { name: "/pgha/dev/pg-seoul-1/tls/x.key", secure: true, value: secrets.parameters[0].value }] };
+    assert.throws(() => validateNodeSecretsArgs({ node: n, secrets: stray }), /outside \/pgha\/dev\/pg-tokyo-1\//);
+    const plain = { ...secrets, parameters: secrets.parameters.map((p) => ({ ...p, secure: false })) };
+    assert.throws(() => validateNodeSecretsArgs({ node: n, secrets: plain }), /must be a SecureString/);
+    const other = referencePlan.secrets.find((s) => s.node === "pg-seoul-1")!;
+    assert.throws(() => validateNodeSecretsArgs({ node: n, secrets: other }), /got the secrets plan of pg-seoul-1/);
+  });
+});
+
+describe("component argument checks", () => {
+  const args = (plan: ClusterPlan, name: string) => ({ plan, node: node(plan, name) }) as Parameters<typeof validatePatroniNodeArgs>[0];
+
+  it("sends database-tier nodes to PatroniNode and HAProxy-only nodes to HaproxyNode", () => {
+    assert.equal(nodeKind(node(referencePlan, "pg-seoul-1")), "patroni");
+    assert.equal(nodeKind(node(referencePlan, "haproxy-1")), "haproxy");
+    assert.equal(nodeKind(node(altPlan, "pg-seoul-1")), "patroni");
+    assert.equal(nodeKind(node(altPlan, "witness-1")), "patroni");
+    assert.throws(() => validatePatroniNodeArgs(args(referencePlan, "haproxy-1")), /use HaproxyNode/);
+    assert.throws(() => validateHaproxyNodeArgs(args(referencePlan, "pg-seoul-1")), /haproxy role/);
+    assert.throws(() => validateHaproxyNodeArgs(args(altPlan, "pg-seoul-1")), /use PatroniNode/);
+  });
+
+  it("rejects a region whose node sits outside its subnets", () => {
+    const region = { ...referencePlan.regions[0], nodes: [{ ...referencePlan.regions[0].nodes[0], subnetCidr: "10.1.7.0/24" }] };
+    assert.throws(() => validateRegionNetworkArgs({ region, stack: "dev", provider: undefined as never }), /not a subnet of this region/);
+  });
+
+  it("looks up Canonical's Ubuntu 24.04 gp3 AMI for the configured architecture", () => {
+    assert.equal(ubuntuAmiParameter("arm64"), "/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id");
+  });
+});
+
+describe("a non-reference cluster under mocks", () => {
+  let cluster: InstanceType<typeof PgHaCluster>;
+  before(async () => {
+    cluster = new PgHaCluster("alt", { plan: altPlan });
+    await valueOf(cluster.haproxyEndpoints);
+    await world.settle();
+  });
+  const instanceOf = (name: string) => world.ofType("aws:ec2/instance:Instance").find((i) => i.inputs.privateIp === node(altPlan, name).privateIp)!;
+
+  it("launches every node as a PatroniNode, with data volumes only where postgres runs", () => {
+    assert.equal(world.ofType("pgha:aws:PatroniNode").length, 3);
+    assert.equal(world.ofType("pgha:aws:HaproxyNode").length, 0);
+    const volumes = world.ofType("aws:ebs/volume:Volume");
+    assert.deepEqual(volumes.map((v) => v.inputs.tags["pgha:node"]).sort(), ["pg-seoul-1", "pg-tokyo-1"]);
+    assert.equal(volumes.find((v) => v.inputs.tags["pgha:node"] === "pg-seoul-1")!.inputs.availabilityZone, "ap-northeast-2c");
+  });
+
+  it("leaves data volumes unprotected when instances.protectDataVolumes is false", () => {
+    for (const v of world.ofType("aws:ebs/volume:Volume")) assert.equal(v.protect, false);
+  });
+
+  it("uses the AMI override and skips the lookup in that region only", () => {
+    const lookups = world.invocations.filter((c) => c.token === "aws:ssm/getParameter:getParameter").map((c) => world.regionOf(c)).sort();
+    assert.deepEqual(lookups, ["ap-northeast-1", "ap-northeast-2"]);
+    assert.equal(instanceOf("witness-1").inputs.ami, OVERRIDE_AMI);
+    assert.notEqual(instanceOf("pg-tokyo-1").inputs.ami, OVERRIDE_AMI);
+  });
+
+  it("stores only the witness's etcd material under its path", () => {
+    const names = world.ofType("aws:ssm/parameter:Parameter").filter((p) => p.inputs.name.startsWith("/pgha/alt/witness-1/")).map((p) => p.inputs.name).sort();
+    assert.deepEqual(names, ["/pgha/alt/witness-1/tls/ca.crt", "/pgha/alt/witness-1/tls/etcd-member.crt", "/pgha/alt/witness-1/tls/etcd-member.key"]);
+  });
+
+  it("opens no stats port when there are no admin networks", () => {
+    assert.ok(!world.ofType("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule").some((r) => r.inputs.fromPort === 7000));
+  });
+
+  it("reports the co-located HAProxy's endpoints and Patroni URLs of postgres nodes only", async () => {
+    assert.deepEqual(await valueOf(cluster.haproxyEndpoints), [
+      { node: "pg-seoul-1", region: "seoul", writer: "10.1.0.10:5000", reader: "10.1.0.10:5001", sync: "10.1.0.10:5002", stats: "10.1.0.10:7000" },
+    ]);
+    assert.deepEqual(await valueOf(cluster.patroniRestUrls), { "pg-seoul-1": "https://10.1.0.10:8008", "pg-tokyo-1": "https://10.2.0.10:8008" });
+  });
+
+  it(`renders user-data through the ${renderer} renderer for every node`, () => {
+    assert.equal(world.ofType("aws:ec2/instance:Instance").length, 3);
+    for (const i of world.ofType("aws:ec2/instance:Instance")) assert.ok(i.inputs.userDataBase64.length > 0);
+  });
+});
