@@ -44,6 +44,9 @@ function pgHba(plan: ClusterPlan): string[] {
   return [
     `local all ${CLUSTER_USERS.superuser} peer`,
     `local all all scram-sha-256`,
+    // Patroni opens a replication connection to its own server on localhost
+    // every HA cycle on a replica (timeline and LSN checks).
+    `hostssl replication ${CLUSTER_USERS.replication} 127.0.0.1/32 scram-sha-256`,
     `hostssl all all 127.0.0.1/32 scram-sha-256`,
     ...fromCluster,
     `host all all 0.0.0.0/0 reject`,
