@@ -38,7 +38,10 @@ export function haproxySections(plan: ClusterPlan, node: NodePlan): HaproxySecti
       ["bind", `*:${listener.port}`],
       ["balance", listener.balance],
       ["option", "httpchk"],
-      ["http-check", "send", "meth", "GET", "uri", listener.check],
+      // OPTIONS: Patroni answers with the status line only. With GET it writes
+      // a JSON body that HAProxy cuts off with a reset, and Patroni logs a
+      // traceback for every check.
+      ["http-check", "send", "meth", "OPTIONS", "uri", listener.check],
       ["http-check", "expect", "status", "200"],
       checkTiming,
       // Traffic is plain TCP (PostgreSQL negotiates its own TLS end to end);
