@@ -8,7 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 need=()
-for tool in debootstrap:debootstrap ip:iproute2 unshare:util-linux openssl:openssl tar:tar; do
+for tool in debootstrap:debootstrap ip:iproute2 unshare:util-linux openssl:openssl tar:tar shellcheck:shellcheck; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
