@@ -90,7 +90,12 @@ export class PgHaCluster extends pulumi.ComponentResource {
     const networks: Record<string, RegionNetwork> = {};
     const amis: Record<string, pulumi.Output<string>> = {};
     for (const region of plan.regions) {
-      const provider = new aws.Provider(`${name}-${region.name}`, { region: region.awsRegion as aws.Region }, { parent: this });
+      const provider = new aws.Provider(
+        `${name}-${region.name}`,
+        // pgha:tags reach every taggable resource as the provider's default tags.
+        { region: region.awsRegion as aws.Region, defaultTags: { tags: plan.config.tags } },
+        { parent: this },
+      );
       providers[region.name] = provider;
       networks[region.name] = new RegionNetwork(`${name}-${region.name}`, { region, stack, provider }, { parent: this });
       amis[region.name] = regionAmi(plan, region.awsRegion, provider, this);

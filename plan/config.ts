@@ -147,6 +147,11 @@ export interface ClusterConfig {
   instances: InstancesConfig;
   /** Root of every SSM parameter path; the stack name is appended. */
   parameterPrefix: string;
+  /**
+   * Extra tags on every AWS resource (the providers' default tags), e.g. who
+   * created an ephemeral stack and for which pull request.
+   */
+  tags: Record<string, string>;
 }
 
 /** What a user may write: every part optional, merged over the defaults. */
@@ -164,4 +169,5 @@ export const CONFIG_KEYS: readonly (keyof ClusterConfig)[] = [
   "access",
   "instances",
   "parameterPrefix",
+  "tags",
 ];

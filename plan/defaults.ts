@@ -110,4 +110,6 @@ export const DEFAULT_CONFIG: ClusterConfig = {
     amiOverrides: {},
   },
   parameterPrefix: "/pgha",
+  // Every resource already carries pgha:stack (and Name, pgha:region, … where they apply).
+  tags: {},
 };

@@ -161,6 +161,7 @@ export function validateConfig(input: Json): ClusterConfig {
       root.parameterPrefix === undefined
         ? DEFAULT_CONFIG.parameterPrefix
         : check.string("parameterPrefix", root.parameterPrefix, /^(\/[A-Za-z0-9_.-]+)+$/, "must be an SSM path such as /pgha (slash-separated, no trailing slash)"),
+    tags: readTags(check, root.tags),
   };
   if (check.problems.length === 0) checkCluster(check, config);
   if (check.problems.length > 0) throw new ConfigError(check.problems);
@@ -339,6 +340,23 @@ function readHaproxy(check: Checker, value: Json): ClusterConfig["haproxy"] {
 function readAccess(check: Checker, value: Json): ClusterConfig["access"] {
   const m = check.object("access", value, DEFAULT_CONFIG.access);
   return { applicationCidrs: check.cidrList("access.applicationCidrs", m.applicationCidrs), adminCidrs: check.cidrList("access.adminCidrs", m.adminCidrs) };
+}
+
+/** AWS tag rules: 50 tags per resource (we keep 10 for our own), keys ≤ 128, values ≤ 256, no `aws:` prefix. */
+function readTags(check: Checker, value: Json): Record<string, string> {
+  if (value === undefined) return { ...DEFAULT_CONFIG.tags };
+  if (!isRecord(value)) {
+    check.fail("tags", value, "must map tag keys to string values");
+    return {};
+  }
+  if (Object.keys(value).length > 40) check.fail("tags", `${Object.keys(value).length} tags`, "at most 40 tags (AWS allows 50 per resource; the program sets up to 10 itself)");
+  const tags: Record<string, string> = {};
+  for (const [key, tag] of Object.entries(value)) {
+    if (key.length < 1 || key.length > 128 || /^aws:/i.test(key)) check.fail(`tags.${key}`, tag, "tag keys are 1-128 characters and may not start with aws:");
+    else if (typeof tag !== "string" || tag.length > 256) check.fail(`tags.${key}`, tag, "tag values are strings of at most 256 characters");
+    else tags[key] = tag;
+  }
+  return tags;
 }
 
 function readInstances(check: Checker, value: Json): ClusterConfig["instances"] {

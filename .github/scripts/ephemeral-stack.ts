@@ -18,9 +18,8 @@
  *
  * Creator tags (`pgha:created-by`, `pgha:created-at`, …) come from the pull
  * request, not the clock, so every run of the same pull request renders the
- * same file and `pulumi up` shows no tag churn. They are written under
- * `pgha:tags` only when the program accepts that key (plan/config.ts
- * CONFIG_KEYS); until then the file is the template as is.
+ * same file and `pulumi up` shows no tag churn. They go under `pgha:tags`,
+ * which the providers apply to every resource as default tags.
  */
 import { createHash } from "node:crypto";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
@@ -73,12 +72,6 @@ export function ephemeralTags(facts: PullRequestFacts): Record<string, string> {
   };
 }
 
-/** Whether the program accepts `pgha:tags` (it rejects unknown keys). */
-export function programSupportsTags(): boolean {
-  const { CONFIG_KEYS } = require(join(PROJECT_ROOT, "plan", "config")) as { CONFIG_KEYS: readonly string[] };
-  return CONFIG_KEYS.includes("tags");
-}
-
 /** The stack file for an ephemeral stack: the template's config, plus `pgha:tags` when given. */
 export function renderStackFile(template: string, tags?: Record<string, string>): string {
   const doc = (load(template) ?? {}) as { config?: Record<string, unknown> };
@@ -104,11 +97,9 @@ function main(): void {
   };
   const stack = ephemeralStackName(facts.branch);
   if (!STACK_NAME_RULE.test(stack)) throw new Error(`ephemeral-stack: derived stack name ${stack} breaks the plan's rule`);
-  const supportsTags = programSupportsTags();
   const template = readFileSync(join(PROJECT_ROOT, TEMPLATE_FILE), "utf8");
   const file = `Pulumi.${stack}.yaml`;
-  writeFileSync(join(PROJECT_ROOT, file), renderStackFile(template, supportsTags ? ephemeralTags(facts) : undefined));
-  if (!supportsTags) console.log("::warning::the program does not accept pgha:tags yet; the stack's resources carry no creator tags");
+  writeFileSync(join(PROJECT_ROOT, file), renderStackFile(template, ephemeralTags(facts)));
   console.log(`stack=${stack}`);
   console.log(`file=${file}`);
   if (process.env.GITHUB_OUTPUT) appendFileSync(process.env.GITHUB_OUTPUT, `stack=${stack}\nfile=${file}\n`);

@@ -41,6 +41,7 @@ const altPlan = buildClusterPlan(
     ],
     access: { applicationCidrs: ["10.9.0.0/16"], adminCidrs: [] },
     instances: { protectDataVolumes: false, amiOverrides: { "ap-southeast-1": OVERRIDE_AMI } },
+    tags: { "pgha:created-by": "octocat", team: "dba" },
   },
   { stack: "alt" },
 );
@@ -205,6 +206,15 @@ describe("a non-reference cluster under mocks", () => {
     await world.settle();
   });
   const instanceOf = (name: string) => world.ofType("aws:ec2/instance:Instance").find((i) => i.inputs.privateIp === node(altPlan, name).privateIp)!;
+
+  it("puts pgha:tags on every resource through each region's provider default tags", () => {
+    const providers = world.ofType("pulumi:providers:aws");
+    assert.equal(providers.length, altPlan.regions.length);
+    for (const provider of providers) {
+      const defaultTags = typeof provider.inputs.defaultTags === "string" ? JSON.parse(provider.inputs.defaultTags) : provider.inputs.defaultTags;
+      assert.deepEqual(defaultTags.tags, { "pgha:created-by": "octocat", team: "dba" });
+    }
+  });
 
   it("launches every node as a PatroniNode, with data volumes only where postgres runs", () => {
     assert.equal(world.ofType("pgha:aws:PatroniNode").length, 3);

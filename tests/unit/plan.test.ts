@@ -464,6 +464,13 @@ describe("rejections", () => {
       value: 5000,
       rule: /is used by another HAProxy listener/,
     },
+    {
+      name: "a tag in AWS's reserved aws: namespace",
+      input: { tags: { "aws:owner": "me" } },
+      key: "tags.aws:owner",
+      value: "me",
+      rule: /may not start with aws:/,
+    },
   ];
 
   for (const c of cases) {
