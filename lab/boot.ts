@@ -1,0 +1,216 @@
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { NODE_PATHS, type ClusterPlan } from "../plan";
+import { renderUserData } from "../cloud-init/user-data";
+import { sleep } from "./exec";
+import type { HostLayout, LabLayout } from "./layout";
+import { hostLayout } from "./layout";
+import { mkdirInRoot, mountRoot, readAccounts, replayTmpfiles, resolveInRoot, writeFileInRoot } from "./roots";
+import { installSupervisor, resolveService, serviceLog, serviceStatus, startService } from "./services";
+import type { LabTransport } from "./transport";
+import { classifyStep, parseUserData, type BootStep, type ParsedUserData } from "./userdata";
+
+export type Logger = (line: string) => void;
+
+export interface NodeBootRecord {
+  node: string;
+  files: number;
+  steps: { argv: string[]; lab: string; ms: number }[];
+  notReplayed: string[];
+  ignoredUnitDirectives: Record<string, string[]>;
+  notes: string[];
+}
+
+const LAB_PARAMS = "/run/pgha-lab/params";
+
+/** Prepares a host root: overlay, /proc, /dev, /dev/shm, /run, /tmp, the tmpfiles.d directories and the supervisor. */
+export async function prepareRoot(host: HostLayout, rootfs: string): Promise<void> {
+  await mountRoot(host, rootfs);
+  replayTmpfiles(host.root, readAccounts(host.root));
+  installSupervisor(host);
+}
+
+async function inRoot(transport: LabTransport, host: HostLayout, argv: string[], timeoutMs = 120_000): Promise<void> {
+  const result = await transport.run(host.name, argv, { timeoutMs });
+  if (result.code !== 0) throw new Error(`${host.name}: ${argv.join(" ")} failed (exit ${result.code}):\n${(result.stderr || result.stdout).trim()}`);
+}
+
+/** write_files, exactly as rendered: non-deferred entries first, deferred ones after the accounts exist. */
+async function writeFiles(transport: LabTransport, host: HostLayout, userData: ParsedUserData, record: NodeBootRecord): Promise<void> {
+  for (const file of userData.writeFiles.filter((f) => !f.defer)) writeFileInRoot(host.root, readAccounts(host.root), file);
+  for (const user of userData.users) {
+    if (readAccounts(host.root).users.has(user.name)) continue;
+    const argv = ["useradd", ...(user.system ? ["--system"] : []), ...(user.homedir ? ["--home-dir", user.homedir, "--no-create-home"] : []), ...(user.shell ? ["--shell", user.shell] : []), user.name];
+    await inRoot(transport, host, argv);
+    record.notes.push(`created account ${user.name} (users:)`);
+  }
+  const accounts = readAccounts(host.root);
+  for (const file of userData.writeFiles.filter((f) => f.defer)) writeFileInRoot(host.root, accounts, file);
+  record.files = userData.writeFiles.length;
+}
+
+/** The lab's stand-in for one runcmd step that is not a service start. */
+async function replayStep(transport: LabTransport, host: HostLayout, step: BootStep, paramsDir: string | undefined, record: NodeBootRecord): Promise<string> {
+  switch (step.kind) {
+    case "install-etcd": {
+      // No download in the lab: the rootfs's Debian etcd stands in for the release archive.
+      for (const tool of ["etcd", "etcdctl", "etcdutl"]) {
+        const link = resolveInRoot(host.root, `/usr/local/bin/${tool}`);
+        fs.mkdirSync(path.dirname(link), { recursive: true });
+        fs.rmSync(link, { force: true });
+        fs.symlinkSync(`/usr/bin/${tool}`, link);
+      }
+      const version = await transport.run(host.name, [NODE_PATHS.etcdBinary, "--version"]);
+      const got = /etcd Version: (\S+)/.exec(version.stdout)?.[1] ?? "?";
+      const wanted = step.argv[1] ?? "?";
+      if (got.split(".").slice(0, 2).join(".") !== wanted.split(".").slice(0, 2).join(".")) throw new Error(`${host.name}: the rootfs has etcd ${got}, the plan wants ${wanted}`);
+      if (got !== wanted) record.notes.push(`etcd ${got} from the rootfs stands in for ${wanted}`);
+      return `linked /usr/local/bin/etcd{,ctl,utl} to the rootfs's etcd ${got}`;
+    }
+    case "prepare-data-volume": {
+      const mountPoint = step.argv[2] ?? "/var/lib/postgresql";
+      await inRoot(transport, host, ["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", mountPoint]);
+      return `created ${mountPoint} (postgres, 0700) instead of formatting a volume`;
+    }
+    case "fetch-secrets": {
+      if (!paramsDir) throw new Error(`${host.name}: no parameter directory for this node`);
+      // Only this node's parameters, copied into the node's tmpfs /run for the duration of the step.
+      const inside = mkdirInRoot(host.root, LAB_PARAMS);
+      fs.cpSync(paramsDir, inside, { recursive: true });
+      try {
+        await inRoot(transport, host, [...step.argv, "--from-dir", LAB_PARAMS]);
+      } finally {
+        fs.rmSync(inside, { recursive: true, force: true });
+      }
+      return `ran with --from-dir ${LAB_PARAMS}`;
+    }
+    case "daemon-reload":
+      return "no-op: the lab reads unit files at start";
+    case "enable":
+      return `no-op: ${step.units.join(" ")} started by the replay`;
+    case "command":
+      await inRoot(transport, host, step.argv);
+      return "ran in the node";
+    case "start":
+      throw new Error("internal: start steps are replayed by bootCluster");
+  }
+}
+
+export interface BootOptions {
+  plan: ClusterPlan;
+  layout: LabLayout;
+  transport: LabTransport;
+  rootfs: string;
+  paramsDirs: Map<string, string>;
+  log: Logger;
+  /** Per-unit readiness budget (systemd's TimeoutStartSec). */
+  startTimeoutMs?: number;
+}
+
+function tail(file: string, lines = 25): string {
+  try {
+    return fs.readFileSync(file, "utf8").split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+async function waitReady(host: HostLayout, unit: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const status = serviceStatus(host, unit);
+    if (status?.ready && status.state === "running") return;
+    if (status && (status.state === "failed" || status.state === "exited")) break;
+    await sleep(200);
+  }
+  throw new Error(`${host.name}: ${unit} did not become ready within ${timeoutMs / 1000} s (state ${serviceStatus(host, unit)?.state ?? "?"}); last log lines:\n${tail(serviceLog(host, unit))}`);
+}
+
+/**
+ * Replays every node's user-data in parallel, step by step: roots and files,
+ * then the runcmd steps up to the services, then the service starts grouped
+ * by unit in the order they first appear (etcd everywhere, then Patroni,
+ * then HAProxy), each group waited on like `systemctl restart` waits for
+ * Type=notify readiness.
+ */
+export async function bootCluster(options: BootOptions): Promise<NodeBootRecord[]> {
+  const { plan, layout, transport, log } = options;
+  const startTimeoutMs = options.startTimeoutMs ?? 90_000;
+  const records = new Map<string, NodeBootRecord>();
+  const pending = new Map<string, BootStep[]>();
+  await Promise.all(
+    plan.nodes.map(async (node) => {
+      const host = hostLayout(layout, node.name);
+      const record: NodeBootRecord = { node: node.name, files: 0, steps: [], notReplayed: [], ignoredUnitDirectives: {}, notes: [] };
+      records.set(node.name, record);
+      const text = renderUserData(plan, node.name, {});
+      fs.writeFileSync(path.join(host.logDir, "..", "user-data.yaml"), text);
+      const userData = parseUserData(text);
+      record.notReplayed = userData.notReplayed;
+      await writeFiles(transport, host, userData, record);
+      const steps = userData.runcmd.flatMap((argv) => classifyStep(argv, NODE_PATHS));
+      const firstStart = steps.findIndex((s) => s.kind === "start");
+      const before = firstStart < 0 ? steps : steps.slice(0, firstStart);
+      for (const step of before) {
+        const t = Date.now();
+        const lab = await replayStep(transport, host, step, options.paramsDirs.get(node.name), record);
+        record.steps.push({ argv: step.argv, lab, ms: Date.now() - t });
+      }
+      pending.set(node.name, firstStart < 0 ? [] : steps.slice(firstStart));
+      log(`${node.name}: ${record.files} files written, ${before.length} boot steps replayed`);
+    }),
+  );
+  // Units in order of first appearance across the nodes, in plan order.
+  const order: string[] = [];
+  for (const node of plan.nodes) for (const step of pending.get(node.name) ?? []) if (step.kind === "start" && !order.includes(step.unit)) order.push(step.unit);
+  for (const unit of order) {
+    const group = plan.nodes.filter((node) => (pending.get(node.name) ?? []).some((s) => s.kind === "start" && s.unit === unit));
+    const t = Date.now();
+    await Promise.all(
+      group.map(async (node) => {
+        const host = hostLayout(layout, node.name);
+        const record = records.get(node.name) as NodeBootRecord;
+        const steps = pending.get(node.name) as BootStep[];
+        // Replay everything up to and including this unit's start.
+        while (steps.length) {
+          const step = steps.shift() as BootStep;
+          const s = Date.now();
+          if (step.kind === "start") {
+            const spec = resolveService(host, step.unit);
+            if (spec.ignored.length) record.ignoredUnitDirectives[step.unit] = spec.ignored;
+            await startService(host, step.unit);
+            record.steps.push({ argv: step.argv, lab: `supervised start of ${step.unit} as ${spec.user}`, ms: Date.now() - s });
+            if (step.unit === unit) break;
+          } else {
+            const lab = await replayStep(transport, host, step, options.paramsDirs.get(node.name), record);
+            record.steps.push({ argv: step.argv, lab, ms: Date.now() - s });
+          }
+        }
+      }),
+    );
+    await Promise.all(group.map((node) => waitReady(hostLayout(layout, node.name), unit, startTimeoutMs)));
+    log(`${unit}: started and ready on ${group.map((n) => n.name).join(", ")} in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+  }
+  for (const node of plan.nodes) {
+    const rest = pending.get(node.name) ?? [];
+    const host = hostLayout(layout, node.name);
+    for (const step of rest) {
+      const record = records.get(node.name) as NodeBootRecord;
+      if (step.kind === "start") await startService(host, step.unit);
+      else record.steps.push({ argv: step.argv, lab: await replayStep(transport, host, step, options.paramsDirs.get(node.name), record), ms: 0 });
+    }
+  }
+  return [...records.values()];
+}
+
+/** Lab-only files for the client host: the cluster CA, a foreign CA's client certificate, the writer. */
+export function prepareClient(client: HostLayout, files: { caCert: string; foreignCert: string; foreignKey: string; foreignCa: string }): void {
+  const dir = mkdirInRoot(client.root, "/etc/pgha-lab");
+  fs.copyFileSync(files.caCert, path.join(dir, "ca.crt"));
+  fs.copyFileSync(files.foreignCa, path.join(dir, "foreign-ca.crt"));
+  fs.copyFileSync(files.foreignCert, path.join(dir, "foreign-client.crt"));
+  fs.copyFileSync(files.foreignKey, path.join(dir, "foreign-client.key"));
+  fs.chmodSync(path.join(dir, "foreign-client.key"), 0o600);
+  fs.copyFileSync(path.join(__dirname, "assets", "writer.py"), path.join(dir, "writer.py"));
+}
+

@@ -1,0 +1,189 @@
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { Command, InvalidArgumentError } from "commander";
+import { clearEnvCache } from "./cluster";
+import { DRILLS, selectDrills, type DrillSummary } from "./drills";
+import { CLIENT, DEFAULT_STATE_DIR, hostLayout } from "./layout";
+import { hostProcesses } from "./services";
+import { labContext, labDown, labNamespaceNames, labUp, preflight } from "./lab";
+import { existingNamespaces } from "./netns";
+import { runDrills, summaryTable, waitHealthy } from "./runner";
+import { verifyCluster, type Check, type Verification } from "./verify";
+import { ensureWritesTable, WRITER_PATH } from "./writer";
+
+const program = new Command();
+program
+  .name("lab")
+  .description("Local lab: boots the rendered cluster configuration in network namespaces on this machine and drills failover.")
+  .option("--state-dir <dir>", "where the lab keeps roots, PKI, logs and state", DEFAULT_STATE_DIR);
+
+const stamp = (): string => new Date().toISOString().slice(11, 19);
+const say = (line: string): void => void process.stderr.write(`${stamp()} ${line}\n`);
+
+function stateDir(): string {
+  return path.resolve(program.opts<{ stateDir: string }>().stateDir);
+}
+
+function printChecks(checks: Check[]): void {
+  for (const check of checks) process.stdout.write(`${check.ok ? "ok  " : "FAIL"}  ${check.id.padEnd(62)}  ${check.detail}\n`);
+}
+
+function upRecordPath(): string {
+  return path.join(stateDir(), "up.json");
+}
+
+/** `status` and `drill` need a lab that `up` built and that is still there. */
+async function requireUp(): Promise<void> {
+  const lab = labContext(stateDir());
+  const present = new Set(await existingNamespaces());
+  const missing = labNamespaceNames(lab.layout).filter((ns) => !present.has(ns));
+  if (!fs.existsSync(lab.layout.stateFile) || missing.length) {
+    throw new Error(`the lab is not up${missing.length ? ` (missing namespaces: ${missing.join(", ")})` : ""}: run \`npm run lab -- up\``);
+  }
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("must be a positive integer");
+  return n;
+}
+
+export interface UpRecord {
+  timings: Record<string, number>;
+  upToHealthySeconds: number;
+  bootToHealthySeconds: number;
+  verification: Verification;
+  rootfs: string;
+  at: string;
+}
+
+program
+  .command("up")
+  .description("build namespaces, roots and PKI, replay every node's user-data, wait until healthy")
+  .option("--timeout <seconds>", "budget for the cluster to become healthy after boot", positiveInt, 240)
+  .action(async (options: { timeout: number }) => {
+    process.once("SIGINT", () => {
+      say("interrupted: run `npm run lab -- down` to remove what was built");
+      process.exit(130);
+    });
+    const started = Date.now();
+    const up = await labUp(stateDir(), say);
+    const bootStarted = started + ((up.timings.upSeconds ?? 0) - (up.timings.bootSeconds ?? 0)) * 1000;
+    const lab = labContext(stateDir());
+    say("waiting for the cluster to pass every status check");
+    let lastFailures = "";
+    const verification = await waitHealthy(lab, options.timeout * 1000, (v) => {
+      const failing = v.checks.filter((c) => !c.ok).map((c) => c.id);
+      const failures = failing.length > 3 ? `${failing.slice(0, 3).join(", ")} and ${failing.length - 3} more` : failing.join(", ");
+      if (failures && failures !== lastFailures) say(`not yet (${failing.length} checks failing): ${failures}`);
+      lastFailures = failures;
+    });
+    const record: UpRecord = {
+      timings: up.timings,
+      upToHealthySeconds: (Date.now() - started) / 1000,
+      bootToHealthySeconds: (Date.now() - bootStarted) / 1000,
+      verification,
+      rootfs: up.rootfs,
+      at: new Date().toISOString(),
+    };
+    await ensureWritesTable(lab.access, verification.topology.leader as string);
+    fs.writeFileSync(upRecordPath(), JSON.stringify(record, null, 2));
+    printChecks(verification.checks);
+    say(`healthy: ${record.upToHealthySeconds.toFixed(1)} s from \`up\` (boot replay to healthy ${record.bootToHealthySeconds.toFixed(1)} s)`);
+  });
+
+program
+  .command("status")
+  .description("verify topology, replication, etcd, every HAProxy port and TLS enforcement")
+  .option("--json", "print the checks as JSON")
+  .option("--no-tls", "skip the TLS enforcement probes")
+  .action(async (options: { json?: boolean; tls: boolean }) => {
+    await preflight();
+    await requireUp();
+    const lab = labContext(stateDir());
+    clearEnvCache();
+    const verification = await verifyCluster(lab.access, { tls: options.tls });
+    if (options.json) process.stdout.write(`${JSON.stringify(verification, null, 2)}\n`);
+    else printChecks(verification.checks);
+    process.exitCode = verification.ok ? 0 : 1;
+  });
+
+program
+  .command("drill")
+  .description(`run drills (all by default): ${DRILLS.map((d, i) => `${i + 1}=${d.id}`).join(", ")}`)
+  .argument("[names...]", "drill ids or numbers")
+  .option("--repeat <n>", "repetitions per drill", positiveInt, 1)
+  .option("--report <file>", "JSON report", path.join(process.cwd(), ".lab", "report.json"))
+  .action(async (names: string[], options: { repeat: number; report: string }) => {
+    await preflight();
+    await requireUp();
+    const drills = selectDrills(names);
+    const lab = labContext(stateDir());
+    let interrupted = false;
+    process.on("SIGINT", () => {
+      if (interrupted) return;
+      interrupted = true;
+      say("interrupted: stopping the writer and reconnecting every host (cluster left as is; `status` tells)");
+      void (async () => {
+        for (const p of await hostProcesses(hostLayout(lab.layout, CLIENT))) {
+          if (p.cmdline.some((arg) => arg === WRITER_PATH)) process.kill(p.pid, "SIGTERM");
+        }
+        await lab.transport.healAll();
+      })().finally(() => process.exit(130));
+    });
+    const started = Date.now();
+    const logFile = path.join(stateDir(), "drills.log");
+    say(`${drills.length} drill(s) × ${options.repeat}; details in ${logFile}`);
+    const summaries = await runDrills(lab, drills, options.repeat, logFile);
+    const report = buildReport(summaries, options.repeat, (Date.now() - started) / 1000);
+    fs.mkdirSync(path.dirname(options.report), { recursive: true });
+    fs.writeFileSync(options.report, JSON.stringify(report, null, 2));
+    process.stdout.write(`\n${summaryTable(summaries)}\n`);
+    if (report.boot) process.stdout.write(`boot-to-healthy: ${report.boot.upToHealthySeconds.toFixed(1)} s from \`up\`\n`);
+    say(`report: ${options.report}`);
+    process.exitCode = report.ok ? 0 : 1;
+  });
+
+program
+  .command("down")
+  .description("remove every namespace, mount and process of the lab (idempotent)")
+  .action(async () => {
+    const report = await labDown(stateDir(), say);
+    say(`down: ${report.killed} process(es) stopped, ${report.unmounted} mount(s) removed, ${report.namespaces.length} namespace(s) deleted`);
+    if (report.problems.length) {
+      say(`problems: ${report.problems.join("; ")}`);
+      process.exitCode = 1;
+    }
+  });
+
+export function buildReport(summaries: DrillSummary[], repeat: number, seconds: number): {
+  ok: boolean;
+  at: string;
+  machine: { cpus: number; memoryGiB: number; kernel: string };
+  boot?: UpRecord;
+  repeat: number;
+  drillSeconds: number;
+  drills: DrillSummary[];
+} {
+  let boot: UpRecord | undefined;
+  try {
+    boot = JSON.parse(fs.readFileSync(upRecordPath(), "utf8")) as UpRecord;
+  } catch {
+    boot = undefined;
+  }
+  return {
+    ok: summaries.every((s) => s.ok),
+    at: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release() },
+    boot,
+    repeat,
+    drillSeconds: seconds,
+    drills: summaries,
+  };
+}
+
+program.parseAsync(process.argv).catch((error: Error) => {
+  say(`error: ${error.message}`);
+  process.exit(1);
+});

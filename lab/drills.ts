@@ -1,0 +1,510 @@
+import { findNode, nodesWithRole, type NodePlan } from "../plan";
+import { clearEnvCache, clusterView, etcdEndpoints, leaderOf, observers, patronictl, postgresNodes, type ClusterAccess } from "./cluster";
+import { monotonicSeconds, sleep } from "./exec";
+import type { FaultInjector, NodeTransport } from "./transport";
+import { judgeTopology, quickHealth, type Topology } from "./verify";
+import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer, type WriteAnalysis } from "./writer";
+
+/**
+ * The failover drills. Each runs with the application writer going through
+ * HAProxy's primary port from the client namespace, injects one fault,
+ * measures RTO (gap between the last acknowledged write before the fault and
+ * the first after it), RPO (acknowledged commits missing on the primary
+ * afterwards) and split brain (acknowledgements from the old primary after
+ * the new one acknowledged), then restores a healthy baseline.
+ */
+
+export interface DrillOutcome {
+  drill: string;
+  repetition: number;
+  ok: boolean;
+  problems: string[];
+  rtoSeconds?: number;
+  rpoMissing: number;
+  splitBrainAcks: number;
+  acked: number;
+  unknownOutcome: number;
+  unsafeAcks: number;
+  maxGapAfterSeconds: number;
+  oldPrimary?: string;
+  newPrimary?: string;
+  /** Time from the end of the fault to a healthy baseline again. */
+  restoreSeconds?: number;
+  details: Record<string, unknown>;
+}
+
+export interface DrillContext {
+  access: ClusterAccess;
+  transport: NodeTransport;
+  faults: FaultInjector;
+  /** Phase updates for the live table. */
+  progress: (phase: string) => void;
+  log: (line: string) => void;
+  /** Log file text of a service on a node (Patroni log for pg_rewind evidence); undefined when unavailable. */
+  serviceLog?: (node: string, unit: string) => string | undefined;
+}
+
+export interface DrillDefinition {
+  id: string;
+  title: string;
+  run(ctx: DrillContext, repetition: number): Promise<DrillOutcome>;
+}
+
+const FAILOVER_BUDGET_MS = 90_000;
+const HEALTH_BUDGET_MS = 150_000;
+const AFTER_RECOVERY_MS = 3_000;
+
+function ipOf(ctx: DrillContext, node: string): string {
+  return findNode(ctx.access.plan, node).privateIp;
+}
+
+function nodeOfIp(ctx: DrillContext, ip: string | undefined): string | undefined {
+  return ctx.access.plan.nodes.find((n) => n.privateIp === ip)?.name;
+}
+
+/** The HAProxy the writer uses: the first one outside `avoidRegion`. */
+function writerHaproxy(ctx: DrillContext, avoidRegion?: string): NodePlan {
+  const candidates = nodesWithRole(ctx.access.plan, "haproxy").filter((n) => n.region !== avoidRegion && !ctx.access.isolated.has(n.name));
+  const chosen = candidates[0];
+  if (!chosen) throw new Error("no connected HAProxy for the writer");
+  return chosen;
+}
+
+/** Polls until `probe` yields a value; returns undefined after the budget. */
+async function poll<T>(timeoutMs: number, probe: () => Promise<T | undefined>, intervalMs = 500): Promise<T | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch {
+      // keep polling
+    }
+    if (Date.now() > deadline) return undefined;
+    await sleep(intervalMs);
+  }
+}
+
+/** Waits for a healthy baseline: every member streaming, exactly one sync standby, every service up. */
+export async function waitBaseline(ctx: DrillContext, timeoutMs = HEALTH_BUDGET_MS): Promise<Topology> {
+  const { access } = ctx;
+  let last = "";
+  const topology = await poll(timeoutMs, async () => {
+    const health = await quickHealth(access);
+    last = health.detail;
+    if (!health.ok) return undefined;
+    const endpoints = await etcdEndpoints(access, observers(access)[0] as string);
+    const bad = endpoints.filter((e) => !e.healthy);
+    if (bad.length) {
+      last = `etcd unhealthy: ${bad.map((e) => e.member).join(", ")}`;
+      return undefined;
+    }
+    return health.topology;
+  }, 1000);
+  if (!topology) throw new Error(`cluster not back to a healthy baseline within ${timeoutMs / 1000} s: ${last}`);
+  return topology;
+}
+
+/** Reconnects anything cut and starts any stopped service, then waits for the baseline. */
+export async function restoreBaseline(ctx: DrillContext): Promise<Topology> {
+  const { access } = ctx;
+  if (access.isolated.size) {
+    const nodes = [...access.isolated];
+    await ctx.faults.reconnect(nodes);
+    nodes.forEach((n) => access.isolated.delete(n));
+  }
+  const healed = await ctx.faults.healAll();
+  if (healed.length) ctx.log(`reconnected ${healed.join(", ")} (left cut by an earlier run)`);
+  for (const node of access.plan.nodes) {
+    const units = [node.roles.has("etcd") ? "etcd.service" : "", node.roles.has("postgres") ? "patroni.service" : "", node.roles.has("haproxy") ? "haproxy.service" : ""].filter(Boolean);
+    for (const unit of units) if (!(await ctx.transport.serviceActive(node.name, unit))) await ctx.transport.startService(node.name, unit);
+  }
+  return waitBaseline(ctx);
+}
+
+/** Patroni 4 vocabulary: --leader/--candidate (never --master). */
+async function switchover(ctx: DrillContext, leader: string, candidate: string): Promise<void> {
+  const observer = observers(ctx.access, candidate)[0] as string;
+  const result = await patronictl(ctx.access, observer, ["switchover", "--leader", leader, "--candidate", candidate, "--force"], 90_000);
+  if (result.code !== 0) throw new Error(`patronictl switchover --leader ${leader} --candidate ${candidate} failed: ${(result.stderr || result.stdout).trim()}`);
+}
+
+async function setSyncNodeCount(ctx: DrillContext, count: number): Promise<void> {
+  const observer = observers(ctx.access)[0] as string;
+  const result = await patronictl(ctx.access, observer, ["edit-config", "--set", `synchronous_node_count=${count}`, "--force"]);
+  if (result.code !== 0) throw new Error(`patronictl edit-config synchronous_node_count=${count} failed: ${(result.stderr || result.stdout).trim()}`);
+}
+
+/**
+ * Makes `target` the leader. In synchronous mode Patroni only switches over
+ * to a sync standby; when the target is an asynchronous replica, both
+ * replicas are made synchronous for the move and the count restored after.
+ */
+export async function moveLeaderTo(ctx: DrillContext, target: string): Promise<Topology> {
+  let topology = await waitBaseline(ctx);
+  if (topology.leader === target) return topology;
+  const configured = ctx.access.plan.config.patroni.synchronousNodeCount;
+  if (topology.syncStandby !== target) {
+    ctx.progress(`making ${target} synchronous`);
+    await setSyncNodeCount(ctx, postgresNodes(ctx.access.plan).length - 1);
+    const ready = await poll(60_000, async () => {
+      const view = await clusterView(ctx.access);
+      return view.members.some((m) => m.name === target && m.role === "sync_standby" && m.state === "streaming") ? true : undefined;
+    });
+    if (!ready) throw new Error(`${target} did not become a sync standby`);
+  }
+  ctx.progress(`switchover to ${target}`);
+  await switchover(ctx, topology.leader as string, target);
+  if (topology.syncStandby !== target) await setSyncNodeCount(ctx, configured);
+  topology = await waitBaseline(ctx);
+  if (topology.leader !== target) throw new Error(`switchover to ${target} left ${topology.leader} as leader`);
+  return topology;
+}
+
+/** Restores the baseline after a drill, recording the time or the failure in the outcome. */
+async function restoreInto(ctx: DrillContext, result: DrillOutcome, before?: () => Promise<void>): Promise<void> {
+  ctx.progress("restoring baseline");
+  const t = Date.now();
+  try {
+    if (before) await before();
+    await restoreBaseline(ctx);
+    result.restoreSeconds = (Date.now() - t) / 1000;
+  } catch (error) {
+    result.problems.push(`restore: ${(error as Error).message}`);
+  }
+}
+
+function outcome(drill: string, repetition: number): DrillOutcome {
+  return { drill, repetition, ok: false, problems: [], rpoMissing: 0, splitBrainAcks: 0, acked: 0, unknownOutcome: 0, unsafeAcks: 0, maxGapAfterSeconds: 0, details: {} };
+}
+
+/** Fills the write-derived figures and the invariant checks shared by all drills. */
+async function judgeWrites(ctx: DrillContext, result: DrillOutcome, writer: Writer, instant: number, oldPrimary: string | undefined, primaryNow: string): Promise<WriteAnalysis> {
+  const analysis = analyseWrites(writer.records, instant);
+  result.acked = analysis.acked;
+  result.unknownOutcome = analysis.unknown;
+  result.unsafeAcks = analysis.unsafe;
+  result.rtoSeconds = analysis.rtoSeconds;
+  result.maxGapAfterSeconds = analysis.maxGapAfterSeconds;
+  result.details.firstGapSeconds = analysis.firstGapSeconds;
+  result.details.servers = analysis.servers.map((ip) => nodeOfIp(ctx, ip) ?? ip);
+  if (analysis.rtoSeconds === undefined) result.problems.push("no acknowledged write after the fault");
+  const missing = await missingAcks(ctx.access, primaryNow, writer);
+  result.rpoMissing = missing.length;
+  if (missing.length) result.problems.push(`RPO: ${missing.length} acknowledged commits missing on ${primaryNow} (seq ${missing.slice(0, 10).join(", ")})`);
+  if (oldPrimary && oldPrimary !== primaryNow) {
+    const split = splitBrainAcks(writer.records, ipOf(ctx, oldPrimary), instant);
+    result.splitBrainAcks = split.length;
+    if (split.length) result.problems.push(`split brain: ${split.length} writes acknowledged by ${oldPrimary} after ${primaryNow} took over`);
+  }
+  if (analysis.unsafe) result.problems.push(`${analysis.unsafe} commits acknowledged with a cancelled synchronous-replication wait`);
+  return analysis;
+}
+
+/** Runs body with a writer through HAProxy's primary port; always stops the writer. */
+async function withWriter<T>(ctx: DrillContext, drill: string, repetition: number, haproxy: NodePlan, body: (writer: Writer) => Promise<T>): Promise<T> {
+  const run = `${drill}-${repetition}-${Date.now()}`;
+  const writer = Writer.start(ctx.access, { host: haproxy.privateIp, port: ctx.access.plan.config.haproxy.primaryPort }, run);
+  try {
+    ctx.progress(`writer warming up via ${haproxy.name}`);
+    await writer.warmUp(20);
+    return await body(writer);
+  } finally {
+    await writer.stop();
+  }
+}
+
+/** Waits for an acknowledged write after `instant` that satisfies `accept`. */
+async function waitRecovery(ctx: DrillContext, writer: Writer, instant: number, accept: (server: string | undefined) => boolean, what: string): Promise<boolean> {
+  const started = Date.now();
+  const timer = setInterval(() => ctx.progress(`${what}: ${((Date.now() - started) / 1000).toFixed(0)} s, ${writer.acks().length} acks`), 1000);
+  try {
+    return await writer.waitUntil((records) => records.some((r) => r.ok && r.t >= instant && accept(r.server)), FAILOVER_BUDGET_MS);
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+async function leaderNow(ctx: DrillContext, timeoutMs = 30_000): Promise<string> {
+  const leader = await poll(timeoutMs, async () => leaderOf((await clusterView(ctx.access)).members)?.name);
+  if (!leader) throw new Error("no single running leader");
+  return leader;
+}
+
+/** Length of a node's Patroni log now, so later evidence is read from this point on. */
+function logMark(ctx: DrillContext, node: string): number {
+  return ctx.serviceLog?.(node, "patroni.service")?.length ?? 0;
+}
+
+/** What the old primary's Patroni log says about pg_rewind since `mark`. */
+function rewindEvidence(ctx: DrillContext, node: string, mark: number): { verdict: string; lines: string[] } {
+  const text = ctx.serviceLog?.(node, "patroni.service");
+  if (text === undefined) return { verdict: "unknown", lines: [] };
+  const lines = text.slice(mark).split("\n").filter((l) => /rewind|reinitializ|timeline=|removing data directory/i.test(l)).map((l) => l.slice(0, 200));
+  const all = lines.join("\n");
+  let verdict = "no rewind needed";
+  if (/running pg_rewind/i.test(all)) verdict = /pg_rewind exit code=0|rewind.*successful/i.test(all) || !/fail/i.test(all) ? "pg_rewind ran" : "pg_rewind ran and failed";
+  if (/Failed to rewind|removing data directory|reinitializ/i.test(all)) verdict += " (data directory re-cloned)";
+  return { verdict, lines: lines.slice(0, 8) };
+}
+
+/** A host-loss style drill: cut `victims`, expect writes to resume on another member. */
+async function lossDrill(ctx: DrillContext, id: string, repetition: number, options: { victims: (t: Topology) => string[]; writerAvoidRegion?: string; rejoin?: boolean }): Promise<DrillOutcome> {
+  const result = outcome(id, repetition);
+  const baseline = await waitBaseline(ctx);
+  const oldPrimary = baseline.leader as string;
+  result.oldPrimary = oldPrimary;
+  const victims = options.victims(baseline);
+  const haproxy = writerHaproxy(ctx, options.writerAvoidRegion);
+  const mark = logMark(ctx, oldPrimary);
+  await withWriter(ctx, id, repetition, haproxy, async (writer) => {
+    ctx.progress(`cutting ${victims.join(", ")}`);
+    const instant = monotonicSeconds();
+    await ctx.faults.isolate(victims);
+    victims.forEach((v) => ctx.access.isolated.add(v));
+    const recovered = await waitRecovery(ctx, writer, instant, (server) => server !== ipOf(ctx, oldPrimary), "waiting for a new primary");
+    if (!recovered) result.problems.push(`no write acknowledged by a new primary within ${FAILOVER_BUDGET_MS / 1000} s`);
+    const newPrimary = await leaderNow(ctx).catch(() => undefined);
+    result.newPrimary = newPrimary;
+    if (newPrimary && newPrimary !== baseline.syncStandby) result.problems.push(`promoted ${newPrimary}, which was not the sync standby ${baseline.syncStandby}`);
+    await sleep(AFTER_RECOVERY_MS);
+    let rejoinInstant: number | undefined;
+    if (options.rejoin) {
+      // Drill 6: the old primary comes back while the writer keeps going.
+      ctx.progress(`reconnecting ${victims.join(", ")}`);
+      rejoinInstant = monotonicSeconds();
+      await ctx.faults.reconnect(victims);
+      victims.forEach((v) => ctx.access.isolated.delete(v));
+      const t = Date.now();
+      const rejoined = await poll(HEALTH_BUDGET_MS, async () => {
+        const view = await clusterView(ctx.access, newPrimary);
+        const topo = judgeTopology(view.members, postgresNodes(ctx.access.plan).map((n) => n.name));
+        const old = view.members.find((m) => m.name === oldPrimary);
+        return old && old.state === "streaming" && topo.problems.length === 0 ? topo : undefined;
+      }, 500);
+      result.details.rejoinSeconds = (Date.now() - t) / 1000;
+      if (!rejoined) result.problems.push(`${oldPrimary} did not rejoin as a streaming replica within ${HEALTH_BUDGET_MS / 1000} s`);
+      else result.details.topologyAfterRejoin = { leader: rejoined.leader, syncStandby: rejoined.syncStandby, replicas: rejoined.replicas };
+      result.details.rewind = rewindEvidence(ctx, oldPrimary, mark);
+      await sleep(AFTER_RECOVERY_MS);
+    }
+    const primaryNow = newPrimary ?? (await leaderNow(ctx));
+    await writer.stop();
+    const analysis = await judgeWrites(ctx, result, writer, instant, oldPrimary, primaryNow);
+    if (rejoinInstant !== undefined) {
+      // RTO of the rejoin itself: the writes must not notice it.
+      const rejoinAnalysis = analyseWrites(writer.records, rejoinInstant);
+      result.details.failoverRtoSeconds = analysis.rtoSeconds;
+      result.rtoSeconds = rejoinAnalysis.rtoSeconds;
+      result.maxGapAfterSeconds = rejoinAnalysis.maxGapAfterSeconds;
+    }
+  });
+  await restoreInto(ctx, result);
+  if (!options.rejoin) result.details.rewind = rewindEvidence(ctx, oldPrimary, mark);
+  result.ok = result.problems.length === 0;
+  return result;
+}
+
+export const DRILLS: DrillDefinition[] = [
+  {
+    id: "primary-host-loss",
+    title: "hard loss of the primary's host (links cut, processes keep running)",
+    run: (ctx, repetition) => lossDrill(ctx, "primary-host-loss", repetition, { victims: (t) => [t.leader as string] }),
+  },
+  {
+    id: "primary-kill-9",
+    title: "kill -9 of Patroni and PostgreSQL on the primary",
+    run: async (ctx, repetition) => {
+      const id = "primary-kill-9";
+      const result = outcome(id, repetition);
+      const baseline = await waitBaseline(ctx);
+      const oldPrimary = baseline.leader as string;
+      result.oldPrimary = oldPrimary;
+      await withWriter(ctx, id, repetition, writerHaproxy(ctx), async (writer) => {
+        ctx.progress(`kill -9 patroni+postgres on ${oldPrimary}`);
+        const instant = monotonicSeconds();
+        const killed = (await ctx.transport.signalProcesses(oldPrimary, "patroni", "SIGKILL")) + (await ctx.transport.signalProcesses(oldPrimary, "postgres", "SIGKILL"));
+        result.details.killedProcesses = killed;
+        if (killed === 0) result.problems.push("found no Patroni/PostgreSQL process to kill");
+        const recovered = await waitRecovery(ctx, writer, instant, () => true, "waiting for writes to resume");
+        if (!recovered) result.problems.push(`no write acknowledged within ${FAILOVER_BUDGET_MS / 1000} s`);
+        await sleep(AFTER_RECOVERY_MS);
+        const primaryNow = await leaderNow(ctx);
+        result.newPrimary = primaryNow;
+        result.details.failover = primaryNow !== oldPrimary ? "failover" : "recovered in place (systemd restarted Patroni, which kept the leader lock)";
+        await writer.stop();
+        await judgeWrites(ctx, result, writer, instant, oldPrimary, primaryNow);
+      });
+      await restoreInto(ctx, result);
+      result.ok = result.problems.length === 0;
+      return result;
+    },
+  },
+  {
+    id: "planned-switchover",
+    title: "planned switchover (patronictl switchover --leader X --candidate Y --force)",
+    run: async (ctx, repetition) => {
+      const id = "planned-switchover";
+      const result = outcome(id, repetition);
+      const baseline = await waitBaseline(ctx);
+      const oldPrimary = baseline.leader as string;
+      const candidate = baseline.syncStandby as string;
+      result.oldPrimary = oldPrimary;
+      await withWriter(ctx, id, repetition, writerHaproxy(ctx), async (writer) => {
+        ctx.progress(`switchover ${oldPrimary} → ${candidate}`);
+        const instant = monotonicSeconds();
+        await switchover(ctx, oldPrimary, candidate);
+        const recovered = await waitRecovery(ctx, writer, instant, (server) => server === ipOf(ctx, candidate), `waiting for writes on ${candidate}`);
+        if (!recovered) result.problems.push(`no write acknowledged by ${candidate} within ${FAILOVER_BUDGET_MS / 1000} s`);
+        await sleep(AFTER_RECOVERY_MS);
+        const primaryNow = await leaderNow(ctx);
+        result.newPrimary = primaryNow;
+        if (primaryNow !== candidate) result.problems.push(`leader is ${primaryNow}, expected ${candidate}`);
+        await writer.stop();
+        await judgeWrites(ctx, result, writer, instant, oldPrimary, primaryNow);
+      });
+      await restoreInto(ctx, result);
+      result.ok = result.problems.length === 0;
+      return result;
+    },
+  },
+  {
+    id: "etcd-member-loss",
+    title: "loss of one etcd member (the raft leader, stopped); quorum holds, writes continue",
+    run: async (ctx, repetition) => {
+      const id = "etcd-member-loss";
+      const result = outcome(id, repetition);
+      const baseline = await waitBaseline(ctx);
+      const oldPrimary = baseline.leader as string;
+      result.oldPrimary = oldPrimary;
+      const endpoints = await etcdEndpoints(ctx.access, oldPrimary);
+      const victim = ctx.access.plan.etcd.members.find((m) => m.name === endpoints.find((e) => e.isLeader)?.member) ?? ctx.access.plan.etcd.members[0];
+      if (!victim) throw new Error("no etcd member");
+      result.details.stoppedMember = victim.name;
+      await withWriter(ctx, id, repetition, writerHaproxy(ctx), async (writer) => {
+        ctx.progress(`stopping etcd on ${victim.node}`);
+        const instant = monotonicSeconds();
+        await ctx.transport.stopService(victim.node, "etcd.service");
+        // Long enough for the leader key to need several refreshes through the remaining quorum.
+        const ttlMs = ctx.access.plan.config.patroni.ttl * 1000;
+        const window = Date.now() + ttlMs;
+        while (Date.now() < window) {
+          ctx.progress(`etcd ${victim.name} down: ${Math.round((window - Date.now()) / 1000)} s left, ${writer.acks().length} acks`);
+          await sleep(1000);
+        }
+        const remaining = (await etcdEndpoints(ctx.access, observers(ctx.access, victim.node === oldPrimary ? undefined : oldPrimary).find((n) => n !== victim.node) ?? oldPrimary)).filter((e) => e.member !== victim.name);
+        result.details.quorum = remaining.map((e) => `${e.member}:${e.healthy ? "healthy" : "unhealthy"}${e.isLeader ? " (leader)" : ""}`);
+        if (remaining.some((e) => !e.healthy)) result.problems.push("remaining etcd members not healthy");
+        if (!remaining.some((e) => e.isLeader)) result.problems.push("no raft leader among the remaining members");
+        const primaryNow = await leaderNow(ctx);
+        result.newPrimary = primaryNow;
+        if (primaryNow !== oldPrimary) result.problems.push(`the primary changed (${oldPrimary} → ${primaryNow}) although etcd kept quorum`);
+        await writer.stop();
+        await judgeWrites(ctx, result, writer, instant, oldPrimary, primaryNow);
+        if (result.maxGapAfterSeconds > 2) result.problems.push(`writes stalled for ${result.maxGapAfterSeconds.toFixed(1)} s while etcd had quorum`);
+      });
+      await restoreInto(ctx, result, () => ctx.transport.startService(victim.node, "etcd.service"));
+      result.ok = result.problems.length === 0;
+      return result;
+    },
+  },
+  {
+    id: "sync-standby-loss",
+    title: "loss of the sync standby (sync role moves to the other replica; strict mode off)",
+    run: async (ctx, repetition) => {
+      const id = "sync-standby-loss";
+      const result = outcome(id, repetition);
+      const baseline = await waitBaseline(ctx);
+      const oldPrimary = baseline.leader as string;
+      const sync = baseline.syncStandby as string;
+      const other = baseline.replicas[0];
+      result.oldPrimary = oldPrimary;
+      result.details.lostSyncStandby = sync;
+      await withWriter(ctx, id, repetition, writerHaproxy(ctx), async (writer) => {
+        ctx.progress(`cutting sync standby ${sync}`);
+        const instant = monotonicSeconds();
+        await ctx.faults.isolate([sync]);
+        ctx.access.isolated.add(sync);
+        const recovered = await waitRecovery(ctx, writer, instant, () => true, "waiting for writes to resume");
+        if (!recovered) result.problems.push(`writes did not resume within ${FAILOVER_BUDGET_MS / 1000} s`);
+        const t = Date.now();
+        const moved = await poll(FAILOVER_BUDGET_MS, async () => {
+          const view = await clusterView(ctx.access, oldPrimary);
+          return view.members.some((m) => m.name === other && m.role === "sync_standby") ? view : undefined;
+        });
+        result.details.syncMovedAfterSeconds = (Date.now() - t) / 1000;
+        if (!moved) result.problems.push(`the sync role did not move to ${other}`);
+        else result.details.newSyncStandby = other;
+        await sleep(AFTER_RECOVERY_MS);
+        const primaryNow = await leaderNow(ctx);
+        result.newPrimary = primaryNow;
+        if (primaryNow !== oldPrimary) result.problems.push(`the primary changed (${oldPrimary} → ${primaryNow})`);
+        await writer.stop();
+        await judgeWrites(ctx, result, writer, instant, oldPrimary, primaryNow);
+      });
+      await restoreInto(ctx, result);
+      result.ok = result.problems.length === 0;
+      return result;
+    },
+  },
+  {
+    id: "old-primary-rejoin",
+    title: "the old primary rejoins as a replica (pg_rewind); back to exactly one sync standby",
+    run: (ctx, repetition) => lossDrill(ctx, "old-primary-rejoin", repetition, { victims: (t) => [t.leader as string], rejoin: true }),
+  },
+  {
+    id: "region-loss",
+    title: "loss of a whole region (its database node and its HAProxy), measured through another region's HAProxy",
+    run: async (ctx, repetition) => {
+      const region = ctx.access.plan.regions.find((r) => r.nodes.some((n) => n.roles.has("postgres")));
+      if (!region) throw new Error("no region with a postgres node");
+      const target = region.nodes.find((n) => n.roles.has("postgres")) as NodePlan;
+      ctx.progress(`moving the primary to ${target.name}`);
+      await moveLeaderTo(ctx, target.name);
+      clearEnvCache();
+      return lossDrill(ctx, "region-loss", repetition, { victims: () => region.nodes.map((n) => n.name), writerAvoidRegion: region.name });
+    },
+  },
+];
+
+export function selectDrills(names: string[]): DrillDefinition[] {
+  if (names.length === 0) return DRILLS;
+  return names.map((name) => {
+    const byNumber = /^\d+$/.test(name) ? DRILLS[Number(name) - 1] : undefined;
+    const found = byNumber ?? DRILLS.find((d) => d.id === name);
+    if (!found) throw new Error(`unknown drill ${JSON.stringify(name)}; drills: ${DRILLS.map((d, i) => `${i + 1}=${d.id}`).join(", ")}`);
+    return found;
+  });
+}
+
+export interface DrillSummary {
+  id: string;
+  title: string;
+  repetitions: DrillOutcome[];
+  rto: { medianSeconds?: number; maxSeconds?: number };
+  ok: boolean;
+}
+
+export function median(values: number[]): number | undefined {
+  if (!values.length) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+export function summarise(definition: DrillDefinition, outcomes: DrillOutcome[]): DrillSummary {
+  const rtos = outcomes.map((o) => o.rtoSeconds).filter((v): v is number => v !== undefined);
+  return {
+    id: definition.id,
+    title: definition.title,
+    repetitions: outcomes,
+    rto: { medianSeconds: median(rtos), maxSeconds: rtos.length ? Math.max(...rtos) : undefined },
+    ok: outcomes.length > 0 && outcomes.every((o) => o.ok),
+  };
+}
+
+/** Makes sure the writes table exists (on the current leader). */
+export async function prepareDrills(ctx: DrillContext): Promise<void> {
+  const topology = await waitBaseline(ctx);
+  await ensureWritesTable(ctx.access, topology.leader as string);
+}

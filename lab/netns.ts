@@ -1,0 +1,76 @@
+import { exec, run } from "./exec";
+import { NS_PREFIX, ROUTER_NS, type HostLayout, type LabLayout } from "./layout";
+
+/** Every network namespace with a `pgha-` name (other tools use the prefix too: filter before touching). */
+export async function existingNamespaces(): Promise<string[]> {
+  const result = await exec(["ip", "netns", "list"]);
+  return result.stdout
+    .split("\n")
+    .map((line) => line.trim().split(/\s+/)[0] ?? "")
+    .filter((name) => name.startsWith(NS_PREFIX));
+}
+
+/** PIDs living in a namespace (`ip netns pids`), the only reliable way to find the lab's processes. */
+export async function namespacePids(ns: string): Promise<number[]> {
+  const result = await exec(["ip", "netns", "pids", ns]);
+  if (result.code !== 0) return [];
+  return result.stdout
+    .split(/\s+/)
+    .filter(Boolean)
+    .map(Number)
+    .filter((pid) => Number.isInteger(pid) && pid > 1);
+}
+
+const ip = (ns: string, ...args: string[]): Promise<string> => run(["ip", "-n", ns, ...args]);
+
+async function sysctl(ns: string, key: string, value: string): Promise<void> {
+  await run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", `${key}=${value}`]);
+}
+
+/**
+ * Router namespace with one bridge per subnet (holding the subnet's gateway
+ * address) and forwarding on; one namespace per host, its veth enslaved to
+ * its subnet's bridge in the router. Nothing is created in the root namespace.
+ */
+export async function createNetwork(layout: LabLayout): Promise<void> {
+  await run(["ip", "netns", "add", ROUTER_NS]);
+  await ip(ROUTER_NS, "link", "set", "lo", "up");
+  await sysctl(ROUTER_NS, "net.ipv4.ip_forward", "1");
+  for (const key of ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"]) await sysctl(ROUTER_NS, key, "0");
+  for (const subnet of layout.subnets) {
+    await ip(ROUTER_NS, "link", "add", subnet.bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0");
+    await ip(ROUTER_NS, "addr", "add", `${subnet.gateway}/${subnet.prefixLength}`, "dev", subnet.bridge);
+    await ip(ROUTER_NS, "link", "set", subnet.bridge, "up");
+  }
+  for (const host of layout.hosts) await createHostLink(host);
+}
+
+async function createHostLink(host: HostLayout): Promise<void> {
+  const { link } = host;
+  await run(["ip", "netns", "add", host.ns]);
+  await ip(host.ns, "link", "set", "lo", "up");
+  await ip(ROUTER_NS, "link", "add", link.routerIf, "type", "veth", "peer", "name", link.ifname, "netns", host.ns);
+  await ip(ROUTER_NS, "link", "set", link.routerIf, "master", link.bridge);
+  await ip(ROUTER_NS, "link", "set", link.routerIf, "up");
+  await ip(host.ns, "addr", "add", `${link.address}/${link.prefixLength}`, "dev", link.ifname);
+  await ip(host.ns, "link", "set", link.ifname, "up");
+  await ip(host.ns, "route", "add", "default", "via", link.gateway, "dev", link.ifname);
+}
+
+/** Cuts a host off the network (its router-side veth down); its processes keep running. */
+export async function cutLink(host: HostLayout): Promise<void> {
+  await ip(ROUTER_NS, "link", "set", host.link.routerIf, "down");
+}
+
+export async function restoreLink(host: HostLayout): Promise<void> {
+  await ip(ROUTER_NS, "link", "set", host.link.routerIf, "up");
+}
+
+export async function linkIsUp(host: HostLayout): Promise<boolean> {
+  const out = await ip(ROUTER_NS, "-o", "link", "show", host.link.routerIf);
+  return /[<,]UP[,>]/.test(out);
+}
+
+export async function deleteNamespace(ns: string): Promise<void> {
+  await exec(["ip", "netns", "del", ns]);
+}

@@ -1,0 +1,180 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import * as readline from "node:readline";
+import { exec, sleep } from "./exec";
+import { hostLayout, type HostLayout, type LabLayout } from "./layout";
+import { cutLink, linkIsUp, restoreLink } from "./netns";
+import { readAccounts, resolveInRoot } from "./roots";
+import { hostProcesses, serviceStatus, startService, stopService } from "./services";
+
+/**
+ * How verification and drills reach a node. The lab implements it with
+ * `ip netns exec` + chroot + setpriv; a real stack can implement it over SSM
+ * Run Command (run), SSM Session Manager (spawn) and systemctl, so the same
+ * drills run against AWS.
+ */
+export interface RunOptions {
+  /** Run as this account of the node (default root). */
+  user?: string;
+  timeoutMs?: number;
+  /** Extra environment; the command gets only PATH, HOME, USER, LOGNAME and these. */
+  env?: Record<string, string>;
+  input?: string;
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** A long-running command whose stdout is read line by line (the writer). */
+export interface RunningCommand {
+  onLine(handler: (line: string) => void): void;
+  /** Resolves with the exit code. */
+  readonly exited: Promise<number>;
+  stop(): Promise<number>;
+  stderr(): string;
+}
+
+/** What runs on a node, as a service manager sees it. */
+export type ServiceName = "etcd" | "patroni" | "postgres" | "haproxy";
+
+export interface NodeTransport {
+  readonly kind: string;
+  run(node: string, argv: string[], options?: RunOptions): Promise<RunResult>;
+  spawn(node: string, argv: string[], options?: RunOptions): RunningCommand;
+  readFile(node: string, path: string): Promise<string>;
+  startService(node: string, unit: string): Promise<void>;
+  stopService(node: string, unit: string): Promise<void>;
+  /** `systemctl is-active`-like: true when the unit's main process runs. */
+  serviceActive(node: string, unit: string): Promise<boolean>;
+  /** Signals the processes of a service on the node (kill -9 of Patroni/PostgreSQL). Returns how many. */
+  signalProcesses(node: string, service: ServiceName, signal: NodeJS.Signals): Promise<number>;
+}
+
+/** Network faults; in the lab a link cut in the router, on AWS a security-group or NACL swap. */
+export interface FaultInjector {
+  isolate(nodes: string[]): Promise<void>;
+  reconnect(nodes: string[]): Promise<void>;
+  /** Undoes every fault still in place (after an interrupted drill); returns the nodes healed. */
+  healAll(): Promise<string[]>;
+}
+
+const BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+export class LabTransport implements NodeTransport, FaultInjector {
+  readonly kind = "lab";
+  constructor(private readonly layout: LabLayout) {}
+
+  host(node: string): HostLayout {
+    return hostLayout(this.layout, node);
+  }
+
+  /** ip netns exec NS chroot ROOT [setpriv --reuid U --regid G --init-groups --] env -i ... argv */
+  commandLine(node: string, argv: string[], options: RunOptions = {}): string[] {
+    const host = this.host(node);
+    const user = options.user ?? "root";
+    const account = readAccounts(host.root).users.get(user);
+    if (!account) throw new Error(`${node}: no user ${user}`);
+    const env = { PATH: BASE_PATH, HOME: account.home, USER: user, LOGNAME: user, LANG: "C.UTF-8", ...(options.env ?? {}) };
+    const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+    const drop = user === "root" ? [] : ["/usr/bin/setpriv", `--reuid=${user}`, `--regid=${account.gid}`, "--init-groups", "--"];
+    return ["ip", "netns", "exec", host.ns, "chroot", host.root, ...drop, "/usr/bin/env", "-i", ...envArgs, ...argv];
+  }
+
+  async run(node: string, argv: string[], options: RunOptions = {}): Promise<RunResult> {
+    const result = await exec(this.commandLine(node, argv, options), { timeoutMs: options.timeoutMs ?? 30_000, input: options.input, env: { PATH: BASE_PATH } });
+    return { code: result.code, stdout: result.stdout, stderr: result.stderr };
+  }
+
+  spawn(node: string, argv: string[], options: RunOptions = {}): RunningCommand {
+    const [command, ...args] = this.commandLine(node, argv, options);
+    const child: ChildProcess = spawn(command as string, args, { stdio: ["pipe", "pipe", "pipe"], env: { PATH: BASE_PATH } });
+    let stderr = "";
+    child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+      stderr = (stderr + chunk).slice(-20_000);
+    });
+    const lines = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
+    const handlers: ((line: string) => void)[] = [];
+    lines.on("line", (line) => handlers.forEach((handler) => handler(line)));
+    const exited = new Promise<number>((resolve) => child.on("close", (code, signal) => resolve(code ?? (signal ? 128 : 0))));
+    if (options.input !== undefined) child.stdin?.end(options.input);
+    return {
+      onLine: (handler) => void handlers.push(handler),
+      exited,
+      stderr: () => stderr,
+      stop: async () => {
+        child.stdin?.end();
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+        const code = await exited;
+        clearTimeout(timer);
+        return code;
+      },
+    };
+  }
+
+  async readFile(node: string, file: string): Promise<string> {
+    return fs.readFileSync(resolveInRoot(this.host(node).root, file), "utf8");
+  }
+
+  async startService(node: string, unit: string): Promise<void> {
+    await startService(this.host(node), unit);
+  }
+
+  async stopService(node: string, unit: string): Promise<void> {
+    await stopService(this.host(node), unit);
+  }
+
+  async serviceActive(node: string, unit: string): Promise<boolean> {
+    const status = serviceStatus(this.host(node), unit);
+    return !!status && status.state === "running" && status.mainPid !== null;
+  }
+
+  async signalProcesses(node: string, service: ServiceName, signal: NodeJS.Signals): Promise<number> {
+    const matches = (await hostProcesses(this.host(node))).filter((p) => processIsService(p, service));
+    for (const p of matches) {
+      try {
+        process.kill(p.pid, signal);
+      } catch {
+        // gone already
+      }
+    }
+    return matches.length;
+  }
+
+  async isolate(nodes: string[]): Promise<void> {
+    for (const node of nodes) await cutLink(this.host(node));
+  }
+
+  async reconnect(nodes: string[]): Promise<void> {
+    for (const node of nodes) await restoreLink(this.host(node));
+    await sleep(50);
+  }
+
+  async healAll(): Promise<string[]> {
+    const healed: string[] = [];
+    for (const host of this.layout.hosts) {
+      if (!(await linkIsUp(host))) {
+        await restoreLink(host);
+        healed.push(host.name);
+      }
+    }
+    return healed;
+  }
+}
+
+export function processIsService(p: { exe: string; cmdline: string[] }, service: ServiceName): boolean {
+  const base = p.exe.split("/").at(-1) ?? "";
+  switch (service) {
+    case "postgres":
+      return base === "postgres";
+    case "patroni":
+      return /python3/.test(base) && p.cmdline.some((arg) => arg.endsWith("/patroni") || arg === "patroni");
+    case "etcd":
+      return base === "etcd";
+    case "haproxy":
+      return base === "haproxy";
+  }
+}

@@ -1,0 +1,194 @@
+import { nodesWithRole, PORTS } from "../plan";
+import { clusterView, etcdEndpoints, nodeByIp, observers, patroniRest, patronictlList, postgresNodes, sqlFromClient, sqlOnNode, type ClusterAccess, type MemberView } from "./cluster";
+
+export interface Check {
+  id: string;
+  ok: boolean;
+  detail: string;
+}
+
+export interface Topology {
+  leader?: string;
+  syncStandby?: string;
+  replicas: string[];
+  members: MemberView[];
+  problems: string[];
+}
+
+/** Exactly one running Leader, exactly one streaming Sync Standby, every other member a streaming Replica. */
+export function judgeTopology(members: MemberView[], expectedMembers: string[]): Topology {
+  const problems: string[] = [];
+  const leaders = members.filter((m) => m.role === "leader");
+  const syncs = members.filter((m) => m.role === "sync_standby");
+  const others = members.filter((m) => m.role !== "leader" && m.role !== "sync_standby");
+  if (leaders.length !== 1) problems.push(`${leaders.length} leaders (${leaders.map((m) => m.name).join(", ") || "none"})`);
+  else if (leaders[0]?.state !== "running") problems.push(`leader ${leaders[0]?.name} is ${leaders[0]?.state}`);
+  if (syncs.length !== 1) problems.push(`${syncs.length} sync standbys (${syncs.map((m) => m.name).join(", ") || "none"})`);
+  for (const m of [...syncs, ...others]) if (m.state !== "streaming") problems.push(`${m.name} (${m.role}) is ${m.state}, not streaming`);
+  for (const m of others) if (m.role !== "replica") problems.push(`${m.name} has role ${m.role}`);
+  const missing = expectedMembers.filter((name) => !members.some((m) => m.name === name));
+  if (missing.length) problems.push(`missing members: ${missing.join(", ")}`);
+  const timelines = new Set(members.map((m) => m.timeline).filter((t) => t !== undefined));
+  if (timelines.size > 1) problems.push(`members on different timelines: ${members.map((m) => `${m.name}=${m.timeline}`).join(" ")}`);
+  return { leader: leaders[0]?.name, syncStandby: syncs.length === 1 ? syncs[0]?.name : undefined, replicas: others.map((m) => m.name), members, problems };
+}
+
+/** pg_stat_replication on the leader: one 'sync' row for the sync standby, every other member 'async', all streaming. */
+export async function checkReplication(access: ClusterAccess, topology: Topology): Promise<Check> {
+  if (!topology.leader) return { id: "replication", ok: false, detail: "no leader" };
+  const rows = await sqlOnNode(access, topology.leader, "select application_name, state, sync_state from pg_stat_replication order by 1");
+  const problems: string[] = [];
+  const sync = rows.filter((r) => r[2] === "sync" || r[2] === "quorum");
+  if (sync.length !== 1) problems.push(`${sync.length} rows with sync_state sync`);
+  else if (sync[0]?.[0] !== topology.syncStandby) problems.push(`sync_state=sync is ${sync[0]?.[0]}, Patroni says ${topology.syncStandby}`);
+  const expected = [topology.syncStandby, ...topology.replicas].filter((n): n is string => !!n).sort();
+  const got = rows.map((r) => r[0] as string).sort();
+  if (JSON.stringify(expected) !== JSON.stringify(got)) problems.push(`walsenders for ${got.join(",")}, expected ${expected.join(",")}`);
+  for (const r of rows) if (r[1] !== "streaming") problems.push(`${r[0]} is ${r[1]}`);
+  return { id: "replication", ok: problems.length === 0, detail: problems.join("; ") || rows.map((r) => `${r[0]}=${r[2]}`).join(" ") };
+}
+
+export async function checkEtcd(access: ClusterAccess): Promise<Check> {
+  const observer = observers(access)[0];
+  if (!observer) return { id: "etcd-health", ok: false, detail: "no connected postgres node to run etcdctl on" };
+  const endpoints = await etcdEndpoints(access, observer);
+  const unhealthy = endpoints.filter((e) => !e.healthy);
+  const leaders = endpoints.filter((e) => e.isLeader);
+  const ok = unhealthy.length === 0 && leaders.length === 1;
+  const detail = ok
+    ? `${endpoints.length} members healthy over mTLS; raft leader ${leaders[0]?.member}`
+    : [...unhealthy.map((e) => `${e.member}: ${e.error ?? "unhealthy"}`), leaders.length !== 1 ? `${leaders.length} raft leaders` : ""].filter(Boolean).join("; ");
+  return { id: "etcd-health", ok, detail };
+}
+
+/** Real SQL from the client through every HAProxy port: primary, any replica, sync standby. */
+export async function checkHaproxy(access: ClusterAccess, topology: Topology, haproxies?: string[]): Promise<Check[]> {
+  const { plan } = access;
+  const checks: Check[] = [];
+  const ports = [
+    { port: plan.config.haproxy.primaryPort, role: "primary", want: (ip: string, recovery: boolean) => !recovery && nodeByIp(plan, ip)?.name === topology.leader },
+    { port: plan.config.haproxy.replicaPort, role: "replica", want: (ip: string, recovery: boolean) => recovery && [topology.syncStandby, ...topology.replicas].includes(nodeByIp(plan, ip)?.name) },
+    { port: plan.config.haproxy.synchronousPort, role: "sync standby", want: (ip: string, recovery: boolean) => recovery && nodeByIp(plan, ip)?.name === topology.syncStandby },
+  ];
+  const nodes = nodesWithRole(plan, "haproxy").filter((n) => !haproxies || haproxies.includes(n.name));
+  await Promise.all(
+    nodes.flatMap((node) =>
+      ports.map(async ({ port, role, want }) => {
+        const result = await sqlFromClient(access, node.privateIp, port, "select pg_is_in_recovery(), host(inet_server_addr()), (select ssl from pg_stat_ssl where pid = pg_backend_pid())");
+        const [recovery, ip, ssl] = result.stdout.trim().split("\t");
+        const ok = result.code === 0 && ssl === "t" && want(ip ?? "", recovery === "t");
+        const detail = result.code !== 0 ? result.stderr.trim().split("\n")[0] ?? "" : `${role} → ${nodeByIp(plan, ip ?? "")?.name ?? ip} (in recovery ${recovery}, ssl ${ssl})`;
+        checks.push({ id: `haproxy ${node.name}:${port}`, ok, detail });
+      }),
+    ),
+  );
+  return checks.sort((a, b) => a.id.localeCompare(b.id));
+}
+
+interface CurlProbe {
+  exit: number;
+  http: string;
+  error: string;
+}
+
+async function curlFromClient(access: ClusterAccess, args: string[]): Promise<CurlProbe> {
+  const result = await access.transport.run(access.client, ["curl", "-sS", "-m", "4", "-o", "/dev/null", "-w", "%{http_code}", ...args], { timeoutMs: 10_000 });
+  return { exit: result.code, http: result.stdout.trim(), error: result.stderr.trim().split("\n")[0] ?? "" };
+}
+
+/**
+ * Refused = the server ended the exchange: TLS alert or reset (curl 35, 55,
+ * 56, 58), empty reply (52), or an HTTP 400/401/403. A timeout (28) or an
+ * unreachable host is inconclusive and counts as a failure of the check.
+ */
+function refused(probe: CurlProbe): boolean {
+  return [35, 52, 55, 56, 58].includes(probe.exit) || ["400", "401", "403"].includes(probe.http);
+}
+
+/**
+ * TLS enforcement from the client namespace: plain text and a certificate
+ * from another CA are refused by etcd (client and peer ports), the Patroni
+ * REST API (POST /restart, harmless even if accepted: restart_pending only)
+ * and PostgreSQL (no TLS → pg_hba reject). Positive controls run on a node
+ * with its own certificates.
+ */
+export async function checkTls(access: ClusterAccess): Promise<Check[]> {
+  const { plan, clientFiles } = access;
+  const checks: Check[] = [];
+  const foreign = ["--cacert", clientFiles.caCert, "--cert", clientFiles.foreignCert, "--key", clientFiles.foreignKey];
+  const connected = (node: string): boolean => !access.isolated.has(node);
+  for (const etcdMember of plan.etcd.members.filter((m) => connected(m.node))) {
+    const host = etcdMember.clientUrl.replace(/^https:\/\//, "");
+    const peer = etcdMember.peerUrl.replace(/^https:\/\//, "");
+    const probes: [string, string[]][] = [
+      [`etcd ${host} plain http`, [`http://${host}/health`]],
+      [`etcd ${host} TLS without client cert`, ["--cacert", clientFiles.caCert, `https://${host}/health`]],
+      [`etcd ${host} foreign-CA client cert`, [...foreign, `https://${host}/health`]],
+      [`etcd peer ${peer} without client cert`, ["--cacert", clientFiles.caCert, `https://${peer}/members`]],
+      [`etcd peer ${peer} foreign-CA client cert`, [...foreign, `https://${peer}/members`]],
+    ];
+    for (const [id, args] of probes) {
+      const probe = await curlFromClient(access, args);
+      checks.push({ id: `tls: ${id} refused`, ok: refused(probe), detail: `curl exit ${probe.exit}, HTTP ${probe.http} ${probe.error}` });
+    }
+  }
+  for (const pgNode of postgresNodes(plan).filter((n) => connected(n.name))) {
+    const rest = `${pgNode.privateIp}:${PORTS.patroniRest}`;
+    const body = ["-X", "POST", "-H", "Content-Type: application/json", "-d", '{"restart_pending": true}'];
+    const probes: [string, string[]][] = [
+      [`patroni ${rest} POST /restart plain http`, [...body, `http://${rest}/restart`]],
+      [`patroni ${rest} POST /restart without client cert`, ["--cacert", clientFiles.caCert, ...body, `https://${rest}/restart`]],
+      [`patroni ${rest} POST /restart foreign-CA client cert`, [...foreign, ...body, `https://${rest}/restart`]],
+    ];
+    for (const [id, args] of probes) {
+      const probe = await curlFromClient(access, args);
+      checks.push({ id: `tls: ${id} refused`, ok: refused(probe), detail: `curl exit ${probe.exit}, HTTP ${probe.http} ${probe.error}` });
+    }
+    const plain = await sqlFromClient(access, pgNode.privateIp, PORTS.postgres, "select 1", { sslmode: "disable" });
+    checks.push({ id: `tls: postgres ${pgNode.privateIp}:${PORTS.postgres} without TLS refused`, ok: plain.code !== 0, detail: plain.code !== 0 ? plain.stderr.trim().split("\n")[0] ?? "" : "plain-text connection accepted" });
+    const verified = await sqlFromClient(access, pgNode.privateIp, PORTS.postgres, "select 1", { sslmode: "verify-ca" });
+    checks.push({ id: `tls: postgres ${pgNode.privateIp}:${PORTS.postgres} certificate chains to the cluster CA`, ok: verified.code === 0, detail: verified.code === 0 ? "verify-ca ok" : verified.stderr.trim().split("\n")[0] ?? "" });
+    const positive = await patroniRest(access, pgNode.name, "/patroni");
+    checks.push({ id: `tls: patroni REST with the cluster's client cert accepted (control)`, ok: positive.status === 200, detail: `HTTP ${positive.status}` });
+  }
+  return checks;
+}
+
+export interface Verification {
+  ok: boolean;
+  topology: Topology;
+  checks: Check[];
+}
+
+/** The full `status`: topology (patronictl), replication, etcd, HAProxy routing and TLS enforcement. */
+export async function verifyCluster(access: ClusterAccess, options: { tls?: boolean; haproxies?: string[] } = {}): Promise<Verification> {
+  const checks: Check[] = [];
+  const expected = postgresNodes(access.plan).map((n) => n.name);
+  let members: MemberView[] = [];
+  const observer = observers(access)[0];
+  try {
+    members = observer ? await patronictlList(access, observer) : [];
+  } catch (error) {
+    checks.push({ id: "patronictl list", ok: false, detail: (error as Error).message });
+  }
+  const topology = judgeTopology(members, expected);
+  checks.push({
+    id: "topology (patronictl list)",
+    ok: topology.problems.length === 0 && members.length > 0,
+    detail: topology.problems.join("; ") || `Leader ${topology.leader}, Sync Standby ${topology.syncStandby}, Replica ${topology.replicas.join(", ")}`,
+  });
+  if (topology.leader) checks.push(await checkReplication(access, topology).catch((e: Error) => ({ id: "replication", ok: false, detail: e.message })));
+  checks.push(await checkEtcd(access).catch((e: Error) => ({ id: "etcd-health", ok: false, detail: e.message })));
+  checks.push(...(await checkHaproxy(access, topology, options.haproxies)));
+  if (options.tls !== false) checks.push(...(await checkTls(access)));
+  return { ok: checks.every((c) => c.ok), topology, checks };
+}
+
+/** A cheaper health probe for polling: REST /cluster topology plus pg_stat_replication. */
+export async function quickHealth(access: ClusterAccess): Promise<{ ok: boolean; topology: Topology; detail: string }> {
+  const view = await clusterView(access);
+  const topology = judgeTopology(view.members, postgresNodes(access.plan).map((n) => n.name));
+  if (topology.problems.length) return { ok: false, topology, detail: topology.problems.join("; ") };
+  const replication = await checkReplication(access, topology);
+  return { ok: replication.ok, topology, detail: replication.detail };
+}
