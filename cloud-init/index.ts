@@ -8,4 +8,3 @@ export * from "./haproxy";
 export * from "./haproxy-emitter";
 export * from "./systemd";
 export * from "./yaml";
-export * from "./parse";

@@ -3,7 +3,8 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { parseUserData, renderUserData } from "../../cloud-init";
+import { renderUserData } from "../../cloud-init";
+import { parseUserData } from "../../lab/userdata";
 import { exec } from "../../lab/exec";
 import { checkIssued, issuePki, writeParameterDirs, type IssuedPki } from "../../lab/pki";
 import { buildClusterPlan, NODE_PATHS, nodesWithRole, PORTS, type ClusterPlan } from "../../plan";
@@ -19,7 +20,7 @@ let parameterDirs: Map<string, string>;
 async function bootedRoot(nodeName: string): Promise<TestRoot> {
   const root = new TestRoot(rootfs, base, nodeName);
   const userData = parseUserData(renderUserData(plan, nodeName, {}));
-  for (const file of userData.files) root.write(file.path, file.content, file.owner, file.permissions);
+  for (const file of userData.writeFiles) root.write(file.path, file.content, file.owner, file.permissions);
   const params = parameterDirs.get(nodeName) as string;
   fs.cpSync(params, root.hostPath("/var/lib/pgha-params"), { recursive: true });
   // pgha-install-etcd's local equivalent: the rootfs carries Debian's etcd.
@@ -91,7 +92,7 @@ describe("haproxy", () => {
   test("`haproxy -c` rejects the config when the check client certificate is missing (control)", async () => {
     const root = new TestRoot(rootfs, base, "haproxy-control");
     const userData = parseUserData(renderUserData(plan, "haproxy-1", {}));
-    for (const file of userData.files) root.write(file.path, file.content, file.owner, file.permissions);
+    for (const file of userData.writeFiles) root.write(file.path, file.content, file.owner, file.permissions);
     const result = await root.run(["haproxy", "-c", "-f", NODE_PATHS.haproxyConfig]);
     assert.notEqual(result.code, 0);
   });
