@@ -25,7 +25,7 @@ export function haproxySections(plan: ClusterPlan, node: NodePlan): HaproxySecti
     "default-server",
     "inter", `${haproxy.checkIntervalMs}ms`,
     "fastinter", `${haproxy.checkFastIntervalMs}ms`,
-    "downinter", `${haproxy.checkIntervalMs}ms`,
+    "downinter", `${haproxy.checkFastIntervalMs}ms`,
     "fall", haproxy.checkFall,
     "rise", haproxy.checkRise,
     // A member that stops being primary must not keep its sessions: clients
