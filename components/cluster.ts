@@ -8,6 +8,7 @@ import { TYPE_PREFIX } from "./naming";
 import { NodeSecrets } from "./node-secrets";
 import { regionAmi } from "./node-instance";
 import { PatroniNode } from "./patroni-node";
+import { ReadinessGate } from "./readiness-gate";
 import { RegionNetwork } from "./region-network";
 import { NodeSecurity } from "./security";
 
@@ -19,6 +20,11 @@ export interface PgHaClusterArgs {
    * component adds no defaults of its own.
    */
   plan: ClusterPlan;
+  /**
+   * Run the {@link ReadinessGate} after the nodes exist (default true): the
+   * update waits until the cluster is ready and rolls day-2 changes out.
+   */
+  readinessGate?: boolean;
 }
 
 /** HAProxy listeners of one HAProxy node, as `<ip>:<port>`. */
@@ -79,6 +85,8 @@ export class PgHaCluster extends pulumi.ComponentResource {
   public readonly superuserPassword: pulumi.Output<string>;
   /** NAT gateway public IPs per region (what package mirrors see). */
   public readonly natPublicIps: pulumi.Output<Record<string, string>>;
+  /** The readiness gate and rolling changes (absent when `readinessGate: false`). */
+  public readonly readiness?: ReadinessGate;
 
   constructor(name: string, args: PgHaClusterArgs, opts: pulumi.ComponentResourceOptions = {}) {
     super(`${TYPE_PREFIX}:PgHaCluster`, name, {}, opts);
@@ -125,6 +133,8 @@ export class PgHaCluster extends pulumi.ComponentResource {
     const pki = new ClusterPki(`${name}-pki`, { certificates: plan.certificates, passwords: plan.passwords }, { parent: this });
 
     const privateIps: pulumi.Output<string>[] = [];
+    const instanceIds: Record<string, pulumi.Output<string>> = {};
+    const launchedNodes: pulumi.Resource[] = [];
     for (const node of plan.nodes) {
       const provider = providers[node.region];
       const network = networks[node.region];
@@ -152,6 +162,13 @@ export class PgHaCluster extends pulumi.ComponentResource {
           ? new PatroniNode(`${name}-${node.name}`, nodeArgs, { parent: this })
           : new HaproxyNode(`${name}-${node.name}`, nodeArgs, { parent: this });
       privateIps.push(launched.privateIp);
+      instanceIds[node.name] = launched.instanceId;
+      launchedNodes.push(launched);
+    }
+
+    // After every node (instance and data volume attachment) exists: wait until the cluster works, then roll changes out.
+    if (args.readinessGate !== false) {
+      this.readiness = new ReadinessGate(`${name}-readiness`, { plan, instanceIds, nodes: launchedNodes }, { parent: this });
     }
 
     // Outputs resolve from the launched instances, so they only appear once the nodes exist.

@@ -11,6 +11,8 @@ import { existingNamespaces } from "./netns";
 import { runDrills, summaryTable, waitHealthy } from "./runner";
 import { verifyCluster, type Check, type Verification } from "./verify";
 import { ensureWritesTable, WRITER_PATH } from "./writer";
+import { readWanSpec, wanHealth, wanOptionsFromEnv, type WanSpec } from "./wan";
+import { nonNegativeNumber, registerWanCommands, wanUpOptions } from "./wan-cli";
 
 const program = new Command();
 program
@@ -62,13 +64,17 @@ program
   .command("up")
   .description("build namespaces, roots and PKI, replay every node's user-data, wait until healthy")
   .option("--timeout <seconds>", "budget for the cluster to become healthy after boot", positiveInt, 240)
-  .action(async (options: { timeout: number }) => {
+  .option("--wan", "WAN emulator on: inter-region packets delayed by the plan's RTTs (also PGHA_LAB_WAN=1)")
+  .option("--wan-jitter <ms>", "with --wan: uniform jitter ± ms per one-way delay", nonNegativeNumber)
+  .option("--wan-loss <percent>", "with --wan: loss per packet and direction", nonNegativeNumber)
+  .option("--wan-seed <n>", "with --wan: seed of the delay line's jitter/loss", nonNegativeNumber)
+  .action(async (options: { timeout: number; wan?: boolean; wanJitter?: number; wanLoss?: number; wanSeed?: number }) => {
     process.once("SIGINT", () => {
       say("interrupted: run `npm run lab -- down` to remove what was built");
       process.exit(130);
     });
     const started = Date.now();
-    const up = await labUp(stateDir(), say);
+    const up = await labUp(stateDir(), say, { wan: wanUpOptions(options, wanOptionsFromEnv()) });
     const bootStarted = started + ((up.timings.upSeconds ?? 0) - (up.timings.bootSeconds ?? 0)) * 1000;
     const lab = labContext(stateDir());
     say("waiting for the cluster to pass every status check");
@@ -104,6 +110,9 @@ program
     const lab = labContext(stateDir());
     clearEnvCache();
     const verification = await verifyCluster(lab.access, { tls: options.tls });
+    const wan = await wanHealth(lab.layout);
+    verification.checks.push({ id: "network (WAN emulator)", ok: wan.ok, detail: wan.detail });
+    verification.ok &&= wan.ok;
     if (options.json) process.stdout.write(`${JSON.stringify(verification, null, 2)}\n`);
     else printChecks(verification.checks);
     process.exitCode = verification.ok ? 0 : 1;
@@ -161,6 +170,8 @@ export function buildReport(summaries: DrillSummary[], repeat: number, seconds: 
   ok: boolean;
   at: string;
   machine: { cpus: number; memoryGiB: number; kernel: string };
+  network: "lan" | "wan";
+  wan?: WanSpec;
   boot?: UpRecord;
   repeat: number;
   drillSeconds: number;
@@ -176,12 +187,16 @@ export function buildReport(summaries: DrillSummary[], repeat: number, seconds: 
     ok: summaries.every((s) => s.ok),
     at: new Date().toISOString(),
     machine: { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release() },
+    network: readWanSpec(labContext(stateDir()).layout) ? "wan" : "lan",
+    wan: readWanSpec(labContext(stateDir()).layout),
     boot,
     repeat,
     drillSeconds: seconds,
     drills: summaries,
   };
 }
+
+registerWanCommands(program, stateDir);
 
 program.parseAsync(process.argv).catch((error: Error) => {
   say(`error: ${error.message}`);

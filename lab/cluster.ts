@@ -16,6 +16,15 @@ export interface ClusterAccess {
   clientFiles: { caCert: string; foreignCert: string; foreignKey: string };
   /** Nodes currently cut off: never chosen as observers. */
   isolated: Set<string>;
+  /**
+   * How HAProxy's ports are probed: "sql" (default) logs in as the superuser
+   * from `client`; "certificate" needs no password: it reads which member's
+   * PostgreSQL server certificate answers behind each port (a real stack,
+   * where no node outside the database tier holds the superuser password).
+   */
+  haproxyProbe?: "sql" | "certificate";
+  /** The node to probe a given HAProxy node from (default `client`); on AWS the HAProxy node itself. */
+  clientFor?: (haproxyNode: string) => string;
 }
 
 export interface MemberView {
@@ -25,6 +34,8 @@ export interface MemberView {
   host: string;
   timeline?: number;
   lag?: number | string;
+  /** Patroni reports a PostgreSQL restart pending (a parameter that needs one changed). */
+  pendingRestart?: boolean;
 }
 
 export function postgresNodes(plan: ClusterPlan): NodePlan[] {
@@ -56,10 +67,12 @@ export function clearEnvCache(): void {
   envCache.clear();
 }
 
-/** patronictl on a node, as postgres, with the unit's EnvironmentFile (REST API password for unsafe calls). */
-export async function patronictl(access: ClusterAccess, node: string, args: string[], timeoutMs = 30_000): Promise<RunResult> {
-  const env = await nodeEnvFile(access, node, NODE_PATHS.patroniEnv);
-  return access.transport.run(node, ["patronictl", "-c", NODE_PATHS.patroniConfig, ...args], { user: "postgres", env, timeoutMs });
+/**
+ * patronictl on a node, as postgres, with the unit's EnvironmentFile (REST
+ * API password for unsafe calls), which the transport reads on the node.
+ */
+export async function patronictl(access: ClusterAccess, node: string, args: string[], timeoutMs = 30_000, input?: string): Promise<RunResult> {
+  return access.transport.run(node, ["patronictl", "-c", NODE_PATHS.patroniConfig, ...args], { user: "postgres", envFiles: [NODE_PATHS.patroniEnv], timeoutMs, input });
 }
 
 function normaliseRole(role: string): string {
@@ -81,6 +94,7 @@ export async function patronictlList(access: ClusterAccess, node: string): Promi
     host: String(row.Host),
     timeline: typeof row.TL === "number" ? row.TL : undefined,
     lag: (row["Lag in MB"] ?? row["Receive Lag in MB"]) as number | string | undefined,
+    pendingRestart: !!row["Pending restart"],
   }));
 }
 
@@ -115,6 +129,7 @@ export async function clusterView(access: ClusterAccess, prefer?: string): Promi
         host: String(m.host),
         timeline: typeof m.timeline === "number" ? m.timeline : undefined,
         lag: m.lag as number | string | undefined,
+        pendingRestart: m.pending_restart === true,
       }));
       return { observer: node, members };
     } catch (error) {

@@ -9,6 +9,7 @@ import { CLIENT, DEFAULT_STATE_DIR, hostLayout, labLayout, ROUTER_NS, type LabLa
 import { createNetwork } from "./netns";
 import { checkIssued, issuePki, writeParameterDirs } from "./pki";
 import { LabTransport } from "./transport";
+import { startWan, type WanOptions, type WanSpec } from "./wan";
 
 export const LAB_STACK = "lab";
 
@@ -71,24 +72,23 @@ export interface UpResult {
   timings: Record<string, number>;
   boot: NodeBootRecord[];
   pkiProblems: string[];
+  /** The WAN emulator's settings when it is on. */
+  wan?: WanSpec;
+}
+
+export interface UpOptions {
+  /** Turn the WAN emulator on (lab/wan.ts): inter-region packets delayed by the plan's RTTs. */
+  wan?: WanOptions;
 }
 
 /** Builds the whole lab and boots every node from its rendered user-data. */
-export async function labUp(stateDir: string, log: Logger): Promise<UpResult> {
+export async function labUp(stateDir: string, log: Logger, options: UpOptions = {}): Promise<UpResult> {
   const rootfs = await preflight();
   const timings: Record<string, number> = {};
   const t0 = Date.now();
   const plan = labPlan();
   const layout = labLayout(plan, stateDir);
-  const owned = labNamespaceNames(layout);
-  if (await leftoversExist(stateDir, owned)) {
-    log("cleaning up the previous lab first");
-    const report = await cleanupLab(stateDir, owned, log);
-    if (report.problems.length) throw new Error(`cleanup left things behind: ${report.problems.join("; ")}`);
-  }
-  for (const dir of [path.join(stateDir, "hosts"), layout.pkiDir, layout.paramsDir]) fs.rmSync(dir, { recursive: true, force: true });
-  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  fs.writeFileSync(layout.stateFile, JSON.stringify({ rootfs, startedAt: new Date().toISOString(), pid: process.pid, namespaces: owned }, null, 2));
+  await resetState(stateDir, layout, rootfs, log);
 
   let t = Date.now();
   const client = hostLayout(layout, CLIENT);
@@ -103,6 +103,12 @@ export async function labUp(stateDir: string, log: Logger): Promise<UpResult> {
   await createNetwork(layout);
   timings.networkSeconds = (Date.now() - t) / 1000;
   log(`network: router + ${layout.hosts.length} host namespaces (${timings.networkSeconds.toFixed(1)} s)`);
+  let wan: WanSpec | undefined;
+  if (options.wan) {
+    t = Date.now();
+    wan = await startWan(plan, layout, rootfs, options.wan, log);
+    timings.wanSeconds = (Date.now() - t) / 1000;
+  }
 
   t = Date.now();
   await Promise.all(layout.hosts.map((host) => prepareRoot(host, rootfs)));
@@ -116,7 +122,36 @@ export async function labUp(stateDir: string, log: Logger): Promise<UpResult> {
   timings.bootSeconds = (Date.now() - t) / 1000;
   timings.upSeconds = (Date.now() - t0) / 1000;
   fs.writeFileSync(path.join(stateDir, "boot.json"), JSON.stringify(boot, null, 2));
-  return { rootfs, timings, boot, pkiProblems };
+  return { rootfs, timings, boot, pkiProblems, wan };
+}
+
+/** Removes whatever an earlier lab left, then records the new one in the state file. */
+async function resetState(stateDir: string, layout: LabLayout, rootfs: string, log: Logger): Promise<void> {
+  const owned = labNamespaceNames(layout);
+  if (await leftoversExist(stateDir, owned)) {
+    log("cleaning up the previous lab first");
+    const report = await cleanupLab(stateDir, owned, log);
+    if (report.problems.length) throw new Error(`cleanup left things behind: ${report.problems.join("; ")}`);
+  }
+  for (const dir of [path.join(stateDir, "hosts"), path.join(stateDir, "router"), layout.wanFile, layout.pkiDir, layout.paramsDir]) fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(layout.stateFile, JSON.stringify({ rootfs, startedAt: new Date().toISOString(), pid: process.pid, namespaces: owned }, null, 2));
+}
+
+/**
+ * Only the network, the host roots and (optionally) the WAN emulator: no PKI,
+ * no services. The WAN emulator's own test (tests/lab/wan.test.ts) runs on
+ * it; `down` removes it like a full lab.
+ */
+export async function labNetworkUp(stateDir: string, log: Logger, options: UpOptions = {}): Promise<{ rootfs: string; layout: LabLayout; plan: ClusterPlan; wan?: WanSpec }> {
+  const rootfs = await preflight();
+  const plan = labPlan();
+  const layout = labLayout(plan, stateDir);
+  await resetState(stateDir, layout, rootfs, log);
+  await createNetwork(layout);
+  const wan = options.wan ? await startWan(plan, layout, rootfs, options.wan, log) : undefined;
+  await Promise.all(layout.hosts.map((host) => prepareRoot(host, rootfs)));
+  return { rootfs, layout, plan, wan };
 }
 
 /** The namespaces this lab creates (and the only ones `down` removes). */

@@ -65,6 +65,10 @@ export interface LabLayout {
   paramsDir: string;
   /** Written by `up`, read by `down` after a crash. */
   stateFile: string;
+  /** The router namespace's own root (WAN delay line only; see lab/wan.ts). */
+  router: { root: string; upper: string; work: string; logDir: string };
+  /** The WAN emulator's settings while it is on (absent: a LAN lab). */
+  wanFile: string;
 }
 
 function toDotted(value: number): string {
@@ -122,6 +126,13 @@ export function labLayout(plan: ClusterPlan, stateDir = DEFAULT_STATE_DIR): LabL
     pkiDir: path.join(stateDir, "pki"),
     paramsDir: path.join(stateDir, "params"),
     stateFile: path.join(stateDir, "state.json"),
+    router: {
+      root: path.join(stateDir, "router", "root"),
+      upper: path.join(stateDir, "router", "upper"),
+      work: path.join(stateDir, "router", "work"),
+      logDir: path.join(stateDir, "router", "log"),
+    },
+    wanFile: path.join(stateDir, "wan.json"),
   };
 }
 

@@ -6,6 +6,7 @@ import { hostLayout, type HostLayout, type LabLayout } from "./layout";
 import { cutLink, linkIsUp, restoreLink } from "./netns";
 import { readAccounts, resolveInRoot } from "./roots";
 import { hostProcesses, serviceStatus, startService, stopService } from "./services";
+import { parseEnvironmentFile } from "./units";
 
 /**
  * How verification and drills reach a node. The lab implements it with
@@ -19,6 +20,12 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Extra environment; the command gets only PATH, HOME, USER, LOGNAME and these. */
   env?: Record<string, string>;
+  /**
+   * EnvironmentFiles on the node whose variables the command also gets (after
+   * `env`). They are read on the node itself, so a secret in them (the
+   * Patroni REST password) never travels through the transport.
+   */
+  envFiles?: string[];
   input?: string;
 }
 
@@ -51,6 +58,8 @@ export interface NodeTransport {
   serviceActive(node: string, unit: string): Promise<boolean>;
   /** Signals the processes of a service on the node (kill -9 of Patroni/PostgreSQL). Returns how many. */
   signalProcesses(node: string, service: ServiceName, signal: NodeJS.Signals): Promise<number>;
+  /** `systemctl reload`; absent where the service manager has no reload (callers restart instead). */
+  reloadService?(node: string, unit: string): Promise<void>;
 }
 
 /** Network faults; in the lab a link cut in the router, on AWS a security-group or NACL swap. */
@@ -71,13 +80,19 @@ export class LabTransport implements NodeTransport, FaultInjector {
     return hostLayout(this.layout, node);
   }
 
+  /** The variables of the node's EnvironmentFiles (read host-side from the node's root). */
+  private envFileVariables(node: string, files: string[] = []): Record<string, string> {
+    const root = this.host(node).root;
+    return Object.assign({}, ...files.map((file) => parseEnvironmentFile(fs.readFileSync(resolveInRoot(root, file), "utf8"))));
+  }
+
   /** ip netns exec NS chroot ROOT [setpriv --reuid U --regid G --init-groups --] env -i ... argv */
   commandLine(node: string, argv: string[], options: RunOptions = {}): string[] {
     const host = this.host(node);
     const user = options.user ?? "root";
     const account = readAccounts(host.root).users.get(user);
     if (!account) throw new Error(`${node}: no user ${user}`);
-    const env = { PATH: BASE_PATH, HOME: account.home, USER: user, LOGNAME: user, LANG: "C.UTF-8", ...(options.env ?? {}) };
+    const env = { PATH: BASE_PATH, HOME: account.home, USER: user, LOGNAME: user, LANG: "C.UTF-8", ...(options.env ?? {}), ...this.envFileVariables(node, options.envFiles) };
     const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
     const drop = user === "root" ? [] : ["/usr/bin/setpriv", `--reuid=${user}`, `--regid=${account.gid}`, "--init-groups", "--"];
     return ["ip", "netns", "exec", host.ns, "chroot", host.root, ...drop, "/usr/bin/env", "-i", ...envArgs, ...argv];

@@ -5,7 +5,17 @@
  * FAILS with the reason, it never skips.
  *
  * PGHA_LAB_REPEAT (default 1) repetitions per drill; the JSON report goes to
- * PGHA_LAB_REPORT (default .lab/report.json).
+ * PGHA_LAB_REPORT (default .lab/report.json, .lab/report-wan.json with the WAN).
+ *
+ * PGHA_LAB_WAN=1 runs it all over the WAN emulator (lab/wan.ts: inter-region
+ * packets delayed by the plan's RTTs; PGHA_LAB_WAN_JITTER_MS,
+ * PGHA_LAB_WAN_LOSS_PERCENT) and adds, before the drills, the WAN proof (ping
+ * and TCP RTT between every pair of regions = configured ± 2 ms, < 1 ms inside
+ * a region, the partition switch) and the measurements: single-client commit
+ * latency vs the RTT to the sync standby, sync vs async at 1/8/32 clients
+ * (PGHA_LAB_WAN_PGBENCH_SECONDS per point, default 15), all inside an etcd
+ * stability window of PGHA_LAB_WAN_STEADY_SECONDS (default 120) that must see
+ * no leader change.
  */
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -19,10 +29,21 @@ import { labContext, labDown, labUp, preflight, type LabContext } from "../../la
 import { DRILL_COLUMNS, drillContext, summaryTable, waitHealthy } from "../../lab/runner";
 import { LiveTable } from "../../lab/table";
 import { verifyCluster, type Verification } from "../../lab/verify";
+import { proofTable, proveWan, readWanSpec, wanOptionsFromEnv, type WanOptions, type WanProof } from "../../lab/wan";
+import { measurementsMarkdown, measureWan, type WanMeasurements } from "../../lab/wan-measure";
 
 const STATE_DIR = DEFAULT_STATE_DIR;
 const REPEAT = Number(process.env.PGHA_LAB_REPEAT ?? "1");
-const REPORT = process.env.PGHA_LAB_REPORT ?? path.join(process.cwd(), ".lab", "report.json");
+let WAN: WanOptions | undefined;
+let wanError: Error | undefined;
+try {
+  WAN = wanOptionsFromEnv();
+} catch (error) {
+  wanError = error as Error;
+}
+const STEADY_SECONDS = Number(process.env.PGHA_LAB_WAN_STEADY_SECONDS ?? "120");
+const PGBENCH_SECONDS = Number(process.env.PGHA_LAB_WAN_PGBENCH_SECONDS ?? "15");
+const REPORT = process.env.PGHA_LAB_REPORT ?? path.join(process.cwd(), ".lab", WAN ? "report-wan.json" : "report.json");
 const log = (line: string): void => void process.stderr.write(`  [lab ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 
 describe("local lab: boot, verify, drill, tear down", { timeout: 19 * 60_000 }, () => {
@@ -32,12 +53,19 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 19 * 60_000 }, 
   let verification: Verification | undefined;
   const summaries: DrillSummary[] = [];
   const table = new LiveTable(DRILL_COLUMNS);
+  let wanProof: WanProof | undefined;
+  let wanMeasurements: WanMeasurements | undefined;
 
   let preflightError: Error | undefined;
+  let upStarted = false;
 
   after(async () => {
+    // Filtered so that `up` never ran: no lab of ours, no report to write (another run's lab and report stay untouched).
+    if (!upStarted && !preflightError) return;
     const report = {
-      ok: summaries.length === DRILLS.length && summaries.every((s) => s.ok) && !!verification?.ok,
+      ok: summaries.length === DRILLS.length && summaries.every((s) => s.ok) && !!verification?.ok && (!WAN || (!!wanProof?.ok && !!wanMeasurements?.commitLatency.ok && !!wanMeasurements?.etcd.ok)),
+      network: WAN ? "wan" : "lan",
+      wan: WAN ? { spec: lab ? readWanSpec(lab.layout) : undefined, proof: wanProof, measurements: wanMeasurements } : undefined,
       at: new Date().toISOString(),
       machine: { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release() },
       boot,
@@ -49,7 +77,8 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 19 * 60_000 }, 
     fs.writeFileSync(REPORT, JSON.stringify(report, null, 2));
     if (summaries.length) log(`\n${summaryTable(summaries)}`);
     log(`report: ${REPORT}`);
-    if (preflightError) return;
+    // Only tear down a lab this file started to bring up (a name filter that skips `up` must not kill someone else's lab).
+    if (preflightError || !upStarted) return;
     const down = await labDown(STATE_DIR, log);
     assert.deepEqual(down.problems, [], `lab down left things behind: ${down.problems.join("; ")}`);
   });
@@ -65,6 +94,9 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 19 * 60_000 }, 
   test("preflight: running as root, the Debian 13 rootfs is built", async () => {
     try {
       assert.ok(Number.isInteger(REPEAT) && REPEAT >= 1, `PGHA_LAB_REPEAT must be a positive integer, got ${process.env.PGHA_LAB_REPEAT}`);
+      if (wanError) throw wanError;
+      assert.ok(Number.isFinite(STEADY_SECONDS) && STEADY_SECONDS >= 10, `PGHA_LAB_WAN_STEADY_SECONDS must be a number >= 10, got ${process.env.PGHA_LAB_WAN_STEADY_SECONDS}`);
+      assert.ok(Number.isInteger(PGBENCH_SECONDS) && PGBENCH_SECONDS >= 1, `PGHA_LAB_WAN_PGBENCH_SECONDS must be a positive integer, got ${process.env.PGHA_LAB_WAN_PGBENCH_SECONDS}`);
       await preflight();
     } catch (error) {
       preflightError = error as Error;
@@ -75,8 +107,9 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 19 * 60_000 }, 
   test("up: every node boots from its own rendered user-data and the cluster becomes healthy", { timeout: 6 * 60_000 }, async () => {
     if (preflightError) throw new Error(`cannot run the lab here: ${preflightError.message}`);
     const started = Date.now();
+    upStarted = true;
     try {
-      const up = await labUp(STATE_DIR, log);
+      const up = await labUp(STATE_DIR, log, { wan: WAN });
       Object.assign(boot, up.timings);
       lab = labContext(STATE_DIR);
       verification = await waitHealthy(lab, 240_000);
@@ -101,6 +134,27 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 19 * 60_000 }, 
       assert.ok(verification.checks.some((c) => c.id.startsWith(id)), `TLS probes for ${id} ran`);
     }
   });
+
+  if (WAN) {
+    test("wan proof: ping and TCP RTT between every pair of regions = configured ± 2 ms, < 1 ms inside a region; the partition switch cuts and heals", { timeout: 3 * 60_000 }, async () => {
+      const current = requireLab();
+      wanProof = await proveWan(current.plan, current.layout, current.transport, { log });
+      log(`\n${proofTable(wanProof)}`);
+      const failed = [...wanProof.rows.filter((r) => !r.ok).map((r) => `${r.kind} ${r.from} → ${r.to}: median ${r.rtt.medianMs} ms, configured ${r.expectedMs} ms`), ...wanProof.partition.filter((p) => !p.ok).map((p) => `partition ${p.pair}: ${p.repliesWhileCut} replies while cut, ${p.repliesAfterHeal}/3 after heal`)];
+      assert.deepEqual(failed, [], `WAN proof failed:\n${failed.join("\n")}`);
+      assert.equal(wanProof.delayLine?.stats.overflow ?? 0, 0, "the delay line overflowed");
+    });
+
+    test(`wan measurements: commit latency vs the sync standby's RTT (10 % + 2 ms), sync vs async at 1/8/32 clients, no etcd leader change over ${STEADY_SECONDS} s of writes`, { timeout: (STEADY_SECONDS + 12 * PGBENCH_SECONDS + 240) * 1000 }, async () => {
+      const current = requireLab();
+      clearEnvCache();
+      wanMeasurements = await measureWan(current, { steadySeconds: STEADY_SECONDS, pgbenchSeconds: PGBENCH_SECONDS, progress: log });
+      log(`\n${measurementsMarkdown(wanMeasurements)}`);
+      const c = wanMeasurements.commitLatency;
+      assert.ok(c.ok, `single-client commit latency median ${c.commit.latency.medianMs} ms, expected ${c.expectedMs} ± ${c.toleranceMs} ms`);
+      assert.deepEqual(wanMeasurements.etcd.problems, [], `etcd/Patroni not stable under load: ${wanMeasurements.etcd.problems.join("; ")}`);
+    });
+  }
 
   for (const [index, drill] of DRILLS.entries()) {
     test(`drill ${index + 1}: ${drill.title}`, { timeout: 4 * 60_000 * REPEAT }, async () => {

@@ -1,0 +1,105 @@
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import type { ClusterPlan } from "../plan";
+import { canonicalJson, dynamicSettingsHash } from "../ops/dynamic-config";
+import { nodeFilesHash } from "../ops/node-files";
+import { shellQuote } from "../ops/shell";
+import { TYPE_PREFIX } from "./naming";
+
+/** Arguments of {@link ReadinessGate}. */
+export interface ReadinessGateArgs {
+  /** The validated plan: its config goes to the script as PGHA_CONFIG. */
+  plan: ClusterPlan;
+  /** Instance id of every node of the plan, by node name. */
+  instanceIds: Record<string, pulumi.Input<string>>;
+  /** What must exist before the gate runs: the node components (instances, data volume attachments). */
+  nodes: pulumi.Resource[];
+  /** Budget for the cluster to become ready (default 1200 s: a first boot installs packages and clones replicas). */
+  gateTimeoutSeconds?: number;
+  /** Budget per rollout step (default 600 s). */
+  stepTimeoutSeconds?: number;
+}
+
+/** The script both Commands run, relative to the project root (the Command provider's working directory). */
+export const READINESS_SCRIPT = "ops/readiness.ts";
+
+/** `{ awsRegion: { node: instanceId } }` in plan order. */
+export function regionInstances(plan: ClusterPlan, ids: Record<string, string>): Record<string, Record<string, string>> {
+  const byRegion: Record<string, Record<string, string>> = {};
+  for (const node of plan.nodes) {
+    const id = ids[node.name];
+    if (id === undefined) throw new Error(`ReadinessGate: no instance id for ${node.name}`);
+    (byRegion[node.awsRegion] ??= {})[node.name] = id;
+  }
+  return byRegion;
+}
+
+/** The shell command line of one mode (`gate` or `rollout`). */
+export function readinessCommandLine(mode: "gate" | "rollout", stack: string, instances: Record<string, Record<string, string>>, timeoutSeconds: number): string {
+  return ["node", "--import", "tsx", READINESS_SCRIPT, mode, "--stack", shellQuote(stack), "--region-instances", shellQuote(JSON.stringify(instances)), "--timeout", String(timeoutSeconds)].join(" ");
+}
+
+/**
+ * `pulumi up` that means "the cluster works". Two local Commands, run on the
+ * machine that runs `pulumi up`, after the nodes exist:
+ *
+ * - `<name>-gate` waits (bounded, printing what still fails) until the
+ *   cluster is ready — one leader, the configured number of sync standbys,
+ *   every member streaming within maximum_lag_on_failover, etcd healthy on
+ *   every member, every HAProxy port answered by the right member — or fails
+ *   the update naming each failing check and node. It runs when created and
+ *   whenever its inputs change: an instance replaced, any `pgha:` setting.
+ * - `<name>-rollout`, after the gate, applies Patroni's dynamic settings and
+ *   the node-local files one node at a time (ops/rollout.ts). Its `triggers`
+ *   are the hash of the dynamic settings and the hash of every rendered node
+ *   file, so a changed setting shows in `pulumi preview` as an update of
+ *   this resource with the new hash.
+ *
+ * Both reach the nodes only through SSM Run Command (ops/ssm-transport.ts)
+ * with the credentials of `pulumi up`; no port is opened. Command resources
+ * run nothing during `pulumi preview`: preview shows the diff only. The
+ * `update` command equals `create`, so a change is an in-place update, not a
+ * replacement, and nothing runs on delete.
+ */
+export class ReadinessGate extends pulumi.ComponentResource {
+  public readonly gate: command.local.Command;
+  public readonly rollout: command.local.Command;
+  /** Hash of Patroni's dynamic settings in the plan (a trigger of the rollout). */
+  public readonly dynamicSettingsHash: string;
+  /** Hash of every node's rendered files, owners and modes (a trigger of the rollout). */
+  public readonly nodeFilesHash: string;
+
+  constructor(name: string, args: ReadinessGateArgs, opts: pulumi.ComponentResourceOptions = {}) {
+    super(`${TYPE_PREFIX}:ReadinessGate`, name, {}, opts);
+    const { plan } = args;
+    const missing = plan.nodes.filter((n) => args.instanceIds[n.name] === undefined).map((n) => n.name);
+    if (missing.length) throw new Error(`ReadinessGate: no instance id for ${missing.join(", ")}`);
+    const gateTimeout = args.gateTimeoutSeconds ?? 1200;
+    const stepTimeout = args.stepTimeoutSeconds ?? 600;
+    this.dynamicSettingsHash = dynamicSettingsHash(plan);
+    this.nodeFilesHash = nodeFilesHash(plan);
+
+    const instances = pulumi.all(args.instanceIds).apply((ids) => regionInstances(plan, ids as Record<string, string>));
+    const environment = { PGHA_CONFIG: canonicalJson(plan.config) };
+    const gateLine = instances.apply((byRegion) => readinessCommandLine("gate", plan.stack, byRegion, gateTimeout));
+    const rolloutLine = instances.apply((byRegion) => readinessCommandLine("rollout", plan.stack, byRegion, stepTimeout));
+
+    this.gate = new command.local.Command(
+      `${name}-gate`,
+      { create: gateLine, update: gateLine, environment, addPreviousOutputInEnv: false },
+      { parent: this, dependsOn: args.nodes },
+    );
+    this.rollout = new command.local.Command(
+      `${name}-rollout`,
+      {
+        create: rolloutLine,
+        update: rolloutLine,
+        environment,
+        triggers: [this.dynamicSettingsHash, this.nodeFilesHash],
+        addPreviousOutputInEnv: false,
+      },
+      { parent: this, dependsOn: [this.gate] },
+    );
+    this.registerOutputs({ dynamicSettingsHash: this.dynamicSettingsHash, nodeFilesHash: this.nodeFilesHash });
+  }
+}

@@ -1,0 +1,277 @@
+#!/usr/bin/python3
+"""The lab's WAN: a userspace delay line on a TUN device in the router namespace.
+
+The router's policy routing sends every packet that arrives from a region's
+bridge and is addressed to ANOTHER region into the TUN device (IFF_TUN |
+IFF_NO_PI: raw IPv4 packets). This process reads each packet, maps its IPv4
+source and destination addresses to regions (the plan's subnets), and writes
+it back to the TUN device after the one-way delay configured for that
+(source region, destination region) pair, optionally with jitter and loss.
+Written back, the packet comes in on the TUN device and follows the main
+table to the destination bridge, so it never loops.
+
+  wan-delay.py CONFIG.json
+
+CONFIG.json:
+  {"tun": "wan0", "seed": 1, "status": "/run/pgha-lab/wan-status.json",
+   "subnets": [["10.1.0.0/24", "seoul"], ...],
+   "links": {"seoul>tokyo": {"delayMs": 15.5, "jitterMs": 0, "loss": 0}, ...}}
+
+Packets of a pair with no link entry (same region, non-IPv4, unknown
+addresses) are written back at once. Jitter is uniform in [-jitter, +jitter]
+but never reorders a pair's packets (a packet is released no earlier than the
+one before it on the same pair, as on a real path); loss drops a packet with
+that probability. The random generator is seeded: a given packet sequence
+sees the same losses and jitter on every run.
+
+SIGHUP re-reads the links (delay/jitter/loss) and the seed from CONFIG.json
+without losing queued packets, and restarts the random generator from the
+seed (so a run from that point on is reproducible); SIGUSR1 writes counters to the status file; SIGTERM/SIGINT
+stop. The status file is also written once a second.
+"""
+import fcntl
+import gc
+import heapq
+import json
+import os
+import random
+import select
+import signal
+import struct
+import sys
+import time
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+READ_BATCH = 512
+MAX_QUEUE = 100_000
+
+config_path = sys.argv[1]
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def ipv4(text):
+    a, b, c, d = (int(x) for x in text.split("."))
+    return (a << 24) | (b << 16) | (c << 8) | d
+
+
+def parse_subnets(entries):
+    out = []
+    for cidr, region in entries:
+        net, bits = cidr.split("/")
+        bits = int(bits)
+        mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF if bits else 0
+        out.append((ipv4(net) & mask, mask, region))
+    return out
+
+
+def parse_links(entries):
+    links = {}
+    for key, spec in entries.items():
+        src, dst = key.split(">")
+        links[(src, dst)] = (
+            max(0.0, float(spec.get("delayMs", 0))) / 1000.0,
+            max(0.0, float(spec.get("jitterMs", 0))) / 1000.0,
+            min(1.0, max(0.0, float(spec.get("loss", 0)))),
+        )
+    return links
+
+
+cfg = load(config_path)
+subnets = parse_subnets(cfg["subnets"])
+links = parse_links(cfg.get("links", {}))
+rng = random.Random(int(cfg.get("seed", 1)))
+status_path = cfg.get("status")
+
+region_cache = {}
+
+
+def region_of(addr_bytes):
+    region = region_cache.get(addr_bytes)
+    if region is None:
+        value = int.from_bytes(addr_bytes, "big")
+        region = ""
+        for net, mask, name in subnets:
+            if value & mask == net:
+                region = name
+                break
+        if len(region_cache) < 65536:
+            region_cache[addr_bytes] = region
+    return region
+
+
+fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", cfg.get("tun", "wan0").encode(), IFF_TUN | IFF_NO_PI))
+
+# Signals only set flags; a self-pipe wakes the select loop.
+wake_r, wake_w = os.pipe()
+os.set_blocking(wake_r, False)
+os.set_blocking(wake_w, False)
+flags = {"hup": False, "usr1": False, "stop": False}
+
+
+def on_signal(signum, frame):
+    if signum == signal.SIGHUP:
+        flags["hup"] = True
+    elif signum == signal.SIGUSR1:
+        flags["usr1"] = True
+    else:
+        flags["stop"] = True
+    try:
+        os.write(wake_w, b"x")
+    except OSError:
+        pass
+
+
+for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, on_signal)
+
+# Scheduling latency adds straight to the emulated delay: ask for a real-time
+# class when allowed (the loop sleeps in select, so it cannot hog a CPU).
+scheduler = "other"
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    scheduler = "fifo"
+except (OSError, AttributeError):
+    pass
+
+# No reference cycles are created per packet: the collector's pauses would only add jitter.
+gc.disable()
+
+heap = []
+seq = 0
+last_release = {}
+counters = {}
+stats = {"passed": 0, "delayed": 0, "lost": 0, "overflow": 0, "writeErrors": 0, "lateMaxMs": 0.0, "lateSumMs": 0.0, "maxQueue": 0, "reloads": 0}
+started = time.monotonic()
+
+
+def count(pair, field, size=0):
+    c = counters.get(pair)
+    if c is None:
+        c = counters[pair] = {"packets": 0, "bytes": 0, "lost": 0}
+    c[field] += 1
+    if size:
+        c["bytes"] += size
+
+
+def write_status():
+    if not status_path:
+        return
+    body = {
+        "pid": os.getpid(),
+        "scheduler": scheduler,
+        "uptimeSeconds": round(time.monotonic() - started, 3),
+        "queued": len(heap),
+        "links": {f"{s}>{d}": {"delayMs": v[0] * 1000, "jitterMs": v[1] * 1000, "loss": v[2]} for (s, d), v in links.items()},
+        "stats": stats,
+        "pairs": {f"{s}>{d}": c for (s, d), c in counters.items()},
+    }
+    tmp = status_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(body, f)
+    os.replace(tmp, status_path)
+
+
+write_status()
+sys.stderr.write(f"wan-delay: {cfg.get('tun', 'wan0')} up, {len(links)} links, scheduler {scheduler}\n")
+sys.stderr.flush()
+
+next_status = time.monotonic() + 1.0
+read = os.read
+write = os.write
+monotonic = time.monotonic
+heappush = heapq.heappush
+heappop = heapq.heappop
+
+while not flags["stop"]:
+    now = monotonic()
+    timeout = max(0.0, heap[0][0] - now) if heap else 1.0
+    timeout = min(timeout, max(0.0, next_status - now))
+    try:
+        ready, _, _ = select.select([fd, wake_r], [], [], timeout)
+    except InterruptedError:
+        ready = []
+    if wake_r in ready:
+        try:
+            os.read(wake_r, 4096)
+        except BlockingIOError:
+            pass
+    if flags["hup"]:
+        flags["hup"] = False
+        try:
+            fresh = load(config_path)
+            links = parse_links(fresh.get("links", {}))
+            rng = random.Random(int(fresh.get("seed", 1)))
+            stats["reloads"] += 1
+        except Exception as error:  # keep the old links on a bad file
+            sys.stderr.write(f"wan-delay: reload failed, keeping the old links: {error}\n")
+    if flags["usr1"]:
+        flags["usr1"] = False
+        write_status()
+    now = monotonic()
+    if fd in ready:
+        for _ in range(READ_BATCH):
+            try:
+                packet = read(fd, 65535)
+            except BlockingIOError:
+                break
+            if len(packet) < 20 or packet[0] >> 4 != 4:
+                try:
+                    write(fd, packet)
+                except OSError:
+                    stats["writeErrors"] += 1
+                stats["passed"] += 1
+                continue
+            pair = (region_of(packet[12:16]), region_of(packet[16:20]))
+            link = links.get(pair)
+            if link is None:
+                try:
+                    write(fd, packet)
+                except OSError:
+                    stats["writeErrors"] += 1
+                stats["passed"] += 1
+                continue
+            delay, jitter, loss = link
+            if loss and rng.random() < loss:
+                stats["lost"] += 1
+                count(pair, "lost")
+                continue
+            if len(heap) >= MAX_QUEUE:
+                stats["overflow"] += 1
+                continue
+            if jitter:
+                delay = max(0.0, delay + rng.uniform(-jitter, jitter))
+            release = now + delay
+            previous = last_release.get(pair, 0.0)
+            if release < previous:
+                release = previous
+            last_release[pair] = release
+            seq += 1
+            heappush(heap, (release, seq, packet))
+            count(pair, "packets", len(packet))
+        if len(heap) > stats["maxQueue"]:
+            stats["maxQueue"] = len(heap)
+    now = monotonic()
+    while heap and heap[0][0] <= now:
+        release, _, packet = heappop(heap)
+        late = (now - release) * 1000
+        stats["lateSumMs"] += late
+        if late > stats["lateMaxMs"]:
+            stats["lateMaxMs"] = late
+        try:
+            write(fd, packet)
+        except OSError:
+            stats["writeErrors"] += 1
+        stats["delayed"] += 1
+    if now >= next_status:
+        write_status()
+        next_status = now + 1.0
+
+write_status()
+sys.stderr.write("wan-delay: stopped\n")

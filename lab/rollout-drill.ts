@@ -1,0 +1,168 @@
+import { load } from "js-yaml";
+import { buildClusterPlan, NODE_PATHS, nodesWithRole, type ClusterConfigInput, type ClusterPlan } from "../plan";
+import { runRollout, type RolloutReport } from "../ops/rollout";
+import { canonicalJson, dynamicSettings } from "../ops/dynamic-config";
+import { patroniRest, sqlOnNode, type ClusterAccess } from "./cluster";
+import { monotonicSeconds, sleep } from "./exec";
+import { LAB_STACK, type LabContext } from "./lab";
+import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer } from "./writer";
+import { quickHealth } from "./verify";
+
+/**
+ * The rolling day-2 change of ops/rollout.ts, in the lab, through the lab's
+ * transport: the plan changes (e.g. Patroni's ttl and a PostgreSQL parameter
+ * that needs a restart), the rollout runs node by node while the writer keeps
+ * writing through HAProxy, and afterwards every node is asked whether the
+ * change took effect and the primary whether any acknowledged write is gone.
+ */
+
+export interface NodeEffect {
+  node: string;
+  /** `current_setting(name)` of every PostgreSQL parameter of the change. */
+  parameters: Record<string, string>;
+  /** Settings PostgreSQL still has pending a restart. */
+  pendingRestart: number;
+  /** Dynamic settings as the node's own Patroni reports them (GET /config). */
+  patroni: Record<string, unknown>;
+  /** bootstrap.dcs of the node's patroni.yml (the node-local file). */
+  fileDcs: Record<string, unknown>;
+}
+
+export interface RolloutDrillResult {
+  ok: boolean;
+  problems: string[];
+  report?: RolloutReport;
+  oldPrimary?: string;
+  newPrimary?: string;
+  writes: {
+    acked: number;
+    unknownOutcome: number;
+    /** Longest gap between consecutive acknowledged writes during the rollout. */
+    maxGapSeconds?: number;
+    /** Acknowledged writes missing on the primary afterwards. */
+    rpoMissing: number;
+    splitBrainAcks: number;
+    /** Acknowledged writes after the rollout's last step (writes went on). */
+    ackedAfterLastStep: number;
+    servers: string[];
+  };
+  effects: NodeEffect[];
+}
+
+/** The lab's plan with `change` applied (same nodes, same stack). */
+export function changedLabPlan(change: ClusterConfigInput): ClusterPlan {
+  return buildClusterPlan(change, { stack: LAB_STACK });
+}
+
+/** Asks every PostgreSQL node what it runs with. */
+export async function nodeEffects(access: ClusterAccess, parameterNames: string[]): Promise<NodeEffect[]> {
+  const effects: NodeEffect[] = [];
+  for (const node of nodesWithRole(access.plan, "postgres").map((n) => n.name)) {
+    const names = parameterNames.map((n) => `'${n.replace(/'/g, "''")}'`).join(",") || "''";
+    const rows = await sqlOnNode(access, node, `select name, current_setting(name) from pg_settings where name in (${names})`);
+    const pending = await sqlOnNode(access, node, "select count(*) from pg_settings where pending_restart");
+    const rest = await patroniRest(access, node, "/config");
+    const file = load(await access.transport.readFile(node, NODE_PATHS.patroniConfig)) as { bootstrap?: { dcs?: Record<string, unknown> } };
+    effects.push({
+      node,
+      parameters: Object.fromEntries(rows.map((r) => [r[0] as string, r[1] as string])),
+      pendingRestart: Number(pending[0]?.[0] ?? -1),
+      patroni: rest.status === 200 ? (JSON.parse(rest.body) as Record<string, unknown>) : {},
+      fileDcs: file.bootstrap?.dcs ?? {},
+    });
+  }
+  return effects;
+}
+
+/**
+ * Runs the rollout of `desired` with the writer going through the first
+ * HAProxy's primary port, then judges writes and effects. `expect` lists what
+ * must hold on every node afterwards: Patroni settings and PostgreSQL
+ * parameters (compared as text).
+ */
+export async function rolloutDrill(
+  lab: LabContext,
+  desired: ClusterPlan,
+  expect: { patroni: Record<string, unknown>; parameters: Record<string, string> },
+  log: (line: string) => void,
+): Promise<RolloutDrillResult> {
+  const access: ClusterAccess = { ...lab.access, plan: desired, isolated: new Set() };
+  const problems: string[] = [];
+  const before = await quickHealth(lab.access);
+  if (!before.ok || !before.topology.leader) throw new Error(`the lab is not healthy before the rollout: ${before.detail}`);
+  const oldPrimary = before.topology.leader;
+  await ensureWritesTable(access, oldPrimary);
+  const haproxy = nodesWithRole(desired, "haproxy")[0];
+  if (!haproxy) throw new Error("no HAProxy node for the writer");
+  const writer = Writer.start(access, { host: haproxy.privateIp, port: desired.config.haproxy.primaryPort }, `rollout-${Date.now()}`);
+  let report: RolloutReport | undefined;
+  let start = 0;
+  let lastStepAt = 0;
+  try {
+    await writer.warmUp(20);
+    log(`writer acknowledged ${writer.acks().length} writes via ${haproxy.name}; rollout starts (primary ${oldPrimary})`);
+    start = monotonicSeconds();
+    report = await runRollout({
+      access,
+      log,
+      healthBudgetMs: 150_000,
+      pollMs: 1000,
+      onStep: () => void (lastStepAt = monotonicSeconds()),
+    });
+    lastStepAt ||= monotonicSeconds();
+    // Writes must go on after the last step, not just resume somewhere in between.
+    const acksAtEnd = writer.acks().length;
+    const wentOn = await writer.waitUntil((records) => records.filter((r) => r.ok).length >= acksAtEnd + 20, 20_000);
+    if (!wentOn) problems.push("writes did not continue after the rollout");
+    await sleep(1000);
+  } catch (error) {
+    problems.push((error as Error).message);
+  } finally {
+    await writer.stop();
+  }
+
+  const after = await quickHealth(lab.access).catch(() => undefined);
+  const newPrimary = after?.topology.leader;
+  const analysis = analyseWrites(writer.records, start || monotonicSeconds());
+  const missing = newPrimary ? await missingAcks(access, newPrimary, writer) : writer.acks().map((r) => r.seq as number);
+  if (!newPrimary) problems.push("no leader after the rollout");
+  const split = newPrimary && newPrimary !== oldPrimary ? splitBrainAcks(writer.records, (desired.nodes.find((n) => n.name === oldPrimary) as { privateIp: string }).privateIp, start) : [];
+  if (missing.length) problems.push(`RPO: ${missing.length} acknowledged writes missing on ${newPrimary} (seq ${missing.slice(0, 10).join(", ")})`);
+  if (split.length) problems.push(`split brain: ${split.length} writes acknowledged by ${oldPrimary} after ${newPrimary} took over`);
+  if (analysis.unsafe) problems.push(`${analysis.unsafe} writes acknowledged with a cancelled synchronous-replication wait`);
+
+  const effects = await nodeEffects(access, Object.keys(expect.parameters)).catch((error: Error) => {
+    problems.push(`could not read the nodes' settings: ${error.message}`);
+    return [] as NodeEffect[];
+  });
+  const wanted = dynamicSettings(desired);
+  for (const effect of effects) {
+    for (const [name, value] of Object.entries(expect.parameters)) {
+      if (effect.parameters[name] !== value) problems.push(`${effect.node}: ${name} = ${effect.parameters[name]}, expected ${value}`);
+    }
+    for (const [key, value] of Object.entries(expect.patroni)) {
+      if (JSON.stringify(effect.patroni[key]) !== JSON.stringify(value)) problems.push(`${effect.node}: Patroni reports ${key} = ${JSON.stringify(effect.patroni[key])}, expected ${JSON.stringify(value)}`);
+      if (JSON.stringify(effect.fileDcs[key]) !== JSON.stringify(value)) problems.push(`${effect.node}: patroni.yml bootstrap.dcs.${key} = ${JSON.stringify(effect.fileDcs[key])}, expected ${JSON.stringify(value)}`);
+    }
+    if (effect.pendingRestart !== 0) problems.push(`${effect.node}: ${effect.pendingRestart} setting(s) still pending a restart`);
+    if (canonicalJson(effect.fileDcs) !== canonicalJson(wanted)) problems.push(`${effect.node}: patroni.yml bootstrap.dcs differs from the plan`);
+  }
+  const acked = writer.acks();
+  return {
+    ok: problems.length === 0,
+    problems,
+    report,
+    oldPrimary,
+    newPrimary,
+    writes: {
+      acked: acked.length,
+      unknownOutcome: analysis.unknown,
+      maxGapSeconds: analysis.rtoSeconds,
+      rpoMissing: missing.length,
+      splitBrainAcks: split.length,
+      ackedAfterLastStep: acked.filter((r) => r.t > lastStepAt).length,
+      servers: analysis.servers.map((ip) => desired.nodes.find((n) => n.privateIp === ip)?.name ?? ip),
+    },
+    effects,
+  };
+}

@@ -1,0 +1,222 @@
+/**
+ * The lab's WAN emulator (lab/wan.ts, lab/assets/wan-delay.py).
+ *
+ * 1. What it derives from the plan (no root needed): one-way delays = RTT/2
+ *    per ordered pair of regions, the policy rules that feed the delay line,
+ *    the partition rules, the env switch.
+ * 2. The emulator itself on the lab's network without the cluster (root and
+ *    the Debian 13 rootfs; without them it FAILS with the reason): ping and
+ *    TCP round trips between every pair of regions = configured ± 2 ms and
+ *    < 1 ms inside a region, the partition switch, accuracy while a bulk
+ *    transfer crosses it, jitter and loss, and reproducibility from a seed.
+ *
+ * The second part uses the lab's namespaces: like `npm run test:lab`, run it
+ * under `flock /tmp/pgha-lab.lock` (npm run test:lab:wan).
+ */
+import assert from "node:assert/strict";
+import { after, describe, test } from "node:test";
+import { DEFAULT_STATE_DIR, labLayout } from "../../lab/layout";
+import { labDown, labNetworkUp, labPlan, preflight } from "../../lab/lab";
+import { LabTransport } from "../../lab/transport";
+import {
+  configuredRttMs,
+  delayLineConfig,
+  delayLineStatus,
+  DEFAULT_WAN_OPTIONS,
+  installProbe,
+  judgeRtt,
+  parsePingTimes,
+  partitionRuleArgs,
+  pingRtts,
+  proofPairs,
+  proofTable,
+  proveWan,
+  retuneWan,
+  spread,
+  wanOptionsFromEnv,
+  wanRuleArgs,
+  wanSpec,
+  type WanProof,
+} from "../../lab/wan";
+
+const log = (line: string): void => void process.stderr.write(`  [wan ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+
+describe("WAN emulator: derived from the plan", () => {
+  const plan = labPlan();
+  const layout = labLayout(plan, "/nonexistent/pgha-lab");
+
+  test("one link per ordered pair of regions, one way = RTT / 2 from plan.config.etcd.rttMs", () => {
+    const spec = wanSpec(plan, layout);
+    const regions = plan.regions.map((r) => r.name);
+    assert.equal(spec.links.length, regions.length * (regions.length - 1));
+    for (const [pair, rtt] of Object.entries(plan.config.etcd.rttMs)) {
+      const [a, b] = pair.split("-") as [string, string];
+      for (const [from, to] of [[a, b], [b, a]]) {
+        const link = spec.links.find((l) => l.from === from && l.to === to);
+        assert.ok(link, `link ${from}>${to}`);
+        assert.equal(link.rttMs, rtt);
+        assert.equal(link.oneWayMs, rtt / 2);
+      }
+    }
+    assert.equal(configuredRttMs(plan, "seoul", "tokyo"), 31);
+    assert.equal(configuredRttMs(plan, "singapore", "seoul"), 72);
+    assert.equal(configuredRttMs(plan, "tokyo", "tokyo"), 0);
+    const config = delayLineConfig(wanSpec(plan, layout, { jitterMs: 3, lossPercent: 1.5, seed: 9 })) as { subnets: [string, string][]; links: Record<string, { delayMs: number; jitterMs: number; loss: number }>; seed: number };
+    assert.deepEqual(config.subnets, plan.regions.flatMap((r) => r.subnets.map((s) => [s.cidr, r.name])));
+    assert.deepEqual(config.links["tokyo>singapore"], { delayMs: 37, jitterMs: 3, loss: 0.015 });
+    assert.equal(config.seed, 9);
+  });
+
+  test("policy rules send only inter-region packets from each bridge to the delay line", () => {
+    const rules = wanRuleArgs(wanSpec(plan, layout));
+    assert.equal(rules.length, layout.subnets.length * (layout.subnets.length - 1));
+    for (const rule of rules) {
+      const from = layout.subnets.find((s) => s.bridge === rule[3]);
+      const to = layout.subnets.find((s) => s.cidr === rule[5]);
+      assert.ok(from && to && from.region !== to.region, `rule ${rule.join(" ")} crosses regions`);
+      assert.deepEqual([rule[0], rule[2], rule[4], rule[6], rule[7]], ["pref", "iif", "to", "lookup", "100"]);
+    }
+  });
+
+  test("a partition blackholes both directions of one pair of regions", () => {
+    const rules = partitionRuleArgs(layout, "seoul", "tokyo");
+    const br = (region: string): string => layout.subnets.find((s) => s.region === region)?.bridge as string;
+    const cidr = (region: string): string => layout.subnets.find((s) => s.region === region)?.cidr as string;
+    assert.deepEqual(rules, [
+      ["pref", "40", "iif", br("seoul"), "to", cidr("tokyo"), "blackhole"],
+      ["pref", "40", "iif", br("tokyo"), "to", cidr("seoul"), "blackhole"],
+    ]);
+    assert.throws(() => partitionRuleArgs(layout, "seoul", "seoul"), /itself/);
+    assert.throws(() => partitionRuleArgs(layout, "seoul", "mars"), /no region "mars"/);
+  });
+
+  test("PGHA_LAB_WAN switch and its knobs", () => {
+    assert.equal(wanOptionsFromEnv({}), undefined);
+    assert.equal(wanOptionsFromEnv({ PGHA_LAB_WAN: "0" }), undefined);
+    assert.deepEqual(wanOptionsFromEnv({ PGHA_LAB_WAN: "1" }), DEFAULT_WAN_OPTIONS);
+    assert.deepEqual(wanOptionsFromEnv({ PGHA_LAB_WAN: "1", PGHA_LAB_WAN_JITTER_MS: "2.5", PGHA_LAB_WAN_LOSS_PERCENT: "0.5", PGHA_LAB_WAN_SEED: "4" }), { jitterMs: 2.5, lossPercent: 0.5, seed: 4 });
+    assert.throws(() => wanOptionsFromEnv({ PGHA_LAB_WAN: "maybe" }), /PGHA_LAB_WAN must be 1 or 0/);
+    assert.throws(() => wanOptionsFromEnv({ PGHA_LAB_WAN: "1", PGHA_LAB_WAN_LOSS_PERCENT: "150" }), /between 0 and 100/);
+  });
+
+  test("judging: ± 2 ms between regions, < 1 ms inside one; the pairs measured", () => {
+    assert.ok(judgeRtt(31, 32.9));
+    assert.ok(!judgeRtt(31, 33.1));
+    assert.ok(!judgeRtt(72, 69.9));
+    assert.ok(judgeRtt(0, 0.99));
+    assert.ok(!judgeRtt(0, 1));
+    const { inter, intra } = proofPairs(plan, layout);
+    assert.equal(inter.length, 6);
+    assert.ok(inter.every(([a, b]) => a.region !== b.region && plan.nodes.find((n) => n.name === a.name)?.roles.has("postgres")));
+    assert.ok(intra.every(([a, b]) => a.region === b.region && a.name !== b.name));
+    assert.ok(intra.some(([, b]) => b.name === "client"), "the client's path to its region is measured");
+    assert.deepEqual(parsePingTimes("64 bytes from 10.2.0.10: icmp_seq=1 ttl=62 time=31.4 ms\n64 bytes from 10.2.0.10: icmp_seq=2 ttl=62 time=31.3 ms\n"), [31.4, 31.3]);
+    assert.deepEqual(spread([3, 1, 2]), { n: 3, medianMs: 2, minMs: 1, p10Ms: 1.2, p90Ms: 2.8, maxMs: 3 });
+  });
+});
+
+describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_000 }, () => {
+  const STATE_DIR = DEFAULT_STATE_DIR;
+  let preflightError: Error | undefined;
+  let net: Awaited<ReturnType<typeof labNetworkUp>> | undefined;
+  let transport: LabTransport | undefined;
+  /** Set once this file starts building the network: never tear down a lab someone else brought up. */
+  let broughtUp = false;
+
+  after(async () => {
+    if (!broughtUp) return;
+    const down = await labDown(STATE_DIR, log);
+    assert.deepEqual(down.problems, [], `lab down left things behind: ${down.problems.join("; ")}`);
+  });
+
+  function requireNet(): { net: NonNullable<typeof net>; transport: LabTransport } {
+    if (preflightError) throw new Error(`cannot run the lab here: ${preflightError.message}`);
+    if (!net || !transport) throw new Error("the lab network is not up");
+    return { net, transport };
+  }
+
+  test("preflight and network up: root, the rootfs, namespaces, router root, delay line", async () => {
+    try {
+      await preflight();
+    } catch (error) {
+      preflightError = error as Error;
+      throw error;
+    }
+    broughtUp = true;
+    net = await labNetworkUp(STATE_DIR, log, { wan: DEFAULT_WAN_OPTIONS });
+    transport = new LabTransport(net.layout);
+    const status = await delayLineStatus(net.layout);
+    assert.ok(status, "the delay line runs");
+    for (const host of net.layout.hosts) installProbe(host);
+  });
+
+  let proof: WanProof | undefined;
+  test("proof: ping and TCP RTT = configured ± 2 ms between every pair of regions, < 1 ms inside a region; partition cuts and heals", async () => {
+    const { net, transport } = requireNet();
+    proof = await proveWan(net.plan, net.layout, transport, { log });
+    log(`\n${proofTable(proof)}`);
+    assert.deepEqual(proof.rows.filter((r) => !r.ok).map((r) => `${r.kind} ${r.from} → ${r.to}: ${r.rtt.medianMs} ms vs ${r.expectedMs}`), []);
+    assert.deepEqual(proof.partition.filter((p) => !p.ok), []);
+  });
+
+  test("under a bulk transfer across the WAN, ping between two other regions keeps its RTT (± 2 ms) and nothing overflows", async () => {
+    const { net, transport } = requireNet();
+    const ip = (name: string): string => net.layout.hosts.find((h) => h.name === name)?.link.address as string;
+    const before = await delayLineStatus(net.layout);
+    const server = transport.spawn("pg-singapore-1", ["python3", "/run/pgha-lab/tcp-rtt.py", "serve", ip("pg-singapore-1"), "7998", "120"]);
+    try {
+      await new Promise<void>((resolve) => server.onLine((line) => line.trim() === "listening" && resolve()));
+      const bulk = transport.run("pg-seoul-1", ["python3", "/run/pgha-lab/tcp-rtt.py", "bulk", ip("pg-singapore-1"), "7998", "64"], { timeoutMs: 120_000 });
+      await new Promise((r) => setTimeout(r, 1000));
+      const during = spread(await pingRtts(transport, "pg-tokyo-1", ip("pg-seoul-1"), 40, 0.05));
+      const result = await bulk;
+      assert.equal(result.code, 0, result.stderr);
+      const { bytes, seconds } = JSON.parse(result.stdout.trim()) as { bytes: number; seconds: number };
+      const after = await delayLineStatus(net.layout);
+      const packets = (after?.stats.delayed ?? 0) - (before?.stats.delayed ?? 0);
+      log(`bulk 64 MiB seoul → singapore and back: ${(bytes / 2 ** 20 / seconds).toFixed(1)} MiB/s each way, ${packets} packets in ${seconds.toFixed(1)} s through the delay line (${Math.round(packets / seconds)} packets/s), queue max ${after?.stats.maxQueue}; ping tokyo → seoul meanwhile: median ${during.medianMs} ms (p90 ${during.p90Ms}, max ${during.maxMs})`);
+      assert.equal(bytes, 64 * 2 ** 20);
+      assert.ok(Math.abs(during.medianMs - 31) <= 2, `ping tokyo → seoul during the transfer: median ${during.medianMs} ms`);
+      assert.equal(after?.stats.overflow, 0);
+      assert.equal(after?.stats.writeErrors, 0);
+      assert.ok(packets / seconds > 2000, `at least 2000 packets/s through the delay line, got ${Math.round(packets / seconds)}`);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("jitter and loss as configured; the same seed gives the same losses; back to exact delays after", async () => {
+    const { net, transport } = requireNet();
+    const tokyo = net.layout.hosts.find((h) => h.name === "pg-tokyo-1")?.link.address as string;
+    await retuneWan(net.layout, net.plan, { jitterMs: 5, lossPercent: 10, seed: 3 });
+    await new Promise((r) => setTimeout(r, 200));
+    const lossy = await transport.run("pg-seoul-1", ["ping", "-n", "-c", "200", "-i", "0.02", "-W", "1", tokyo], { timeoutMs: 60_000 });
+    const rtts = parsePingTimes(lossy.stdout);
+    const lost = 1 - rtts.length / 200;
+    const s = spread(rtts);
+    log(`jitter ±5 ms, loss 10 % per direction: ${(lost * 100).toFixed(1)} % of echo requests unanswered (expected ≈ 19 %), RTT median ${s.medianMs} ms, p10 ${s.p10Ms}, p90 ${s.p90Ms}, min ${s.minMs}, max ${s.maxMs}`);
+    assert.ok(lost > 0.08 && lost < 0.32, `loss ${lost}`);
+    assert.ok(Math.abs(s.medianMs - 31) <= 3, `median ${s.medianMs}`);
+    assert.ok(s.minMs >= 31 - 10 - 0.5 && s.maxMs <= 31 + 10 + 3, `range ${s.minMs}–${s.maxMs}`);
+    assert.ok(s.p90Ms - s.p10Ms > 3, `jitter visible: p10 ${s.p10Ms}, p90 ${s.p90Ms}`);
+
+    const lostSeqs = async (): Promise<number[]> => {
+      await retuneWan(net.layout, net.plan, { jitterMs: 0, lossPercent: 30, seed: 7 });
+      await new Promise((r) => setTimeout(r, 200));
+      const out = await transport.run("pg-seoul-1", ["ping", "-n", "-c", "40", "-i", "0.05", "-W", "1", tokyo], { timeoutMs: 60_000 });
+      const got = new Set([...out.stdout.matchAll(/icmp_seq=(\d+)/g)].map((m) => Number(m[1])));
+      return Array.from({ length: 40 }, (_, i) => i + 1).filter((seq) => !got.has(seq));
+    };
+    const first = await lostSeqs();
+    const second = await lostSeqs();
+    log(`seed 7, loss 30 %: unanswered echo requests ${first.join(",")} and again ${second.join(",")}`);
+    assert.ok(first.length > 0);
+    assert.deepEqual(second, first, "the same seed and packet sequence lose the same packets");
+
+    await retuneWan(net.layout, net.plan, DEFAULT_WAN_OPTIONS);
+    await new Promise((r) => setTimeout(r, 200));
+    const clean = spread(await pingRtts(transport, "pg-seoul-1", tokyo, 20));
+    assert.equal(clean.n, 20);
+    assert.ok(Math.abs(clean.medianMs - 31) <= 2 && clean.maxMs - clean.minMs < 2, `back to 31 ms: ${JSON.stringify(clean)}`);
+  });
+});
