@@ -3,7 +3,7 @@ import { clearEnvCache, clusterView, etcdEndpoints, leaderOf, observers, patroni
 import { monotonicSeconds, sleep } from "./exec";
 import type { FaultInjector, NodeTransport } from "./transport";
 import { judgeTopology, quickHealth, type Topology } from "./verify";
-import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer, type WriteAnalysis } from "./writer";
+import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer, type WriteAnalysis, type WriteRecord } from "./writer";
 
 /**
  * The failover drills. Each runs with the application writer going through
@@ -214,12 +214,21 @@ async function withWriter<T>(ctx: DrillContext, drill: string, repetition: numbe
   }
 }
 
-/** Waits for an acknowledged write after `instant` that satisfies `accept`. */
-async function waitRecovery(ctx: DrillContext, writer: Writer, instant: number, accept: (server: string | undefined) => boolean, what: string): Promise<boolean> {
+/**
+ * Waits for an acknowledged write after `instant` that satisfies `accept`.
+ * With `onConnectionFrom`, only a write on a connection opened at or after
+ * that instant counts: an INSERT already in flight when a server is killed
+ * can be acknowledged a moment later, which is not a recovery.
+ */
+async function waitRecovery(ctx: DrillContext, writer: Writer, instant: number, accept: (server: string | undefined) => boolean, what: string, onConnectionFrom?: number): Promise<boolean> {
   const started = Date.now();
   const timer = setInterval(() => ctx.progress(`${what}: ${((Date.now() - started) / 1000).toFixed(0)} s, ${writer.acks().length} acks`), 1000);
+  const firstCounted = (records: WriteRecord[]): number => (onConnectionFrom === undefined ? 0 : records.findIndex((r) => r.event === "connected" && r.t >= onConnectionFrom));
   try {
-    return await writer.waitUntil((records) => records.some((r) => r.ok && r.t >= instant && accept(r.server)), FAILOVER_BUDGET_MS);
+    return await writer.waitUntil((records) => {
+      const from = firstCounted(records);
+      return from >= 0 && records.slice(from).some((r) => r.ok && r.t >= instant && accept(r.server));
+    }, FAILOVER_BUDGET_MS);
   } finally {
     clearInterval(timer);
   }
@@ -326,7 +335,7 @@ export const DRILLS: DrillDefinition[] = [
         const killed = (await ctx.transport.signalProcesses(oldPrimary, "patroni", "SIGKILL")) + (await ctx.transport.signalProcesses(oldPrimary, "postgres", "SIGKILL"));
         result.details.killedProcesses = killed;
         if (killed === 0) result.problems.push("found no Patroni/PostgreSQL process to kill");
-        const recovered = await waitRecovery(ctx, writer, instant, () => true, "waiting for writes to resume");
+        const recovered = await waitRecovery(ctx, writer, instant, () => true, "waiting for writes to resume", monotonicSeconds());
         if (!recovered) result.problems.push(`no write acknowledged within ${FAILOVER_BUDGET_MS / 1000} s`);
         await sleep(AFTER_RECOVERY_MS);
         const primaryNow = await leaderNow(ctx);
