@@ -6,6 +6,7 @@ import { clearEnvCache } from "./cluster";
 import { DRILLS, selectDrills, type DrillSummary } from "./drills";
 import { CLIENT, DEFAULT_STATE_DIR, hostLayout } from "./layout";
 import { hostProcesses } from "./services";
+import { acquireLabLock } from "./lock";
 import { labContext, labDown, labNamespaceNames, labUp, preflight } from "./lab";
 import { existingNamespaces } from "./netns";
 import { runDrills, summaryTable, waitHealthy } from "./runner";
@@ -19,6 +20,13 @@ program
   .name("lab")
   .description("Local lab: boots the rendered cluster configuration in network namespaces on this machine and drills failover.")
   .option("--state-dir <dir>", "where the lab keeps roots, PKI, logs and state", DEFAULT_STATE_DIR);
+
+// One lab command at a time on this machine (see lab/lock.ts); `wan compare` only reads reports.
+program.hook("preAction", (_root, action) => {
+  const words = [action.name()];
+  for (let c = action.parent; c && c !== program; c = c.parent) words.unshift(c.name());
+  if (words.join(" ") !== "wan compare") acquireLabLock(`npm run lab -- ${words.join(" ")}`);
+});
 
 const stamp = (): string => new Date().toISOString().slice(11, 19);
 const say = (line: string): void => void process.stderr.write(`${stamp()} ${line}\n`);

@@ -10,6 +10,7 @@ import { createNetwork } from "./netns";
 import { checkIssued, issuePki, writeParameterDirs } from "./pki";
 import { LabTransport } from "./transport";
 import { startWan, type WanOptions, type WanSpec } from "./wan";
+import { acquireLabLock } from "./lock";
 
 export const LAB_STACK = "lab";
 
@@ -33,8 +34,10 @@ export function labPlan(): ClusterPlan {
 }
 
 /** Fails with a clear message when the lab cannot run here (not root, no rootfs). */
+/** Root, the lab lock (held until this process exits), and the rootfs; returns the rootfs path. */
 export async function preflight(): Promise<string> {
   if (typeof process.getuid === "function" && process.getuid() !== 0) throw new Error("the lab needs root (network namespaces, mounts, chroot): run it as root");
+  acquireLabLock(path.relative(process.cwd(), process.argv[1] ?? "lab") || "lab");
   if (process.env.PGHA_ROOTFS) {
     if (!fs.existsSync(path.join(process.env.PGHA_ROOTFS, ".pgha-complete"))) throw new Error(`PGHA_ROOTFS=${process.env.PGHA_ROOTFS} is not a complete rootfs (no .pgha-complete)`);
     return process.env.PGHA_ROOTFS;
