@@ -8,6 +8,8 @@ import { CLIENT, hostLayout } from "./layout";
 import { serviceLog } from "./services";
 import type { RunningCommand } from "./transport";
 import { parseEnvironmentFile } from "./units";
+import { moveLeaderTo } from "./drills";
+import { drillContext } from "./runner";
 import { quickHealth } from "./verify";
 import { clientRegion, configuredRttMs, haproxyNear, pingRtts, spread, type Spread } from "./wan";
 
@@ -430,9 +432,28 @@ export interface WanMeasurements {
   etcd: EtcdStability;
 }
 
+/**
+ * Puts the primary in the client's region, as an application would be
+ * deployed: otherwise every statement, not only the commit, crosses the WAN
+ * (a Singapore primary behind Seoul's HAProxy made pgbench's five-statement
+ * transaction cost five 72 ms round trips) and sync vs async compares noise.
+ * Returns the node moved to, or undefined when it already led.
+ */
+export async function placePrimaryNearClient(lab: LabContext, progress: (line: string) => void): Promise<string | undefined> {
+  const target = postgresNodes(lab.plan).find((n) => n.region === clientRegion(lab.layout));
+  if (!target) return undefined;
+  const before = (await quickHealth(lab.access)).topology.leader;
+  if (before === target.name) return undefined;
+  progress(`moving the primary ${before ?? "?"} → ${target.name} (the client's region)`);
+  await moveLeaderTo(drillContext(lab, progress, path.join(lab.layout.stateDir, "drills.log")), target.name);
+  return target.name;
+}
+
 /** All of point 3 except the drills: commit latency and sync/async inside one etcd stability window. */
 export async function measureWan(lab: LabContext, options: { steadySeconds: number; pgbenchSeconds: number; clients?: number[]; progress?: (line: string) => void }): Promise<WanMeasurements> {
   const progress = options.progress ?? (() => undefined);
+  // Before the window: a switchover is a leader change of Patroni's, not of etcd's, but keep the window clean.
+  await placePrimaryNearClient(lab, progress);
   let commit: CommitLatency | undefined;
   let initSeconds = 0;
   let matrix: PgbenchResult[] = [];
