@@ -135,6 +135,7 @@ export class PgHaCluster extends pulumi.ComponentResource {
     const privateIps: pulumi.Output<string>[] = [];
     const instanceIds: Record<string, pulumi.Output<string>> = {};
     const launchedNodes: pulumi.Resource[] = [];
+    const nodeSecrets: pulumi.Resource[] = [];
     for (const node of plan.nodes) {
       const provider = providers[node.region];
       const network = networks[node.region];
@@ -147,6 +148,7 @@ export class PgHaCluster extends pulumi.ComponentResource {
         { node, secrets: secretsPlan, values: pki, stack, accountId: identity.accountId, partition: partition.partition, provider },
         { parent: this },
       );
+      nodeSecrets.push(secrets);
       const nodeArgs = {
         plan,
         node,
@@ -168,7 +170,8 @@ export class PgHaCluster extends pulumi.ComponentResource {
 
     // After every node (instance and data volume attachment) exists: wait until the cluster works, then roll changes out.
     if (args.readinessGate !== false) {
-      this.readiness = new ReadinessGate(`${name}-readiness`, { plan, instanceIds, nodes: launchedNodes }, { parent: this });
+      const certificatePems = { ca: pki.caCertPem, ...Object.fromEntries(Object.entries(pki.certificates).map(([id, issued]) => [id, issued.certPem])) };
+      this.readiness = new ReadinessGate(`${name}-readiness`, { plan, instanceIds, nodes: launchedNodes, certificatePems, secrets: nodeSecrets }, { parent: this });
     }
 
     // Outputs resolve from the launched instances, so they only appear once the nodes exist.

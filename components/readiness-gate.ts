@@ -3,6 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { ClusterPlan } from "../plan";
 import { canonicalJson, dynamicSettingsHash } from "../ops/dynamic-config";
 import { nodeFilesHash } from "../ops/node-files";
+import { certificatesHash } from "../ops/node-secrets";
 import { shellQuote } from "../ops/shell";
 import { TYPE_PREFIX } from "./naming";
 
@@ -14,6 +15,13 @@ export interface ReadinessGateArgs {
   instanceIds: Record<string, pulumi.Input<string>>;
   /** What must exist before the gate runs: the node components (instances, data volume attachments). */
   nodes: pulumi.Resource[];
+  /**
+   * Every certificate PEM the nodes hold (the CA and each leaf, by id): their
+   * hash is a trigger of the rollout, so a renewal reaches the nodes.
+   */
+  certificatePems: Record<string, pulumi.Input<string>>;
+  /** The nodes' SSM parameters (NodeSecrets components): the rollout fetches only after they hold the new values. */
+  secrets: pulumi.Resource[];
   /** Budget for the cluster to become ready (default 1200 s: a first boot installs packages and clones replicas). */
   gateTimeoutSeconds?: number;
   /** Budget per rollout step (default 600 s). */
@@ -50,10 +58,12 @@ export function readinessCommandLine(mode: "gate" | "rollout", stack: string, in
  *   the update naming each failing check and node. It runs when created and
  *   whenever its inputs change: an instance replaced, any `pgha:` setting.
  * - `<name>-rollout`, after the gate, applies Patroni's dynamic settings and
- *   the node-local files one node at a time (ops/rollout.ts). Its `triggers`
- *   are the hash of the dynamic settings and the hash of every rendered node
- *   file, so a changed setting shows in `pulumi preview` as an update of
- *   this resource with the new hash.
+ *   the node-local files and the node secrets one node at a time
+ *   (ops/rollout.ts). Its `triggers` are the hash of the dynamic settings,
+ *   the hash of every rendered node file and the hash of every certificate,
+ *   so a changed setting or a renewed certificate shows in `pulumi preview`
+ *   as an update of this resource with the new hash. It runs after the SSM
+ *   parameters are updated.
  *
  * Both reach the nodes only through SSM Run Command (ops/ssm-transport.ts)
  * with the credentials of `pulumi up`; no port is opened. Command resources
@@ -68,6 +78,8 @@ export class ReadinessGate extends pulumi.ComponentResource {
   public readonly dynamicSettingsHash: string;
   /** Hash of every node's rendered files, owners and modes (a trigger of the rollout). */
   public readonly nodeFilesHash: string;
+  /** Hash of every certificate PEM (a trigger of the rollout; certificates are public, keys and passwords are not in it). */
+  public readonly certificatesHash: pulumi.Output<string>;
 
   constructor(name: string, args: ReadinessGateArgs, opts: pulumi.ComponentResourceOptions = {}) {
     super(`${TYPE_PREFIX}:ReadinessGate`, name, {}, opts);
@@ -78,6 +90,7 @@ export class ReadinessGate extends pulumi.ComponentResource {
     const stepTimeout = args.stepTimeoutSeconds ?? 600;
     this.dynamicSettingsHash = dynamicSettingsHash(plan);
     this.nodeFilesHash = nodeFilesHash(plan);
+    this.certificatesHash = pulumi.all(args.certificatePems).apply((pems) => certificatesHash(pems as Record<string, string>));
 
     const instances = pulumi.all(args.instanceIds).apply((ids) => regionInstances(plan, ids as Record<string, string>));
     const environment = { PGHA_CONFIG: canonicalJson(plan.config) };
@@ -95,11 +108,11 @@ export class ReadinessGate extends pulumi.ComponentResource {
         create: rolloutLine,
         update: rolloutLine,
         environment,
-        triggers: [this.dynamicSettingsHash, this.nodeFilesHash],
+        triggers: [this.dynamicSettingsHash, this.nodeFilesHash, this.certificatesHash],
         addPreviousOutputInEnv: false,
       },
-      { parent: this, dependsOn: [this.gate] },
+      { parent: this, dependsOn: [this.gate, ...args.secrets] },
     );
-    this.registerOutputs({ dynamicSettingsHash: this.dynamicSettingsHash, nodeFilesHash: this.nodeFilesHash });
+    this.registerOutputs({ dynamicSettingsHash: this.dynamicSettingsHash, nodeFilesHash: this.nodeFilesHash, certificatesHash: this.certificatesHash });
   }
 }

@@ -25,6 +25,13 @@ export interface ClusterAccess {
   haproxyProbe?: "sql" | "certificate";
   /** The node to probe a given HAProxy node from (default `client`); on AWS the HAProxy node itself. */
   clientFor?: (haproxyNode: string) => string;
+  /**
+   * Where `pgha-fetch-secrets` on the nodes gets the values from: `args` are
+   * added to its command line (none on AWS: SSM; the lab: `--from-dir` of a
+   * staged parameter directory). Absent: the rollout does not compare node
+   * secrets (a lab context with nothing staged).
+   */
+  secretSource?: { args: string[] };
 }
 
 export interface MemberView {

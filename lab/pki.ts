@@ -58,7 +58,21 @@ async function selfSignedCa(dir: string, name: string, subject: string, uses: Tl
   return { cert, key };
 }
 
-async function leaf(dir: string, ca: { cert: string; key: string }, id: string, spec: { commonName: string; dnsNames: string[]; ipAddresses: string[]; uses: TlsUse[]; days: number }): Promise<{ cert: string; key: string }> {
+interface LeafSpec {
+  commonName: string;
+  dnsNames: string[];
+  ipAddresses: string[];
+  uses: TlsUse[];
+  days: number;
+}
+
+async function leaf(dir: string, ca: { cert: string; key: string }, id: string, spec: LeafSpec): Promise<{ cert: string; key: string }> {
+  await ecKey(path.join(dir, `${id}.key`));
+  return signLeaf(dir, ca, id, spec);
+}
+
+/** A certificate for the key already at `<dir>/<id>.key`, with a fresh random serial. */
+async function signLeaf(dir: string, ca: { cert: string; key: string }, id: string, spec: LeafSpec): Promise<{ cert: string; key: string }> {
   const key = path.join(dir, `${id}.key`);
   const cert = path.join(dir, `${id}.crt`);
   const csr = path.join(dir, `${id}.csr`);
@@ -70,7 +84,6 @@ async function leaf(dir: string, ca: { cert: string; key: string }, id: string, 
   if (extendedKeyUsage.length) lines.push(`extendedKeyUsage = ${extendedKeyUsage.join(",")}`);
   if (san.length) lines.push(`subjectAltName = ${san.join(",")}`);
   fs.writeFileSync(ext, `${lines.join("\n")}\n`);
-  await ecKey(key);
   await run(["openssl", "req", "-new", "-key", key, "-subj", `/CN=${spec.commonName}`, "-out", csr]);
   const serial = `0x${crypto.randomBytes(16).toString("hex")}`;
   await run(["openssl", "x509", "-req", "-in", csr, "-CA", ca.cert, "-CAkey", ca.key, "-set_serial", serial, "-days", String(spec.days), "-sha256", "-extfile", ext, "-extensions", "ext", "-out", cert]);
@@ -91,6 +104,37 @@ export function randomAlphanumeric(length: number): string {
   return out;
 }
 
+const leafSpec = (c: CertificatePlan): LeafSpec => ({ commonName: c.commonName, dnsNames: c.dnsNames, ipAddresses: c.ipAddresses, uses: c.allowedUses, days: Math.ceil(LEAF_VALIDITY_HOURS / 24) });
+
+/** Two cores: a few openssl runs at a time. */
+async function forEachLeaf(certificates: CertificatePlan[], action: (c: CertificatePlan) => Promise<void>): Promise<void> {
+  const queue = [...certificates];
+  const worker = async (): Promise<void> => {
+    for (let next = queue.shift(); next; next = queue.shift()) await action(next);
+  };
+  await Promise.all([worker(), worker(), worker()]);
+}
+
+/**
+ * What `pulumi up` does in a leaf's last LEAF_EARLY_RENEWAL_HOURS: the same
+ * key (tls.PrivateKey is not replaced), a new certificate from the same CA
+ * with a new serial. `ids` defaults to every planned leaf. Overwrites the
+ * certificate files in place; write the parameter dirs again afterwards.
+ */
+export async function renewLeaves(plan: ClusterPlan, pki: IssuedPki, ids?: string[]): Promise<string[]> {
+  const chosen = plan.certificates.filter((c) => !ids || ids.includes(c.id));
+  const missing = (ids ?? []).filter((id) => !chosen.some((c) => c.id === id));
+  if (missing.length) throw new Error(`no planned certificate ${missing.join(", ")}`);
+  await forEachLeaf(chosen, async (c) => void (await signLeaf(pki.dir, { cert: pki.caCert, key: pki.caKey }, c.id, leafSpec(c))));
+  return chosen.map((c) => c.id);
+}
+
+/** The serial of a PEM certificate file, upper-case hex as `openssl x509 -serial` prints it. */
+export async function certificateSerial(certFile: string): Promise<string> {
+  const out = await run(["openssl", "x509", "-in", certFile, "-noout", "-serial"]);
+  return out.trim().replace(/^serial=/, "").toUpperCase();
+}
+
 /** Issues everything the plan needs into `dir` (wiped first). */
 export async function issuePki(plan: ClusterPlan, dir: string, foreignClientIp: string): Promise<IssuedPki> {
   fs.rmSync(dir, { recursive: true, force: true });
@@ -98,16 +142,7 @@ export async function issuePki(plan: ClusterPlan, dir: string, foreignClientIp: 
   const days = Math.ceil(CA_PLAN.validityHours / 24);
   const ca = await selfSignedCa(dir, "ca", `/O=${CA_PLAN.organization}/CN=${CA_PLAN.commonName}`, CA_PLAN.allowedUses, days);
   const leaves = new Map<string, { cert: string; key: string }>();
-  const leafDays = Math.ceil(LEAF_VALIDITY_HOURS / 24);
-  // Two cores: issue a few at a time.
-  const queue = [...plan.certificates];
-  const worker = async (): Promise<void> => {
-    for (let next = queue.shift(); next; next = queue.shift()) {
-      const c: CertificatePlan = next;
-      leaves.set(c.id, await leaf(dir, ca, c.id, { commonName: c.commonName, dnsNames: c.dnsNames, ipAddresses: c.ipAddresses, uses: c.allowedUses, days: leafDays }));
-    }
-  };
-  await Promise.all([worker(), worker(), worker()]);
+  await forEachLeaf(plan.certificates, async (c) => void leaves.set(c.id, await leaf(dir, ca, c.id, leafSpec(c))));
   const foreignDir = path.join(dir, "foreign");
   fs.mkdirSync(foreignDir, { mode: 0o700 });
   const foreignCa = await selfSignedCa(foreignDir, "ca", "/O=intruder/CN=foreign lab CA", CA_PLAN.allowedUses, 30);

@@ -19,6 +19,10 @@ export type FileEffect =
   | "restart-patroni"
   /** etcd has no reload: restart the member (quorum holds with the others). */
   | "restart-etcd"
+  /** The reader opens the file again for every new TLS connection (etcd's certificates, see ops/node-secrets.ts): written only. */
+  | "reread-on-connect"
+  /** A secret the rollout does not rotate (the CA, passwords): the rollout stops before touching any node. */
+  | "not-rolled"
   /** `systemctl reload haproxy` (seamless), where the transport has it; else a restart. */
   | "reload-haproxy"
   | "restart-haproxy";

@@ -60,6 +60,8 @@ export function awsAccess(plan: ClusterPlan, transport: NodeTransport): ClusterA
     isolated: new Set(),
     haproxyProbe: "certificate",
     clientFor: (haproxy) => haproxy,
+    // Each node reads its own parameters from SSM with its instance role.
+    secretSource: { args: [] },
   };
 }
 

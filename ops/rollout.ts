@@ -1,8 +1,9 @@
-import { nodesWithRole, type ClusterPlan } from "../plan";
+import { NODE_PATHS, nodesWithRole, type ClusterPlan } from "../plan";
 import { clusterView, observers, patroniRest, patronictl, sqlOnNode, type ClusterAccess } from "../lab/cluster";
 import { verifyReadiness, type Check, type Verification } from "../lab/verify";
 import { dynamicConfigPatch, dynamicSettings, patchedParameters, sameSetting, type DynamicSettings } from "./dynamic-config";
-import { changedFiles, desiredFiles, FILE_STATE_SCRIPT, parseFileStates, restartsPostgres, WRITE_FILE_SCRIPT, type DesiredFile } from "./node-files";
+import { changedFiles, desiredFiles, FILE_STATE_SCRIPT, parseFileStates, restartsPostgres, WRITE_FILE_SCRIPT, type DesiredFile, type FileEffect } from "./node-files";
+import { fetchSecretsArgv, parseSecretFetchReport, secretWork, type SecretFileWork } from "./node-secrets";
 
 /**
  * Rolling day-2 changes, one node at a time, each step gated by the
@@ -12,7 +13,8 @@ import { changedFiles, desiredFiles, FILE_STATE_SCRIPT, parseFileStates, restart
  * 2. Patroni's dynamic settings that differ from the plan are patched in one
  *    `patronictl edit-config --apply -` (Patroni spreads them to every member;
  *    parameters that need a restart show up as pending_restart);
- * 3. nodes with work — changed node-local files, a pending restart — are
+ * 3. nodes with work — changed node-local files, secret files that differ
+ *    from the parameter store (renewed certificates), a pending restart — are
  *    done in {@link rolloutOrder}: asynchronous replicas, sync standbys,
  *    nodes without PostgreSQL, and the leader last; before anything that
  *    restarts PostgreSQL on the leader, a switchover to an up-to-date sync
@@ -35,21 +37,28 @@ export interface NodeWork {
   node: string;
   /** Rendered files that differ from the node's. */
   files: DesiredFile[];
+  /** Secret files (certificates, keys) the node's `pgha-fetch-secrets --check` reports as differing: paths only. */
+  secrets: SecretFileWork[];
   /** PostgreSQL runs with a setting that only a restart applies. */
   pendingRestart: boolean;
 }
 
 export function hasWork(work: NodeWork | undefined): work is NodeWork {
-  return !!work && (work.files.length > 0 || work.pendingRestart);
+  return !!work && (work.files.length > 0 || work.secrets.length > 0 || work.pendingRestart);
+}
+
+/** Every effect the node's work needs, rendered files and secret files alike. */
+export function workEffects(work: NodeWork): Set<FileEffect> {
+  return new Set([...work.files, ...work.secrets].map((f) => f.effect));
 }
 
 /** Work that restarts PostgreSQL on the node (never done to a primary in place). */
 export function isDisruptive(work: NodeWork): boolean {
-  return work.pendingRestart || work.files.some((f) => restartsPostgres(f.effect));
+  return work.pendingRestart || [...workEffects(work)].some(restartsPostgres);
 }
 
 export function describeWork(work: NodeWork): string {
-  const parts = work.files.map((f) => `${f.path} (${f.effect})`);
+  const parts = [...work.files.map((f) => `${f.path} (${f.effect})`), ...work.secrets.map((f) => `secret ${f.path} (${f.effect})`)];
   if (work.pendingRestart) parts.push("pending restart");
   return parts.join(", ") || "nothing";
 }
@@ -105,6 +114,8 @@ export function rolloutOrder(view: Pick<RolloutView, "leader" | "syncStandbys" |
 /**
  * The next step of a rolling change:
  * - `done` when no node has work;
+ * - `stop` when any node's secret work is one the rollout does not rotate
+ *   (the CA, a password), before anything is touched;
  * - `stop` when a node still has work after `maxAttemptsPerNode` steps, or the
  *   leader needs a restart and no done sync standby can take over, or a second
  *   switchover would be needed;
@@ -118,6 +129,10 @@ export function rolloutOrder(view: Pick<RolloutView, "leader" | "syncStandbys" |
 export function nextStep(view: RolloutView, progress: RolloutProgress, limits: RolloutLimits = DEFAULT_LIMITS): RolloutStep {
   const pending = rolloutOrder(view).filter((node) => hasWork(view.work[node]));
   if (pending.length === 0) return { kind: "done" };
+  const unrolled = pending.flatMap((node) => (view.work[node] as NodeWork).secrets.filter((f) => f.effect === "not-rolled").map((f) => `${node}: ${f.path}`));
+  if (unrolled.length) {
+    return { kind: "stop", reason: `secrets the rollout does not rotate differ from the parameter store (a new CA or password needs the manual procedure): ${unrolled.join(", ")}` };
+  }
   for (const node of pending) {
     if ((progress.attempts[node] ?? 0) >= limits.maxAttemptsPerNode) {
       return { kind: "stop", reason: `${node} still needs ${describeWork(view.work[node] as NodeWork)} after ${progress.attempts[node]} attempts` };
@@ -245,6 +260,19 @@ async function nodeFileWork(access: ClusterAccess, node: string): Promise<Desire
   return changedFiles(desired, parseFileStates(result.stdout));
 }
 
+/**
+ * The node's secret files against the parameter store, by `pgha-fetch-secrets
+ * --check` on the node (values stay on the node). Skipped while the node's
+ * copy of the script itself is about to be replaced: an older one may not
+ * know --check; the next observation, after the files step, asks again.
+ */
+export async function nodeSecretWork(access: ClusterAccess, node: string, files: DesiredFile[]): Promise<SecretFileWork[]> {
+  if (!access.secretSource || files.some((f) => f.path === NODE_PATHS.fetchSecrets)) return [];
+  const result = await access.transport.run(node, fetchSecretsArgv(access.secretSource.args, true), { timeoutMs: 120_000 });
+  if (result.code !== 0) throw new Error(`${node}: pgha-fetch-secrets --check failed (exit ${result.code}): ${result.stderr.trim().slice(-500)}`);
+  return secretWork(access.plan, node, parseSecretFetchReport(result.stdout));
+}
+
 /** PostgreSQL's own view: settings changed in the configuration that only a restart applies. */
 async function postgresPendingRestart(access: ClusterAccess, node: string): Promise<boolean> {
   const rows = await sqlOnNode(access, node, "select count(*) from pg_settings where pending_restart");
@@ -262,12 +290,13 @@ export async function observe(access: ClusterAccess): Promise<{ view: RolloutVie
   await Promise.all(
     connected.map(async (node) => {
       const files = await nodeFileWork(access, node);
+      const secrets = await nodeSecretWork(access, node, files);
       let pendingRestart = false;
       if (postgres.has(node)) {
         const member = topology.members.find((m) => m.name === node);
         pendingRestart = member?.pendingRestart === true || (await postgresPendingRestart(access, node).catch(() => false));
       }
-      const w = { node, files, pendingRestart };
+      const w = { node, files, secrets, pendingRestart };
       if (hasWork(w)) work[node] = w;
     }),
   );
@@ -292,7 +321,7 @@ async function restartUnit(access: ClusterAccess, node: string, unit: string): P
   await access.transport.startService(node, unit);
 }
 
-/** One node's work: write its files, then make them take effect, then a pending restart. */
+/** One node's work: write its files, fetch its secrets, then make both take effect, then a pending restart. */
 export async function applyWork(access: ClusterAccess, work: NodeWork, log: (line: string) => void): Promise<void> {
   const { node } = work;
   const { transport } = access;
@@ -301,7 +330,14 @@ export async function applyWork(access: ClusterAccess, work: NodeWork, log: (lin
     if (result.code !== 0) throw new Error(`${node}: writing ${file.path} failed: ${result.stderr.trim()}`);
     log(`${node}: wrote ${file.path} (${file.owner} ${file.permissions})`);
   }
-  const effects = new Set(work.files.map((f) => f.effect));
+  if (work.secrets.length) {
+    if (!access.secretSource) throw new Error(`${node}: secret files differ but the access has no secret source`);
+    const result = await transport.run(node, fetchSecretsArgv(access.secretSource.args, false), { timeoutMs: 120_000 });
+    if (result.code !== 0) throw new Error(`${node}: pgha-fetch-secrets failed (exit ${result.code}): ${result.stderr.trim().slice(-500)}`);
+    const written = parseSecretFetchReport(result.stdout).changed.map((c) => c.path);
+    log(`${node}: pgha-fetch-secrets wrote ${written.join(", ") || "nothing"}`);
+  }
+  const effects = workEffects(work);
   if (effects.has("restart-patroni")) {
     log(`${node}: restarting patroni.service (restarts PostgreSQL)`);
     await restartUnit(access, node, "patroni.service");

@@ -9,12 +9,20 @@ any process on an instance can read user-data through the metadata service.
 --from-dir DIR reads the parameter values from DIR/<parameter name> instead
 of SSM: the local lab uses it, and so can an operator restoring from a
 break-glass copy.
+
+Only files whose content, owner or mode differ are written, so a renewed
+certificate can be rolled out by running this again (ops/rollout.ts).
+--check fetches the same way but writes nothing. Both print one JSON line
+naming the files that differ and how (never a value):
+
+  {"mode": "check", "files": 9, "changed": [{"path": "/etc/pgha/tls/postgres-server.crt", "differs": ["content"]}]}
 """
 import argparse
 import grp
 import json
 import os
 import pwd
+import stat
 import sys
 import tempfile
 import time
@@ -84,6 +92,24 @@ def render(content, values):
     return "".join(lines)
 
 
+def differences(path, text, owner, mode):
+    """How the file on disk differs from what the manifest wants: content, owner, mode (all three when missing)."""
+    try:
+        with open(path, "rb") as handle:
+            current = handle.read()
+        info = os.stat(path)
+    except FileNotFoundError:
+        return ["content", "owner", "mode"]
+    found = []
+    if current != text.encode("utf-8"):
+        found.append("content")
+    if (info.st_uid, info.st_gid) != (pwd.getpwnam(owner).pw_uid, grp.getgrnam(owner).gr_gid):
+        found.append("owner")
+    if stat.S_IMODE(info.st_mode) != int(mode, 8):
+        found.append("mode")
+    return found
+
+
 def write_file(path, text, owner, mode):
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o755, exist_ok=True)
@@ -106,6 +132,7 @@ def main():
     parser.add_argument("--manifest", default="/etc/pgha/secrets.json")
     parser.add_argument("--from-dir", help="read parameter values from files under this directory instead of SSM")
     parser.add_argument("--deadline", type=int, default=600, help="seconds to keep retrying SSM")
+    parser.add_argument("--check", action="store_true", help="fetch, write nothing, print which files would change")
     args = parser.parse_args()
 
     with open(args.manifest, encoding="utf-8") as handle:
@@ -115,9 +142,17 @@ def main():
         values = fetch_from_dir(args.from_dir, names)
     else:
         values = fetch_from_ssm(manifest["region"], names, args.deadline)
+    changed = []
     for entry in manifest["files"]:
-        write_file(entry["path"], render(entry["content"], values), entry["owner"], entry["mode"])
-    print("pgha-fetch-secrets: wrote %d files from %d parameters" % (len(manifest["files"]), len(names)))
+        text = render(entry["content"], values)
+        differs = differences(entry["path"], text, entry["owner"], entry["mode"])
+        if not differs:
+            continue
+        changed.append({"path": entry["path"], "differs": differs})
+        if not args.check:
+            write_file(entry["path"], text, entry["owner"], entry["mode"])
+    report = {"mode": "check" if args.check else "write", "files": len(manifest["files"]), "parameters": len(names), "changed": changed}
+    print(json.dumps(report, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { renderUserData } from "../../cloud-init";
 import { parseUserData } from "../../lab/userdata";
 import { exec } from "../../lab/exec";
-import { checkIssued, issuePki, writeParameterDirs, type IssuedPki } from "../../lab/pki";
+import { certificateSerial, checkIssued, issuePki, renewLeaves, writeParameterDirs, type IssuedPki } from "../../lab/pki";
 import { buildClusterPlan, NODE_PATHS, nodesWithRole, PORTS, type ClusterPlan } from "../../plan";
 import { rootfsPath, scratchDir, testNetwork, TestRoot, type TestNetwork } from "./harness";
 
@@ -71,6 +71,70 @@ describe("boot step: secrets from the parameter store", () => {
     const env = fs.readFileSync(root.hostPath(NODE_PATHS.patroniEnv), "utf8");
     assert.match(env, new RegExp(`^PATRONI_SUPERUSER_PASSWORD=${pki.passwords.get("superuser")}$`, "m"));
     assert.equal(fs.statSync(root.hostPath(NODE_PATHS.patroniEnv)).mode & 0o777, 0o600);
+  });
+});
+
+describe("pgha-fetch-secrets on a running node: check mode and renewal", () => {
+  const run = async (root: TestRoot, args: string[]): Promise<{ report: { mode: string; files: number; changed: { path: string; differs: string[] }[] }; stdout: string }> => {
+    const result = await root.run([NODE_PATHS.fetchSecrets, ...args]);
+    assert.equal(result.code, 0, `pgha-fetch-secrets ${args.join(" ")}: ${result.stderr}`);
+    const lines = result.stdout.trim().split("\n");
+    assert.equal(lines.length, 1, `one JSON line: ${result.stdout}`);
+    return { report: JSON.parse(lines[0] as string), stdout: result.stdout };
+  };
+  const tls = (kind: string, ext: string) => `${NODE_PATHS.tlsDir}/${kind}.${ext}`;
+  const digest = (root: TestRoot, file: string) => createHash("sha256").update(fs.readFileSync(root.hostPath(file))).digest("hex");
+
+  test("check names exactly the files a renewal and a wrong mode changed (no value printed, nothing written); write fixes only those; check is then clean", async () => {
+    const root = await bootedRoot("pg-tokyo-1");
+    const clean = await run(root, ["--check", "--from-dir", "/var/lib/pgha-params"]);
+    assert.equal(clean.report.mode, "check");
+    assert.equal(clean.report.files, plan.secrets.find((s) => s.node === "pg-tokyo-1")?.files.length);
+    assert.deepEqual(clean.report.changed, []);
+
+    // Renew two of the node's certificates (same keys, same CA, new serials) into a second parameter directory.
+    const renewedDir = path.join(base, "pki-renewed");
+    fs.cpSync(pki.dir, renewedDir, { recursive: true });
+    const renewedPki: IssuedPki = { ...pki, dir: renewedDir, caCert: path.join(renewedDir, "ca.crt"), caKey: path.join(renewedDir, "ca.key"), leaves: new Map([...pki.leaves].map(([id, f]) => [id, { cert: path.join(renewedDir, path.basename(f.cert)), key: path.join(renewedDir, path.basename(f.key)) }])) };
+    await renewLeaves(plan, renewedPki, ["pg-tokyo-1-postgres-server", "pg-tokyo-1-etcd-member"]);
+    const oldSerial = await certificateSerial(pki.leaves.get("pg-tokyo-1-postgres-server")?.cert as string);
+    const newSerial = await certificateSerial(renewedPki.leaves.get("pg-tokyo-1-postgres-server")?.cert as string);
+    assert.notEqual(newSerial, oldSerial);
+    const renewedParams = writeParameterDirs(plan, renewedPki, path.join(base, "params-renewed")).get("pg-tokyo-1") as string;
+    fs.cpSync(renewedParams, root.hostPath("/var/lib/pgha-params-renewed"), { recursive: true });
+    // A key whose mode drifted is named too (by mode, not content).
+    fs.chmodSync(root.hostPath(tls("etcd-client", "key")), 0o644);
+
+    const before = new Map([tls("postgres-server", "crt"), tls("ca", "crt"), NODE_PATHS.patroniEnv].map((f) => [f, { digest: digest(root, f), inode: fs.statSync(root.hostPath(f)).ino }]));
+    const check = await run(root, ["--check", "--from-dir", "/var/lib/pgha-params-renewed"]);
+    const expected = [
+      { path: tls("etcd-client", "key"), differs: ["mode"] },
+      { path: tls("etcd-member", "crt"), differs: ["content"] },
+      { path: tls("postgres-server", "crt"), differs: ["content"] },
+    ];
+    const byPath = (a: { path: string }, b: { path: string }) => (a.path < b.path ? -1 : 1);
+    assert.equal(check.report.mode, "check");
+    assert.deepEqual([...check.report.changed].sort(byPath), expected);
+    for (const [file, was] of before) assert.equal(digest(root, file), was.digest, `--check wrote ${file}`);
+    assert.equal(fs.statSync(root.hostPath(tls("etcd-client", "key"))).mode & 0o777, 0o644, "--check fixed a mode");
+    for (const value of [...pki.passwords.values(), "PRIVATE KEY", "BEGIN CERTIFICATE"]) assert.ok(!check.stdout.includes(value), "a value reached the output");
+
+    const write = await run(root, ["--from-dir", "/var/lib/pgha-params-renewed"]);
+    assert.equal(write.report.mode, "write");
+    assert.deepEqual([...write.report.changed].sort(byPath), expected);
+    assert.equal(fs.readFileSync(root.hostPath(tls("postgres-server", "crt")), "utf8"), fs.readFileSync(renewedPki.leaves.get("pg-tokyo-1-postgres-server")?.cert as string, "utf8"));
+    const key = fs.statSync(root.hostPath(tls("etcd-client", "key")));
+    assert.equal(key.mode & 0o777, 0o600);
+    assert.equal(key.uid, root.account("postgres").uid);
+    const cert = fs.statSync(root.hostPath(tls("postgres-server", "crt")));
+    assert.equal(cert.mode & 0o777, 0o644);
+    assert.equal(cert.uid, root.account("postgres").uid);
+    // Unchanged files are left alone (same inode: not even rewritten).
+    assert.equal(fs.statSync(root.hostPath(tls("ca", "crt"))).ino, before.get(tls("ca", "crt"))?.inode);
+    assert.equal(fs.statSync(root.hostPath(NODE_PATHS.patroniEnv)).ino, before.get(NODE_PATHS.patroniEnv)?.inode);
+    for (const value of [...pki.passwords.values(), "PRIVATE KEY", "BEGIN CERTIFICATE"]) assert.ok(!write.stdout.includes(value), "a value reached the output");
+
+    assert.deepEqual((await run(root, ["--check", "--from-dir", "/var/lib/pgha-params-renewed"])).report.changed, []);
   });
 });
 

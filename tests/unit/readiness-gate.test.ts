@@ -19,7 +19,8 @@ prepareRenderer(() => {
   renderUserData(basePlan, "pg-seoul-1", { dataVolumeId: "vol-0123456789abcdef0" });
 });
 const { PgHaCluster } = require("../../components/cluster") as typeof import("../../components/cluster");
-const { READINESS_SCRIPT } = require("../../components/readiness-gate") as typeof import("../../components/readiness-gate");
+const { READINESS_SCRIPT, ReadinessGate } = require("../../components/readiness-gate") as typeof import("../../components/readiness-gate");
+const { certificatesHash } = require("../../ops/node-secrets") as typeof import("../../ops/node-secrets");
 const { dynamicSettingsHash } = require("../../ops/dynamic-config") as typeof import("../../ops/dynamic-config");
 const { nodeFilesHash } = require("../../ops/node-files") as typeof import("../../ops/node-files");
 
@@ -31,7 +32,18 @@ const variants: Record<string, ClusterPlan> = {
   haproxy: buildClusterPlan({ haproxy: { checkIntervalMs: 2000 } }, { stack: "test" }),
 };
 
+/** Certificate PEMs as a stack holds them; `renewed` re-issues one leaf (same key, new certificate). */
+const pemsOf = (plan: ClusterPlan, renewed?: string): Record<string, string> =>
+  Object.fromEntries([["ca", "CA PEM"], ...plan.certificates.map((c) => [c.id, `PEM ${c.id}${c.id === renewed ? " renewed" : ""}`])]);
+const gateIds = Object.fromEntries(basePlan.nodes.map((n, i) => [n.name, `i-0${String(i).padStart(16, "0")}`]));
+const standaloneGates = {
+  first: new ReadinessGate("standalone-first", { plan: basePlan, instanceIds: gateIds, nodes: [], secrets: [], certificatePems: pemsOf(basePlan) }),
+  again: new ReadinessGate("standalone-again", { plan: basePlan, instanceIds: gateIds, nodes: [], secrets: [], certificatePems: pemsOf(basePlan) }),
+  renewed: new ReadinessGate("standalone-renewed", { plan: basePlan, instanceIds: gateIds, nodes: [], secrets: [], certificatePems: pemsOf(basePlan, "pg-tokyo-1-postgres-server") }),
+};
+
 before(async () => {
+  for (const gate of Object.values(standaloneGates)) await valueOf(gate.certificatesHash);
   for (const [name, plan] of Object.entries(variants)) await valueOf(new PgHaCluster(name, { plan }).haproxyEndpoints);
   await valueOf(new PgHaCluster("nogate", { plan: basePlan, readinessGate: false }).haproxyEndpoints);
   await world.settle();
@@ -96,15 +108,49 @@ describe("what pulumi up runs", () => {
 describe("what a config change shows in pulumi preview", () => {
   const inputsOf = (cluster: string, which: "gate" | "rollout") => commandOf(cluster, which).inputs;
 
-  it("the rollout's triggers are the dynamic-settings hash and the node-files hash", () => {
-    assert.deepEqual(inputsOf("base", "rollout").triggers, [dynamicSettingsHash(basePlan), nodeFilesHash(basePlan)]);
+  /** The PEMs the mocks issued for one cluster: the CA and every leaf by the plan's certificate id. */
+  const issuedPems = (cluster: string): Record<string, string> => {
+    const pems: Record<string, string> = {};
+    for (const r of world.ofType("tls:index/selfSignedCert:SelfSignedCert")) if (r.name === `${cluster}-pki-ca`) pems.ca = r.state.certPem;
+    for (const r of world.ofType("tls:index/locallySignedCert:LocallySignedCert")) if (r.name.startsWith(`${cluster}-pki-`)) pems[r.name.slice(`${cluster}-pki-`.length)] = r.state.certPem;
+    return pems;
+  };
+
+  it("the rollout's triggers are the dynamic-settings hash, the node-files hash and the hash of every certificate the stack issued", () => {
+    const pems = issuedPems("base");
+    assert.deepEqual(Object.keys(pems).sort(), ["ca", ...basePlan.certificates.map((c) => c.id)].sort());
+    assert.deepEqual(inputsOf("base", "rollout").triggers, [dynamicSettingsHash(basePlan), nodeFilesHash(basePlan), certificatesHash(pems)]);
   });
 
-  it("nothing changes for the same config", () => {
+  it("the rollout runs only after every node's SSM parameters are written (it fetches the new values)", () => {
+    const rollout = commandOf("base", "rollout");
+    const parameters = world.ofType("aws:ssm/parameter:Parameter").filter((r) => r.name.startsWith("base-"));
+    assert.equal(parameters.length, basePlan.secrets.reduce((n, s) => n + s.parameters.length, 0));
+    for (const p of parameters) assert.ok(rollout.dependencies.includes(p.urn), `rollout does not wait for ${p.name}`);
+  });
+
+  it("nothing changes for the same config (the mocks name certificates after the cluster, so the certificate hash is compared on its own below)", () => {
     for (const which of ["gate", "rollout"] as const) {
-      const strip = (inputs: Record<string, unknown>) => JSON.stringify({ ...inputs, create: undefined, update: undefined });
+      const strip = (inputs: Record<string, unknown>) => JSON.stringify({ ...inputs, create: undefined, update: undefined, triggers: (inputs.triggers as string[] | undefined)?.slice(0, 2) });
       assert.equal(strip(inputsOf("same", which)), strip(inputsOf("base", which)));
     }
+  });
+
+  it("a renewed certificate changes only the certificate trigger; the same certificates give the same trigger", async () => {
+    const triggers = async (gate: InstanceType<typeof ReadinessGate>) => [gate.dynamicSettingsHash, gate.nodeFilesHash, await valueOf(gate.certificatesHash)];
+    const [first, again, renewed] = await Promise.all([triggers(standaloneGates.first), triggers(standaloneGates.again), triggers(standaloneGates.renewed)]);
+    assert.deepEqual(again, first);
+    assert.deepEqual(renewed.slice(0, 2), first.slice(0, 2));
+    assert.notEqual(renewed[2], first[2]);
+    const registered = (name: string) => world.ofType(COMMAND).find((r) => r.name === `standalone-${name}-rollout`)?.inputs.triggers as string[];
+    assert.deepEqual(registered("again"), registered("first"));
+    assert.notDeepEqual(registered("renewed"), registered("first"));
+  });
+
+  it("the certificate trigger holds certificates only: no key or password, and not secret", () => {
+    const rollout = commandOf("base", "rollout");
+    assert.deepEqual(rollout.secretInputs, []);
+    assert.equal(certificatesHash({ ca: "A", x: "B" }), certificatesHash({ x: "B", ca: "A" }), "order of ids does not matter");
   });
 
   it("a new ttl changes both triggers (patroni.yml carries it too) and the config the gate checks with", () => {

@@ -16,12 +16,14 @@ import type { ClusterAccess } from "../../lab/cluster";
 import type { NodeTransport, RunOptions, RunResult, ServiceName } from "../../lab/transport";
 import { canonicalJson, dynamicConfigPatch, dynamicSettings, dynamicSettingsHash, sameSetting } from "../../ops/dynamic-config";
 import { changedFiles, desiredFiles, FILE_STATE_SCRIPT, fileEffect, nodeFilesHash, parseFileStates, WRITE_FILE_SCRIPT, type DesiredFile } from "../../ops/node-files";
-import { applyWork, DEFAULT_LIMITS, expectationsOf, isDisruptive, nextStep, rolloutOrder, type NodeWork, type RolloutProgress, type RolloutStep, type RolloutView } from "../../ops/rollout";
+import { certificateFor } from "../../plan";
+import { fetchSecretsArgv, parseSecretFetchReport, secretFileEffect, secretWork, type SecretFileWork } from "../../ops/node-secrets";
+import { applyWork, DEFAULT_LIMITS, expectationsOf, isDisruptive, nextStep, nodeSecretWork, rolloutOrder, type NodeWork, type RolloutProgress, type RolloutStep, type RolloutView } from "../../ops/rollout";
 
 const plan = buildClusterPlan(undefined, { stack: "test" });
 const file = (path: string): DesiredFile => ({ path, owner: "root:root", permissions: "0644", content: "x", sha256: "h", effect: fileEffect(path) });
-const restart = (node: string): NodeWork => ({ node, files: [], pendingRestart: true });
-const reload = (node: string): NodeWork => ({ node, files: [file(NODE_PATHS.patroniConfig)], pendingRestart: false });
+const restart = (node: string): NodeWork => ({ node, files: [], secrets: [], pendingRestart: true });
+const reload = (node: string): NodeWork => ({ node, files: [file(NODE_PATHS.patroniConfig)], secrets: [], pendingRestart: false });
 
 function view(partial: Partial<RolloutView> & { work: Record<string, NodeWork | undefined> }): RolloutView {
   return {
@@ -75,7 +77,7 @@ describe("nextStep", () => {
   });
 
   it("treats a changed patroni.service on the leader as disruptive, a changed patroni.yml (reload) as not", () => {
-    const unit: NodeWork = { node: "pg-seoul-1", files: [file(`${NODE_PATHS.systemdDir}/patroni.service`)], pendingRestart: false };
+    const unit: NodeWork = { node: "pg-seoul-1", files: [file(`${NODE_PATHS.systemdDir}/patroni.service`)], secrets: [], pendingRestart: false };
     assert.ok(isDisruptive(unit));
     assert.equal(nextStep(view({ work: { "pg-seoul-1": unit } }), fresh()).kind, "switchover");
     assert.ok(!isDisruptive(reload("pg-seoul-1")));
@@ -131,7 +133,7 @@ describe("a whole rollout (simulated cluster)", () => {
 
   it("file changes everywhere (patroni.yml reloads, haproxy.cfg): no switchover needed", () => {
     const work: Record<string, NodeWork> = Object.fromEntries(["pg-seoul-1", "pg-tokyo-1", "pg-singapore-1"].map((n) => [n, reload(n)]));
-    for (const h of ["haproxy-1", "haproxy-2", "haproxy-3"]) work[h] = { node: h, files: [file(NODE_PATHS.haproxyConfig)], pendingRestart: false };
+    for (const h of ["haproxy-1", "haproxy-2", "haproxy-3"]) work[h] = { node: h, files: [file(NODE_PATHS.haproxyConfig)], secrets: [], pendingRestart: false };
     assert.deepEqual(brief(simulate({ work })), ["pg-singapore-1", "pg-tokyo-1", "haproxy-1", "haproxy-2", "haproxy-3", "pg-seoul-1", "done"]);
   });
 
@@ -254,9 +256,16 @@ class RecordingTransport implements NodeTransport {
     if (withReload) this.reloadService = async (node: string, unit: string) => void this.calls.push(`${node} reload ${unit}`);
   }
   reloadService?: (node: string, unit: string) => Promise<void>;
+  /** What `pgha-fetch-secrets` reports as changed on each node. */
+  secretChanges: Record<string, string[]> = {};
   async run(node: string, argv: string[], options: RunOptions = {}): Promise<RunResult> {
-    this.calls.push(`${node} run ${argv[0] === "sh" ? argv[3] : argv.filter((a) => !a.startsWith("/")).join(" ")}`);
     this.options.push(options);
+    if (argv[0] === NODE_PATHS.fetchSecrets) {
+      this.calls.push(`${node} run pgha-fetch-secrets${argv.slice(1).map((a) => ` ${a}`).join("")}`);
+      const changed = (this.secretChanges[node] ?? []).map((path) => ({ path, differs: ["content"] }));
+      return { code: 0, stdout: `${JSON.stringify({ mode: argv.includes("--check") ? "check" : "write", files: 9, parameters: 9, changed })}\n`, stderr: "" };
+    }
+    this.calls.push(`${node} run ${argv[0] === "sh" ? argv[3] : argv.filter((a) => !a.startsWith("/")).join(" ")}`);
     return { code: 0, stdout: "", stderr: "" };
   }
   spawn(): never {
@@ -285,7 +294,7 @@ describe("applyWork: one step on one node", () => {
 
   it("patroni.yml: written, then Patroni reloaded (SIGHUP); a pending restart through patronictl with the node's env file", async () => {
     const t = new RecordingTransport(true);
-    await applyWork(access(t), { node: "pg-tokyo-1", files: [file(NODE_PATHS.patroniConfig)], pendingRestart: true }, () => undefined);
+    await applyWork(access(t), { node: "pg-tokyo-1", files: [file(NODE_PATHS.patroniConfig)], secrets: [], pendingRestart: true }, () => undefined);
     assert.deepEqual(t.calls, ["pg-tokyo-1 run pgha-write", "pg-tokyo-1 SIGHUP patroni", `pg-tokyo-1 run patronictl -c restart ${plan.config.patroni.scope} pg-tokyo-1 --force`]);
     assert.equal(t.options[0]?.input, "x", "the file content goes on stdin");
     assert.deepEqual(t.options[1]?.envFiles, [NODE_PATHS.patroniEnv], "the REST password is read on the node");
@@ -295,16 +304,16 @@ describe("applyWork: one step on one node", () => {
   it("etcd and HAProxy: etcd restarted; HAProxy reloaded where the transport can, restarted where not", async () => {
     const files = [file(NODE_PATHS.etcdConfig), file(NODE_PATHS.haproxyConfig)];
     const ssmLike = new RecordingTransport(true);
-    await applyWork(access(ssmLike), { node: "pg-seoul-1", files, pendingRestart: false }, () => undefined);
+    await applyWork(access(ssmLike), { node: "pg-seoul-1", files, secrets: [], pendingRestart: false }, () => undefined);
     assert.deepEqual(ssmLike.calls.slice(2), ["pg-seoul-1 stop etcd.service", "pg-seoul-1 start etcd.service", "pg-seoul-1 reload haproxy.service"]);
     const labLike = new RecordingTransport(false);
-    await applyWork(access(labLike), { node: "pg-seoul-1", files, pendingRestart: false }, () => undefined);
+    await applyWork(access(labLike), { node: "pg-seoul-1", files, secrets: [], pendingRestart: false }, () => undefined);
     assert.deepEqual(labLike.calls.slice(-2), ["pg-seoul-1 stop haproxy.service", "pg-seoul-1 start haproxy.service"]);
   });
 
   it("patroni.service changed: Patroni restarted (which restarts PostgreSQL), no separate patronictl restart", async () => {
     const t = new RecordingTransport(true);
-    await applyWork(access(t), { node: "pg-tokyo-1", files: [file(`${NODE_PATHS.systemdDir}/patroni.service`)], pendingRestart: true }, () => undefined);
+    await applyWork(access(t), { node: "pg-tokyo-1", files: [file(`${NODE_PATHS.systemdDir}/patroni.service`)], secrets: [], pendingRestart: true }, () => undefined);
     assert.deepEqual(t.calls, ["pg-tokyo-1 run pgha-write", "pg-tokyo-1 stop patroni.service", "pg-tokyo-1 start patroni.service"]);
   });
 });
@@ -332,5 +341,91 @@ describe("readiness checks: the pure parts (lab/verify.ts)", () => {
     // Another certificate of the node (the REST API's) is not PostgreSQL answering.
     assert.equal(memberOfCertificate(plan, "subject=CN = pg-tokyo-1 patroni-rest"), undefined);
     assert.equal(memberOfCertificate(plan, ""), undefined);
+  });
+});
+
+describe("node secrets: renewed certificates", () => {
+  const cert = (node: string, kind: Parameters<typeof certificateFor>[2]) => certificateFor(plan.certificates, node, kind);
+  const secret = (node: string, path: string): SecretFileWork => ({ path, effect: secretFileEffect(plan, node, path) });
+  /** Every certificate of a node renewed: what its `pgha-fetch-secrets --check` names. */
+  const renewedPaths = (node: string): string[] => plan.certificates.filter((c) => c.node === node).flatMap((c) => (c.bundlePath ? [c.bundlePath] : [c.certPath, c.keyPath]));
+  const renewed = (node: string): NodeWork => ({ node, files: [], secrets: renewedPaths(node).map((p) => secret(node, p)), pendingRestart: false });
+
+  it("maps each secret file to the least disruptive effect the reader needs", () => {
+    assert.equal(secretFileEffect(plan, "pg-tokyo-1", cert("pg-tokyo-1", "postgres-server").keyPath), "reload-patroni");
+    assert.equal(secretFileEffect(plan, "pg-tokyo-1", cert("pg-tokyo-1", "postgres-server").certPath), "reload-patroni");
+    assert.equal(secretFileEffect(plan, "pg-tokyo-1", cert("pg-tokyo-1", "patroni-rest").certPath), "reload-patroni");
+    assert.equal(secretFileEffect(plan, "pg-tokyo-1", cert("pg-tokyo-1", "etcd-member").certPath), "reread-on-connect");
+    assert.equal(secretFileEffect(plan, "pg-tokyo-1", cert("pg-tokyo-1", "etcd-client").keyPath), "reread-on-connect");
+    assert.equal(secretFileEffect(plan, "haproxy-2", cert("haproxy-2", "haproxy-check").bundlePath as string), "reload-haproxy");
+    assert.equal(secretFileEffect(plan, "pg-tokyo-1", NODE_PATHS.patroniEnv), "not-rolled");
+    assert.equal(secretFileEffect(plan, "haproxy-2", NODE_PATHS.caCert), "not-rolled");
+  });
+
+  it("a renewal of every certificate is not disruptive anywhere: replicas, HAProxy nodes, the leader last, no switchover", () => {
+    for (const node of plan.nodes) assert.ok(!isDisruptive(renewed(node.name)), node.name);
+    const work = Object.fromEntries(plan.nodes.map((n) => [n.name, renewed(n.name)]));
+    assert.deepEqual(brief(simulate({ work })), ["pg-singapore-1", "pg-tokyo-1", "haproxy-1", "haproxy-2", "haproxy-3", "pg-seoul-1", "done"]);
+  });
+
+  it("secret work counts as work; a node whose renewal does not take hold stops the rollout naming the file", () => {
+    const steps = simulate({ work: { "pg-tokyo-1": renewed("pg-tokyo-1") } }, { sticky: ["pg-tokyo-1"] });
+    assert.deepEqual(brief(steps), ["pg-tokyo-1", "pg-tokyo-1", "pg-tokyo-1", "stop"]);
+    assert.match((steps.at(-1) as { reason: string }).reason, /pg-tokyo-1 still needs .*secret \/etc\/pgha\/tls\/postgres-server\.crt \(reload-patroni\)/);
+  });
+
+  it("stops before touching any node when a password or the CA differs (not rotated by the rollout)", () => {
+    const work = {
+      "pg-singapore-1": renewed("pg-singapore-1"),
+      "pg-seoul-1": { node: "pg-seoul-1", files: [], secrets: [secret("pg-seoul-1", NODE_PATHS.patroniEnv)], pendingRestart: false },
+    };
+    const step = nextStep(view({ work }), fresh());
+    assert.equal(step.kind, "stop");
+    assert.match((step as { reason: string }).reason, /does not rotate.*pg-seoul-1: \/etc\/patroni\/patroni\.env/);
+  });
+
+  it("reads pgha-fetch-secrets' report: paths only, the last JSON line, and refuses anything else", () => {
+    const report = parseSecretFetchReport('pgha-fetch-secrets: retrying\n{"changed": [{"differs": ["content", "mode"], "path": "/etc/pgha/tls/x.crt"}], "files": 9, "mode": "check", "parameters": 9}\n');
+    assert.deepEqual(report, { mode: "check", files: 9, changed: [{ path: "/etc/pgha/tls/x.crt", differs: ["content", "mode"] }] });
+    assert.deepEqual(secretWork(plan, "pg-seoul-1", report), [{ path: "/etc/pgha/tls/x.crt", effect: "none" }]);
+    assert.throws(() => parseSecretFetchReport(""), /printed no report/);
+    assert.throws(() => parseSecretFetchReport('{"wrote": 3}'), /not a pgha-fetch-secrets report/);
+    assert.deepEqual(fetchSecretsArgv([], true), [NODE_PATHS.fetchSecrets, "--check"]);
+    assert.deepEqual(fetchSecretsArgv(["--from-dir", "/p"], false), [NODE_PATHS.fetchSecrets, "--from-dir", "/p"]);
+  });
+
+  const access = (transport: NodeTransport, secretSource?: { args: string[] }): ClusterAccess => ({ plan, transport, client: "haproxy-1", superuserPassword: "", clientFiles: { caCert: "", foreignCert: "", foreignKey: "" }, isolated: new Set(), secretSource });
+
+  it("observing: the node's own check mode over the transport (SSM: no --from-dir), or nothing without a secret source", async () => {
+    const t = new RecordingTransport(true);
+    t.secretChanges["pg-tokyo-1"] = renewedPaths("pg-tokyo-1");
+    const found = await nodeSecretWork(access(t, { args: [] }), "pg-tokyo-1", []);
+    assert.deepEqual(t.calls, ["pg-tokyo-1 run pgha-fetch-secrets --check"]);
+    assert.deepEqual(found.map((f) => f.path).sort(), renewedPaths("pg-tokyo-1").sort());
+    assert.deepEqual(await nodeSecretWork(access(t), "pg-tokyo-1", []), []);
+    // While the node's copy of the script is about to be replaced, it is not asked (it may not know --check).
+    const script = desiredFiles(plan, plan.nodes.find((n) => n.name === "pg-tokyo-1") as ClusterPlan["nodes"][number]).filter((f) => f.path === NODE_PATHS.fetchSecrets);
+    assert.deepEqual(await nodeSecretWork(access(t, { args: [] }), "pg-tokyo-1", script), []);
+    assert.equal(t.calls.length, 1);
+  });
+
+  it("a database node: fetch (write mode, with the source's arguments), then one Patroni reload — no etcd restart, no Patroni restart", async () => {
+    const t = new RecordingTransport(true);
+    t.secretChanges["pg-tokyo-1"] = renewedPaths("pg-tokyo-1");
+    const lines: string[] = [];
+    await applyWork(access(t, { args: ["--from-dir", "/run/p"] }), renewed("pg-tokyo-1"), (line) => lines.push(line));
+    assert.deepEqual(t.calls, ["pg-tokyo-1 run pgha-fetch-secrets --from-dir /run/p", "pg-tokyo-1 SIGHUP patroni"]);
+    assert.ok(lines.some((l) => l.includes("pgha-fetch-secrets wrote /etc/pgha/tls/")), lines.join("\n"));
+  });
+
+  it("an HAProxy node: fetch, then reload HAProxy; etcd certificates alone: fetch only (etcd reads them per handshake)", async () => {
+    const t = new RecordingTransport(true);
+    await applyWork(access(t, { args: [] }), renewed("haproxy-2"), () => undefined);
+    assert.deepEqual(t.calls, ["haproxy-2 run pgha-fetch-secrets", "haproxy-2 reload haproxy.service"]);
+    const e = new RecordingTransport(true);
+    const etcdOnly: NodeWork = { node: "pg-seoul-1", files: [], secrets: [secret("pg-seoul-1", cert("pg-seoul-1", "etcd-member").certPath)], pendingRestart: false };
+    await applyWork(access(e, { args: [] }), etcdOnly, () => undefined);
+    assert.deepEqual(e.calls, ["pg-seoul-1 run pgha-fetch-secrets"]);
+    await assert.rejects(applyWork(access(e), etcdOnly, () => undefined), /no secret source/);
   });
 });
