@@ -57,8 +57,10 @@ export function validateClusterPkiArgs(args: ClusterPkiArgs): void {
  * - one ECDSA P-256 CA, self-signed, valid `CA_PLAN.validityHours`;
  * - per planned certificate a key, a CSR with the plan's SANs and a
  *   CA-signed certificate with the plan's key usages; `pulumi up` re-issues a
- *   leaf in its last `LEAF_EARLY_RENEWAL_HOURS` (nodes pick new material up
- *   on their next secret fetch — see the rollout notes on the node components);
+ *   leaf in its last `LEAF_EARLY_RENEWAL_HOURS` (same key, new certificate),
+ *   updates the SSM parameter and, because the certificates' hash is a
+ *   trigger of the rollout (ReadinessGate), has every node fetch and reload
+ *   it one at a time;
  * - per planned password a `random.RandomPassword` without special
  *   characters (the values land unquoted in a systemd EnvironmentFile).
  *

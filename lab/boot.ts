@@ -21,7 +21,15 @@ export interface NodeBootRecord {
   notes: string[];
 }
 
-const LAB_PARAMS = "/run/pgha-lab/params";
+/** Where a node's own parameters are staged for `pgha-fetch-secrets --from-dir` (in its tmpfs /run, only while needed). */
+export const LAB_PARAMS = "/run/pgha-lab/params";
+
+/** Copies only this node's parameters into the node (as its instance role only reaches `<path>/*`); returns the removal. */
+export function stageParameters(host: HostLayout, paramsDir: string): () => void {
+  const inside = mkdirInRoot(host.root, LAB_PARAMS);
+  fs.cpSync(paramsDir, inside, { recursive: true });
+  return () => fs.rmSync(inside, { recursive: true, force: true });
+}
 
 /** Prepares a host root: overlay, /proc, /dev, /dev/shm, /run, /tmp, the tmpfiles.d directories and the supervisor. */
 export async function prepareRoot(host: HostLayout, rootfs: string): Promise<void> {
@@ -74,13 +82,11 @@ async function replayStep(transport: LabTransport, host: HostLayout, step: BootS
     }
     case "fetch-secrets": {
       if (!paramsDir) throw new Error(`${host.name}: no parameter directory for this node`);
-      // Only this node's parameters, copied into the node's tmpfs /run for the duration of the step.
-      const inside = mkdirInRoot(host.root, LAB_PARAMS);
-      fs.cpSync(paramsDir, inside, { recursive: true });
+      const unstage = stageParameters(host, paramsDir);
       try {
         await inRoot(transport, host, [...step.argv, "--from-dir", LAB_PARAMS]);
       } finally {
-        fs.rmSync(inside, { recursive: true, force: true });
+        unstage();
       }
       return `ran with --from-dir ${LAB_PARAMS}`;
     }

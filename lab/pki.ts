@@ -153,6 +153,18 @@ export async function issuePki(plan: ClusterPlan, dir: string, foreignClientIp: 
   return { dir, caCert: ca.cert, caKey: ca.key, leaves, foreign: { caCert: foreignCa.cert, cert: foreignClient.cert, key: foreignClient.key }, passwords };
 }
 
+/** The PKI an earlier `issuePki` left in `dir` (the lab's state), to renew leaves of a running lab. */
+export function loadIssuedPki(plan: ClusterPlan, dir: string): IssuedPki {
+  const file = (name: string): string => {
+    const full = path.join(dir, name);
+    if (!fs.existsSync(full)) throw new Error(`${full} is missing: was the lab's PKI issued?`);
+    return full;
+  };
+  const passwords = new Map(Object.entries(JSON.parse(fs.readFileSync(file("passwords.json"), "utf8")) as Record<string, string>));
+  const leaves = new Map(plan.certificates.map((c) => [c.id, { cert: file(`${c.id}.crt`), key: file(`${c.id}.key`) }]));
+  return { dir, caCert: file("ca.crt"), caKey: file("ca.key"), leaves, foreign: { caCert: file("foreign/ca.crt"), cert: file("foreign/client.crt"), key: file("foreign/client.key") }, passwords };
+}
+
 /** The value an SSM parameter would hold, exactly as Pulumi would store it. */
 function parameterValue(pki: IssuedPki, value: ClusterPlan["secrets"][number]["parameters"][number]["value"]): string {
   switch (value.kind) {

@@ -1,5 +1,7 @@
+import * as path from "node:path";
 import { load } from "js-yaml";
-import { buildClusterPlan, NODE_PATHS, nodesWithRole, type ClusterConfigInput, type ClusterPlan } from "../plan";
+import { buildClusterPlan, certificateFor, NODE_PATHS, nodesWithRole, PORTS, type CertificateKind, type ClusterConfigInput, type ClusterPlan } from "../plan";
+import { LAB_PARAMS, stageParameters } from "./boot";
 import { runRollout, type RolloutReport } from "../ops/rollout";
 import { canonicalJson, dynamicSettings } from "../ops/dynamic-config";
 import { patroniRest, sqlOnNode, type ClusterAccess } from "./cluster";
@@ -7,6 +9,7 @@ import { monotonicSeconds, sleep } from "./exec";
 import { LAB_STACK, type LabContext } from "./lab";
 import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer } from "./writer";
 import { quickHealth } from "./verify";
+import { certificateSerial, loadIssuedPki, renewLeaves, writeParameterDirs } from "./pki";
 
 /**
  * The rolling day-2 change of ops/rollout.ts, in the lab, through the lab's
@@ -85,8 +88,9 @@ export async function rolloutDrill(
   desired: ClusterPlan,
   expect: { patroni: Record<string, unknown>; parameters: Record<string, string> },
   log: (line: string) => void,
+  options: { secretSource?: ClusterAccess["secretSource"] } = {},
 ): Promise<RolloutDrillResult> {
-  const access: ClusterAccess = { ...lab.access, plan: desired, isolated: new Set() };
+  const access: ClusterAccess = { ...lab.access, plan: desired, isolated: new Set(), secretSource: options.secretSource };
   const problems: string[] = [];
   const before = await quickHealth(lab.access);
   if (!before.ok || !before.topology.leader) throw new Error(`the lab is not healthy before the rollout: ${before.detail}`);
@@ -164,5 +168,143 @@ export async function rolloutDrill(
       servers: analysis.servers.map((ip) => desired.nodes.find((n) => n.privateIp === ip)?.name ?? ip),
     },
     effects,
+  };
+}
+
+/**
+ * Every node's parameter directory staged inside the node, and the secret
+ * source that makes the rollout's `pgha-fetch-secrets` read it (the lab's
+ * stand-in for SSM). `unstage` removes the copies again.
+ */
+export function stageLabSecrets(lab: LabContext): { secretSource: { args: string[] }; unstage: () => void } {
+  const removals = lab.plan.nodes.map((node) => stageParameters(lab.transport.host(node.name), path.join(lab.layout.paramsDir, node.name)));
+  return { secretSource: { args: ["--from-dir", LAB_PARAMS] }, unstage: () => removals.forEach((remove) => remove()) };
+}
+
+/** A TLS server of a node and the certificate it must serve; `client` is the node's own certificate it presents (mTLS). */
+const TLS_SERVERS: { what: string; port: number; serves: CertificateKind; client?: CertificateKind; starttls?: string }[] = [
+  { what: "etcd client", port: PORTS.etcdClient, serves: "etcd-member", client: "etcd-member" },
+  { what: "etcd peer", port: PORTS.etcdPeer, serves: "etcd-member", client: "etcd-member" },
+  { what: "Patroni REST", port: PORTS.patroniRest, serves: "patroni-rest", client: "patroni-rest" },
+  { what: "PostgreSQL", port: PORTS.postgres, serves: "postgres-server", starttls: "postgres" },
+];
+
+/** `openssl s_client` on a new connection, chain verified against the cluster CA; prints the served certificate's serial. */
+const SERVED_SERIAL_SCRIPT = 'addr=$1; ca=$2; shift 2; openssl s_client -connect "$addr" -CAfile "$ca" -verify_return_error "$@" </dev/null 2>/dev/null | openssl x509 -noout -serial';
+
+/** HAProxy's runtime API: the certificate it has loaded for a file (its check client certificate), not the file on disk. */
+const HAPROXY_LOADED_CERT_SCRIPT =
+  'import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect("/run/haproxy/admin.sock")\ns.sendall(("show ssl cert %s\\n" % sys.argv[1]).encode())\nprint(b"".join(iter(lambda: s.recv(65536), b"")).decode())';
+
+export interface ServedCertificate {
+  node: string;
+  what: string;
+  port: number;
+  /** The certificate id (`<node>-<kind>`) it must be. */
+  certificate: string;
+  serial?: string;
+  error?: string;
+}
+
+/** Serials compare as hex numbers: openssl and HAProxy pad differently. */
+export const normaliseSerial = (serial: string): string => serial.trim().toUpperCase().replace(/^SERIAL=/, "").replace(/:/g, "").replace(/^0+(?=.)/, "");
+
+/** What every TLS server of the cluster serves on a fresh connection (from the node itself, presenting its own certificate). */
+export async function servedCertificates(lab: LabContext): Promise<ServedCertificate[]> {
+  const probes = lab.plan.nodes.flatMap((node) =>
+    TLS_SERVERS.filter((server) => lab.plan.certificates.some((c) => c.node === node.name && c.kind === server.serves)).map(async (server): Promise<ServedCertificate> => {
+      const certificate = certificateFor(lab.plan.certificates, node.name, server.serves).id;
+      const client = server.client ? certificateFor(lab.plan.certificates, node.name, server.client) : undefined;
+      const extra = [...(client ? ["-cert", client.certPath, "-key", client.keyPath] : []), ...(server.starttls ? ["-starttls", server.starttls] : [])];
+      const result = await lab.transport.run(node.name, ["sh", "-c", SERVED_SERIAL_SCRIPT, "probe", `${node.privateIp}:${server.port}`, NODE_PATHS.caCert, ...extra], { timeoutMs: 20_000 });
+      const serial = /serial=(\S+)/.exec(result.stdout)?.[1];
+      return { node: node.name, what: server.what, port: server.port, certificate, ...(serial ? { serial: normaliseSerial(serial) } : { error: `exit ${result.code}: ${result.stderr.trim().slice(-200)}` }) };
+    }),
+  );
+  return Promise.all(probes);
+}
+
+/** The serial of the check client certificate each HAProxy has loaded. */
+export async function haproxyLoadedSerials(lab: LabContext): Promise<{ node: string; certificate: string; serial?: string; error?: string }[]> {
+  return Promise.all(
+    nodesWithRole(lab.plan, "haproxy").map(async (node) => {
+      const cert = certificateFor(lab.plan.certificates, node.name, "haproxy-check");
+      const result = await lab.transport.run(node.name, ["python3", "-c", HAPROXY_LOADED_CERT_SCRIPT, cert.bundlePath as string], { timeoutMs: 10_000 });
+      const serial = /^Serial:\s*(\S+)/m.exec(result.stdout)?.[1];
+      return { node: node.name, certificate: cert.id, ...(serial ? { serial: normaliseSerial(serial) } : { error: `exit ${result.code}: ${(result.stderr || result.stdout).trim().slice(-200)}` }) };
+    }),
+  );
+}
+
+export interface RenewalDrillResult {
+  ok: boolean;
+  problems: string[];
+  renewed: string[];
+  /** Certificate id → serial before and after the renewal (from the lab PKI's files). */
+  serials: Record<string, { before: string; after: string }>;
+  servedBefore: ServedCertificate[];
+  servedAfter: ServedCertificate[];
+  haproxyBefore: Awaited<ReturnType<typeof haproxyLoadedSerials>>;
+  haproxyAfter: Awaited<ReturnType<typeof haproxyLoadedSerials>>;
+  topologyAfter?: { leader?: string; syncStandbys: string[]; replicas: string[] };
+  drill?: RolloutDrillResult;
+}
+
+/**
+ * Certificate renewal as `pulumi up` does it in a leaf's last 30 days: every
+ * leaf re-issued by the same CA with the same key and a new serial, written
+ * to the parameter directories (the lab's SSM), then the rollout of the
+ * unchanged plan with the writer going through HAProxy. Afterwards every TLS
+ * server must serve its new serial on a fresh connection and every HAProxy
+ * must have loaded its new check certificate.
+ */
+export async function renewalDrill(lab: LabContext, log: (line: string) => void): Promise<RenewalDrillResult> {
+  const problems: string[] = [];
+  const pki = loadIssuedPki(lab.plan, lab.layout.pkiDir);
+  const serialsOf = async (): Promise<Record<string, string>> =>
+    Object.fromEntries(await Promise.all(lab.plan.certificates.map(async (c) => [c.id, normaliseSerial(await certificateSerial(pki.leaves.get(c.id)?.cert as string))] as const)));
+  const before = await serialsOf();
+  const servedBefore = await servedCertificates(lab);
+  const haproxyBefore = await haproxyLoadedSerials(lab);
+  for (const served of servedBefore) if (served.serial !== before[served.certificate]) problems.push(`before: ${served.node} ${served.what} serves ${served.serial ?? served.error}, its file has ${before[served.certificate]}`);
+
+  const renewed = await renewLeaves(lab.plan, pki);
+  writeParameterDirs(lab.plan, pki, lab.layout.paramsDir);
+  const after = await serialsOf();
+  const serials = Object.fromEntries(lab.plan.certificates.map((c) => [c.id, { before: before[c.id] as string, after: after[c.id] as string }]));
+  for (const [id, s] of Object.entries(serials)) if (s.before === s.after) problems.push(`${id}: renewal kept serial ${s.before}`);
+  log(`renewed ${renewed.length} leaf certificates (same CA, same keys, new serials); parameter directories rewritten`);
+
+  const { secretSource, unstage } = stageLabSecrets(lab);
+  let drill: RolloutDrillResult | undefined;
+  try {
+    drill = await rolloutDrill(lab, lab.plan, { patroni: {}, parameters: {} }, log, { secretSource });
+    problems.push(...drill.problems);
+  } finally {
+    unstage();
+  }
+
+  const servedAfter = await servedCertificates(lab);
+  for (const served of servedAfter) {
+    const want = after[served.certificate];
+    if (served.serial !== want) problems.push(`${served.node} ${served.what} (${served.port}) serves ${served.serial ?? served.error}, expected the renewed ${want}`);
+  }
+  const haproxyAfter = await haproxyLoadedSerials(lab);
+  for (const h of haproxyAfter) if (h.serial !== after[h.certificate]) problems.push(`${h.node}: HAProxy has ${h.serial ?? h.error} loaded, expected the renewed ${after[h.certificate]}`);
+  const health = await quickHealth(lab.access).catch((error: Error) => ({ ok: false, detail: error.message, topology: undefined }));
+  if (!health.ok) problems.push(`not healthy after the renewal: ${health.detail}`);
+  const t = health.topology;
+  if (t && (!t.leader || t.syncStandbys.length !== 1)) problems.push(`topology after the renewal: leader ${t.leader ?? "none"}, sync ${t.syncStandbys.join(",") || "none"}`);
+  return {
+    ok: problems.length === 0,
+    problems,
+    renewed,
+    serials,
+    servedBefore,
+    servedAfter,
+    haproxyBefore,
+    haproxyAfter,
+    topologyAfter: t ? { leader: t.leader, syncStandbys: t.syncStandbys, replicas: t.replicas } : undefined,
+    drill,
   };
 }

@@ -5,7 +5,7 @@ import { sleep } from "./exec";
 import type { HostLayout } from "./layout";
 import { namespacePids } from "./netns";
 import { mkdirInRoot, resolveInRoot } from "./roots";
-import { serviceSpec, type ServiceSpec } from "./units";
+import { parseCommandLine, parseUnitFile, serviceSpec, type ServiceSpec } from "./units";
 
 /** Inside every node root: the supervisor, resolved unit specs and their status files (tmpfs /run). */
 const LAB_RUN = "/run/pgha-lab";
@@ -57,6 +57,19 @@ export function serviceStatus(host: HostLayout, unit: string): ServiceStatus | u
   } catch {
     return undefined;
   }
+}
+
+/**
+ * `systemctl reload UNIT` as argv lists: the unit's ExecReload= lines with
+ * $MAINPID of the running service (haproxy.service: `kill -USR2` to its
+ * master, which re-reads haproxy.cfg and its certificates seamlessly).
+ */
+export function reloadCommands(host: HostLayout, unit: string): string[][] {
+  const status = serviceStatus(host, unit);
+  if (!status || status.state !== "running" || !status.mainPid) throw new Error(`${host.name}: ${unit} is not running (${status?.state ?? "never started"})`);
+  const lines = parseUnitFile(unitText(host, unit)).get("Service")?.get("ExecReload") ?? [];
+  if (lines.length === 0) throw new Error(`${host.name}: ${unit} has no ExecReload=`);
+  return lines.map((line) => parseCommandLine(line, { MAINPID: String(status.mainPid) }, { unit, host: host.name }).argv);
 }
 
 export function serviceLog(host: HostLayout, unit: string): string {

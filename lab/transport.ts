@@ -5,7 +5,7 @@ import { exec, sleep } from "./exec";
 import { hostLayout, type HostLayout, type LabLayout } from "./layout";
 import { cutLink, linkIsUp, restoreLink } from "./netns";
 import { readAccounts, resolveInRoot } from "./roots";
-import { hostProcesses, serviceStatus, startService, stopService } from "./services";
+import { hostProcesses, reloadCommands, serviceStatus, startService, stopService } from "./services";
 import { parseEnvironmentFile } from "./units";
 
 /**
@@ -140,6 +140,14 @@ export class LabTransport implements NodeTransport, FaultInjector {
 
   async stopService(node: string, unit: string): Promise<void> {
     await stopService(this.host(node), unit);
+  }
+
+  /** The node shares the host's PID namespace, so $MAINPID from the supervisor's status is right inside the node too. */
+  async reloadService(node: string, unit: string): Promise<void> {
+    for (const argv of reloadCommands(this.host(node), unit)) {
+      const result = await this.run(node, argv, { timeoutMs: 30_000 });
+      if (result.code !== 0) throw new Error(`${node}: reload of ${unit} (${argv.join(" ")}) failed: ${result.stderr.trim()}`);
+    }
   }
 
   async serviceActive(node: string, unit: string): Promise<boolean> {

@@ -3,8 +3,9 @@
  * lab's transport: the readiness checks as the AWS gate runs them, a no-op
  * rollout, then Patroni's ttl 20 → 25 and max_connections 100 → 150 (needs a
  * restart) rolled node by node while the writer writes through HAProxy; RPO
- * must be 0 and every node must run the change. Boots the lab and tears it
- * down. Needs root and the rootfs; the lab is a singleton, so run it under
+ * must be 0 and every node must run the change; then every leaf certificate
+ * renewed (same CA) and rolled out the same way, after which every TLS
+ * server must serve its new serial. Boots the lab and tears it down. Needs root and the rootfs; the lab is a singleton, so run it under
  * the lab lock:
  *
  *   flock /tmp/pgha-lab.lock node --import tsx --test tests/lab/rollout.test.ts
@@ -18,7 +19,7 @@ import { after, describe, test } from "node:test";
 import { clearEnvCache } from "../../lab/cluster";
 import { DEFAULT_STATE_DIR } from "../../lab/layout";
 import { labContext, labDown, labUp, preflight, type LabContext } from "../../lab/lab";
-import { changedLabPlan, rolloutDrill, type RolloutDrillResult } from "../../lab/rollout-drill";
+import { changedLabPlan, renewalDrill, rolloutDrill, stageLabSecrets, type RenewalDrillResult, type RolloutDrillResult } from "../../lab/rollout-drill";
 import { waitHealthy } from "../../lab/runner";
 import { verifyReadiness } from "../../lab/verify";
 import { awsAccess } from "../../ops/readiness";
@@ -28,11 +29,11 @@ const STATE_DIR = DEFAULT_STATE_DIR;
 const REPORT = process.env.PGHA_ROLLOUT_REPORT ?? path.join(process.cwd(), ".lab", "rollout-report.json");
 const log = (line: string): void => void process.stderr.write(`  [rollout ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 
-describe("lab: rolling day-2 change with writes through HAProxy", { timeout: 9 * 60_000 }, () => {
+describe("lab: rolling day-2 change with writes through HAProxy", { timeout: 14 * 60_000 }, () => {
   let lab: LabContext | undefined;
   let failure: Error | undefined;
   let preflightError: Error | undefined;
-  const results: { boot?: Record<string, number>; noop?: RolloutReport; drill?: RolloutDrillResult } = {};
+  const results: { boot?: Record<string, number>; noop?: RolloutReport; drill?: RolloutDrillResult; renewal?: RenewalDrillResult } = {};
 
   after(async () => {
     fs.mkdirSync(path.dirname(REPORT), { recursive: true });
@@ -93,9 +94,15 @@ describe("lab: rolling day-2 change with writes through HAProxy", { timeout: 9 *
     await waitHealthy(current, 60_000);
   });
 
-  test("a rollout of the unchanged plan does nothing (the files the lab booted are the rendered ones)", { timeout: 2 * 60_000 }, async () => {
+  test("a rollout of the unchanged plan does nothing (the files the lab booted are the rendered ones, every secret file matches its parameter)", { timeout: 2 * 60_000 }, async () => {
     const current = requireLab();
-    const report = await runRollout({ access: current.access, log, healthBudgetMs: 60_000, pollMs: 1000 });
+    const { secretSource, unstage } = stageLabSecrets(current);
+    let report: RolloutReport;
+    try {
+      report = await runRollout({ access: { ...current.access, secretSource }, log, healthBudgetMs: 60_000, pollMs: 1000 });
+    } finally {
+      unstage();
+    }
     results.noop = report;
     assert.deepEqual(report.patch, {});
     assert.deepEqual(report.steps, []);
@@ -129,5 +136,41 @@ describe("lab: rolling day-2 change with writes through HAProxy", { timeout: 9 *
     assert.equal(replicasBefore.length, 2, `both replicas before the switchover: ${steps.join(", ")}`);
     assert.ok(!replicasBefore.includes(`apply ${old}`));
     assert.equal(drill.effects.length, 3);
+  });
+
+  test("every leaf certificate renewed (same CA): the rollout fetches and reloads node by node with writes through HAProxy; every TLS server then serves its new serial, RPO 0", { timeout: 5 * 60_000 }, async () => {
+    const current = requireLab();
+    const renewal = await renewalDrill(current, log);
+    results.renewal = renewal;
+    const drill = renewal.drill as RolloutDrillResult;
+    const w = drill.writes;
+    log(`renewal: ${renewal.renewed.length} certificates; rollout ${drill.report?.seconds.toFixed(1)} s; writes: ${w.acked} acknowledged, ${w.unknownOutcome} outcome unknown, longest gap ${w.maxGapSeconds?.toFixed(2)} s, RPO ${w.rpoMissing}, split brain ${w.splitBrainAcks}, ${w.ackedAfterLastStep} after the last step; primary ${drill.oldPrimary} → ${drill.newPrimary}`);
+    for (const step of drill.report?.steps ?? []) log(`  +${step.atSeconds.toFixed(1)} s ${step.kind}${step.node ? ` ${step.node}` : ""}: ${step.detail}`);
+    for (const s of renewal.servedAfter) log(`  ${s.node} ${s.what} ${s.port}: ${renewal.serials[s.certificate]?.before} → ${s.serial ?? s.error}`);
+    for (const h of renewal.haproxyAfter) log(`  ${h.node} HAProxy check certificate loaded: ${renewal.serials[h.certificate]?.before} → ${h.serial ?? h.error}`);
+    assert.deepEqual(renewal.problems, []);
+    assert.equal(renewal.renewed.length, current.plan.certificates.length);
+    // Every TLS server was probed before and after, and now serves the renewed serial (not the old one).
+    const dbNodes = current.plan.nodes.filter((n) => n.roles.has("postgres")).length;
+    assert.equal(renewal.servedAfter.length, 4 * dbNodes);
+    for (const s of renewal.servedAfter) {
+      const serial = renewal.serials[s.certificate];
+      assert.ok(serial && serial.before !== serial.after, s.certificate);
+      assert.equal(s.serial, serial?.after, `${s.node} ${s.what}`);
+    }
+    for (const h of renewal.haproxyAfter) assert.equal(h.serial, renewal.serials[h.certificate]?.after, `${h.node} HAProxy`);
+    assert.equal(renewal.topologyAfter?.syncStandbys.length, 1);
+    assert.ok(renewal.topologyAfter?.leader);
+    assert.equal(w.rpoMissing, 0);
+    assert.equal(w.splitBrainAcks, 0);
+    assert.ok(w.ackedAfterLastStep >= 20, "writes continued after the rollout");
+    // One step per node, replicas first, the leader last, and no switchover (a reload does not restart PostgreSQL).
+    const report = drill.report as RolloutReport;
+    assert.deepEqual(report.patch, {});
+    assert.equal(report.switchover, undefined);
+    const applied = report.steps.map((s) => `${s.kind} ${s.node}`);
+    assert.deepEqual([...applied].sort(), current.plan.nodes.map((n) => `apply ${n.name}`).sort());
+    assert.equal(applied.at(-1), `apply ${drill.oldPrimary}`);
+    assert.equal(drill.newPrimary, drill.oldPrimary);
   });
 });

@@ -6,7 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { renderUserData } from "../../cloud-init";
 import { parseUserData } from "../../lab/userdata";
 import { exec } from "../../lab/exec";
-import { certificateSerial, checkIssued, issuePki, renewLeaves, writeParameterDirs, type IssuedPki } from "../../lab/pki";
+import { certificateSerial, checkIssued, issuePki, loadIssuedPki, renewLeaves, writeParameterDirs, type IssuedPki } from "../../lab/pki";
 import { buildClusterPlan, NODE_PATHS, nodesWithRole, PORTS, type ClusterPlan } from "../../plan";
 import { rootfsPath, scratchDir, testNetwork, TestRoot, type TestNetwork } from "./harness";
 
@@ -95,7 +95,7 @@ describe("pgha-fetch-secrets on a running node: check mode and renewal", () => {
     // Renew two of the node's certificates (same keys, same CA, new serials) into a second parameter directory.
     const renewedDir = path.join(base, "pki-renewed");
     fs.cpSync(pki.dir, renewedDir, { recursive: true });
-    const renewedPki: IssuedPki = { ...pki, dir: renewedDir, caCert: path.join(renewedDir, "ca.crt"), caKey: path.join(renewedDir, "ca.key"), leaves: new Map([...pki.leaves].map(([id, f]) => [id, { cert: path.join(renewedDir, path.basename(f.cert)), key: path.join(renewedDir, path.basename(f.key)) }])) };
+    const renewedPki = loadIssuedPki(plan, renewedDir);
     await renewLeaves(plan, renewedPki, ["pg-tokyo-1-postgres-server", "pg-tokyo-1-etcd-member"]);
     const oldSerial = await certificateSerial(pki.leaves.get("pg-tokyo-1-postgres-server")?.cert as string);
     const newSerial = await certificateSerial(renewedPki.leaves.get("pg-tokyo-1-postgres-server")?.cert as string);

@@ -396,6 +396,11 @@ describe("node secrets: renewed certificates", () => {
 
   const access = (transport: NodeTransport, secretSource?: { args: string[] }): ClusterAccess => ({ plan, transport, client: "haproxy-1", superuserPassword: "", clientFiles: { caCert: "", foreignCert: "", foreignKey: "" }, isolated: new Set(), secretSource });
 
+  it("on AWS the rollout always compares node secrets: each node reads SSM itself (no values, no --from-dir in the command)", () => {
+    const { awsAccess } = require("../../ops/readiness") as typeof import("../../ops/readiness");
+    assert.deepEqual(awsAccess(plan, new RecordingTransport(true)).secretSource, { args: [] });
+  });
+
   it("observing: the node's own check mode over the transport (SSM: no --from-dir), or nothing without a secret source", async () => {
     const t = new RecordingTransport(true);
     t.secretChanges["pg-tokyo-1"] = renewedPaths("pg-tokyo-1");
