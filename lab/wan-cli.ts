@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { InvalidArgumentError, type Command } from "commander";
 import { clearEnvCache } from "./cluster";
-import { median, type DrillSummary } from "./drills";
+import { DRILLS, median, type DrillSummary } from "./drills";
 import { labContext, labNamespaceNames, preflight } from "./lab";
 import { existingNamespaces } from "./netns";
 import { delayLineStatus, healPartitions, listPartitions, partitionRegions, proofTable, proveWan, readWanSpec, retuneWan, wanHealth, DEFAULT_WAN_OPTIONS, type WanOptions } from "./wan";
@@ -47,16 +47,20 @@ interface ReportLike {
 
 /** LAN and WAN drill reports side by side (RTO median/max, RPO, split brain, result). */
 export function compareDrills(lan: ReportLike, wan: ReportLike): string {
-  const lines = ["| drill | runs LAN/WAN | RTO median s LAN | RTO median s WAN | RTO max s LAN | RTO max s WAN | RPO LAN/WAN | split brain LAN/WAN | result LAN/WAN |", "|---|---|---:|---:|---:|---:|---|---|---|"];
-  const f = (v: number | undefined): string => (v === undefined ? "-" : v.toFixed(2));
+  const lines = ["| drill | runs LAN / WAN | RTO LAN: median (min–max) | RTO WAN: median (min–max) | RPO LAN / WAN | split brain LAN / WAN | result LAN / WAN |", "|---|---|---|---|---|---|---|"];
   const ids = [...new Set([...(lan.drills ?? []), ...(wan.drills ?? [])].map((d) => d.id))];
+  const rto = (d?: DrillSummary): string => {
+    const values = (d?.repetitions ?? []).map((r) => r.rtoSeconds).filter((v): v is number => v !== undefined);
+    if (!values.length) return "-";
+    return `${(median(values) as number).toFixed(1)} s (${Math.min(...values).toFixed(1)}–${Math.max(...values).toFixed(1)})`;
+  };
+  const rpo = (d?: DrillSummary): string => (d ? String(Math.max(0, ...d.repetitions.map((r) => r.rpoMissing))) : "-");
+  const split = (d?: DrillSummary): string => (d ? String(d.repetitions.reduce((s, r) => s + r.splitBrainAcks, 0)) : "-");
+  const result = (d?: DrillSummary): string => (d ? (d.ok ? "ok" : "FAIL") : "-");
   for (const id of ids) {
     const a = lan.drills?.find((d) => d.id === id);
     const b = wan.drills?.find((d) => d.id === id);
-    const rpo = (d?: DrillSummary): string => (d ? String(Math.max(0, ...d.repetitions.map((r) => r.rpoMissing))) : "-");
-    const split = (d?: DrillSummary): string => (d ? String(d.repetitions.reduce((s, r) => s + r.splitBrainAcks, 0)) : "-");
-    const rtoMed = (d?: DrillSummary): number | undefined => (d ? median(d.repetitions.map((r) => r.rtoSeconds).filter((v): v is number => v !== undefined)) : undefined);
-    lines.push(`| ${id} | ${a?.repetitions.length ?? "-"}/${b?.repetitions.length ?? "-"} | ${f(rtoMed(a))} | ${f(rtoMed(b))} | ${f(a?.rto.maxSeconds)} | ${f(b?.rto.maxSeconds)} | ${rpo(a)}/${rpo(b)} | ${split(a)}/${split(b)} | ${a ? (a.ok ? "ok" : "FAIL") : "-"}/${b ? (b.ok ? "ok" : "FAIL") : "-"} |`);
+    lines.push(`| ${DRILLS.findIndex((d) => d.id === id) + 1} ${(a ?? b)?.title ?? id} | ${a?.repetitions.length ?? "-"} / ${b?.repetitions.length ?? "-"} | ${rto(a)} | ${rto(b)} | ${rpo(a)} / ${rpo(b)} | ${split(a)} / ${split(b)} | ${result(a)} / ${result(b)} |`);
   }
   return lines.join("\n");
 }
