@@ -1,6 +1,7 @@
 import * as path from "node:path";
 import { load } from "js-yaml";
-import { buildClusterPlan, certificateFor, NODE_PATHS, nodesWithRole, PORTS, type CertificateKind, type ClusterConfigInput, type ClusterPlan } from "../plan";
+import { buildClusterPlan, certificateFor, NODE_PATHS, nodesWithRole, type ClusterConfigInput, type ClusterPlan } from "../plan";
+import { normaliseSerial, serialOf, SERVED_SERIAL_SCRIPT, TLS_SERVERS } from "../ops/node-secrets";
 import { LAB_PARAMS, stageParameters } from "./boot";
 import { runRollout, type RolloutReport } from "../ops/rollout";
 import { canonicalJson, dynamicSettings } from "../ops/dynamic-config";
@@ -181,17 +182,6 @@ export function stageLabSecrets(lab: LabContext): { secretSource: { args: string
   return { secretSource: { args: ["--from-dir", LAB_PARAMS] }, unstage: () => removals.forEach((remove) => remove()) };
 }
 
-/** A TLS server of a node and the certificate it must serve; `client` is the node's own certificate it presents (mTLS). */
-const TLS_SERVERS: { what: string; port: number; serves: CertificateKind; client?: CertificateKind; starttls?: string }[] = [
-  { what: "etcd client", port: PORTS.etcdClient, serves: "etcd-member", client: "etcd-member" },
-  { what: "etcd peer", port: PORTS.etcdPeer, serves: "etcd-member", client: "etcd-member" },
-  { what: "Patroni REST", port: PORTS.patroniRest, serves: "patroni-rest", client: "patroni-rest" },
-  { what: "PostgreSQL", port: PORTS.postgres, serves: "postgres-server", starttls: "postgres" },
-];
-
-/** `openssl s_client` on a new connection, chain verified against the cluster CA; prints the served certificate's serial. */
-const SERVED_SERIAL_SCRIPT = 'addr=$1; ca=$2; shift 2; openssl s_client -connect "$addr" -CAfile "$ca" -verify_return_error "$@" </dev/null 2>/dev/null | openssl x509 -noout -serial';
-
 /** HAProxy's runtime API: the certificate it has loaded for a file (its check client certificate), not the file on disk. */
 const HAPROXY_LOADED_CERT_SCRIPT =
   'import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect("/run/haproxy/admin.sock")\ns.sendall(("show ssl cert %s\\n" % sys.argv[1]).encode())\nprint(b"".join(iter(lambda: s.recv(65536), b"")).decode())';
@@ -206,9 +196,6 @@ export interface ServedCertificate {
   error?: string;
 }
 
-/** Serials compare as hex numbers: openssl and HAProxy pad differently. */
-export const normaliseSerial = (serial: string): string => serial.trim().toUpperCase().replace(/^SERIAL=/, "").replace(/:/g, "").replace(/^0+(?=.)/, "");
-
 /** What every TLS server of the cluster serves on a fresh connection (from the node itself, presenting its own certificate). */
 export async function servedCertificates(lab: LabContext): Promise<ServedCertificate[]> {
   const probes = lab.plan.nodes.flatMap((node) =>
@@ -217,8 +204,8 @@ export async function servedCertificates(lab: LabContext): Promise<ServedCertifi
       const client = server.client ? certificateFor(lab.plan.certificates, node.name, server.client) : undefined;
       const extra = [...(client ? ["-cert", client.certPath, "-key", client.keyPath] : []), ...(server.starttls ? ["-starttls", server.starttls] : [])];
       const result = await lab.transport.run(node.name, ["sh", "-c", SERVED_SERIAL_SCRIPT, "probe", `${node.privateIp}:${server.port}`, NODE_PATHS.caCert, ...extra], { timeoutMs: 20_000 });
-      const serial = /serial=(\S+)/.exec(result.stdout)?.[1];
-      return { node: node.name, what: server.what, port: server.port, certificate, ...(serial ? { serial: normaliseSerial(serial) } : { error: `exit ${result.code}: ${result.stderr.trim().slice(-200)}` }) };
+      const serial = serialOf(result.stdout);
+      return { node: node.name, what: server.what, port: server.port, certificate, ...(serial ? { serial } : { error: `exit ${result.code}: ${result.stderr.trim().slice(-200)}` }) };
     }),
   );
   return Promise.all(probes);
@@ -254,11 +241,12 @@ export interface RenewalDrillResult {
  * Certificate renewal as `pulumi up` does it in a leaf's last 30 days: every
  * leaf re-issued by the same CA with the same key and a new serial, written
  * to the parameter directories (the lab's SSM), then the rollout of the
- * unchanged plan with the writer going through HAProxy. Afterwards every TLS
+ * plan the cluster runs (`deployed`: nothing else changes) with the writer
+ * going through HAProxy. Afterwards every TLS
  * server must serve its new serial on a fresh connection and every HAProxy
  * must have loaded its new check certificate.
  */
-export async function renewalDrill(lab: LabContext, log: (line: string) => void): Promise<RenewalDrillResult> {
+export async function renewalDrill(lab: LabContext, deployed: ClusterPlan, log: (line: string) => void): Promise<RenewalDrillResult> {
   const problems: string[] = [];
   const pki = loadIssuedPki(lab.plan, lab.layout.pkiDir);
   const serialsOf = async (): Promise<Record<string, string>> =>
@@ -278,7 +266,7 @@ export async function renewalDrill(lab: LabContext, log: (line: string) => void)
   const { secretSource, unstage } = stageLabSecrets(lab);
   let drill: RolloutDrillResult | undefined;
   try {
-    drill = await rolloutDrill(lab, lab.plan, { patroni: {}, parameters: {} }, log, { secretSource });
+    drill = await rolloutDrill(lab, deployed, { patroni: {}, parameters: {} }, log, { secretSource });
     problems.push(...drill.problems);
   } finally {
     unstage();

@@ -1,4 +1,4 @@
-import { NODE_PATHS, type ClusterPlan } from "../plan";
+import { NODE_PATHS, PORTS, type CertificateKind, type ClusterPlan } from "../plan";
 import { canonicalJson, sha256 } from "./dynamic-config";
 import type { FileEffect } from "./node-files";
 
@@ -26,7 +26,10 @@ export interface SecretFileWork {
  *   (PostgreSQL ≥ 10 re-reads ssl_cert_file/ssl_key_file on reload), and
  *   `RestApiServer.reload_local_certificate()`, which compares the serial of
  *   restapi.certfile on disk and re-creates the REST listener's SSL context
- *   when it changed.
+ *   when it changed — but only when patroni.yml itself did not change in the
+ *   same reload (`if local or sighup and self.api.reload_local_certificate()`
+ *   short-circuits), so the rollout checks the REST API's served serial and
+ *   signals again (see ops/rollout.ts).
  * - etcd member cert/key (client 2379 and peer 2380): nothing. etcd's
  *   `TLSInfo.baseConfig` loads the pair from disk in `GetCertificate` and
  *   `GetClientCertificate`, i.e. on every handshake; established sessions
@@ -92,3 +95,26 @@ export function fetchSecretsArgv(extraArgs: string[], check: boolean): string[] 
 export function certificatesHash(pems: Record<string, string>): string {
   return sha256(canonicalJson(pems));
 }
+
+/** The serial a TLS server presents on a fresh connection (chain verified against `ca`); extra args: client cert/key, -starttls. */
+export const SERVED_SERIAL_SCRIPT = 'addr=$1; ca=$2; shift 2; openssl s_client -connect "$addr" -CAfile "$ca" -verify_return_error "$@" </dev/null 2>/dev/null | openssl x509 -noout -serial';
+export const FILE_SERIAL_SCRIPT = 'openssl x509 -in "$1" -noout -serial';
+
+/** Serials compare as hex numbers: openssl and HAProxy print them padded differently. */
+export function normaliseSerial(serial: string): string {
+  return serial.trim().toUpperCase().replace(/^SERIAL=/, "").replace(/:/g, "").replace(/^0+(?=.)/, "");
+}
+
+/** `serial=…` out of openssl's output; undefined when there is none (no TLS answer). */
+export function serialOf(stdout: string): string | undefined {
+  const match = /serial=(\S+)/.exec(stdout);
+  return match ? normaliseSerial(match[1] as string) : undefined;
+}
+
+/** The node's own certificate that a server presents, and which one it presents as a client (mTLS). */
+export const TLS_SERVERS: { what: string; port: number; serves: CertificateKind; client?: CertificateKind; starttls?: string }[] = [
+  { what: "etcd client", port: PORTS.etcdClient, serves: "etcd-member", client: "etcd-member" },
+  { what: "etcd peer", port: PORTS.etcdPeer, serves: "etcd-member", client: "etcd-member" },
+  { what: "Patroni REST", port: PORTS.patroniRest, serves: "patroni-rest", client: "patroni-rest" },
+  { what: "PostgreSQL", port: PORTS.postgres, serves: "postgres-server", starttls: "postgres" },
+];

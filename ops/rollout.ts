@@ -1,9 +1,9 @@
-import { NODE_PATHS, nodesWithRole, type ClusterPlan } from "../plan";
+import { certificateFor, NODE_PATHS, nodesWithRole, PORTS, type ClusterPlan } from "../plan";
 import { clusterView, observers, patroniRest, patronictl, sqlOnNode, type ClusterAccess } from "../lab/cluster";
 import { verifyReadiness, type Check, type Verification } from "../lab/verify";
 import { dynamicConfigPatch, dynamicSettings, patchedParameters, sameSetting, type DynamicSettings } from "./dynamic-config";
 import { changedFiles, desiredFiles, FILE_STATE_SCRIPT, parseFileStates, restartsPostgres, WRITE_FILE_SCRIPT, type DesiredFile, type FileEffect } from "./node-files";
-import { fetchSecretsArgv, parseSecretFetchReport, secretWork, type SecretFileWork } from "./node-secrets";
+import { FILE_SERIAL_SCRIPT, fetchSecretsArgv, parseSecretFetchReport, SERVED_SERIAL_SCRIPT, serialOf, secretWork, type SecretFileWork } from "./node-secrets";
 
 /**
  * Rolling day-2 changes, one node at a time, each step gated by the
@@ -316,6 +316,35 @@ export async function observe(access: ClusterAccess): Promise<{ view: RolloutVie
   };
 }
 
+/**
+ * Waits until the node's Patroni REST API serves the certificate on disk.
+ * Patroni 4.0 does not look at its REST certificate in a reload that also
+ * picked up a changed patroni.yml, and SIGHUPs that arrive within one HA
+ * loop coalesce, so after a loop without the new serial it is signalled
+ * again (then patroni.yml is unchanged and the certificate check runs).
+ */
+export async function ensureRestCertificateServed(access: ClusterAccess, node: string, log: (line: string) => void, options: { loopMs?: number; pollMs?: number; signals?: number } = {}): Promise<void> {
+  const cert = certificateFor(access.plan.certificates, node, "patroni-rest");
+  const ip = access.plan.nodes.find((n) => n.name === node)?.privateIp;
+  const loopMs = options.loopMs ?? (access.plan.config.patroni.loopWait + 2) * 1000;
+  const serial = async (argv: string[]): Promise<string | undefined> => serialOf((await access.transport.run(node, argv, { timeoutMs: 20_000 })).stdout);
+  const want = await serial(["sh", "-c", FILE_SERIAL_SCRIPT, "pgha-serial", cert.certPath]);
+  if (!want) throw new Error(`${node}: cannot read the serial of ${cert.certPath}`);
+  let served: string | undefined;
+  for (let signal = 1; signal <= (options.signals ?? 3); signal++) {
+    const deadline = Date.now() + loopMs;
+    for (;;) {
+      served = await serial(["sh", "-c", SERVED_SERIAL_SCRIPT, "pgha-served", `${ip}:${PORTS.patroniRest}`, NODE_PATHS.caCert, "-cert", cert.certPath, "-key", cert.keyPath]);
+      if (served === want) return log(`${node}: Patroni REST API serves the new certificate (serial ${want})`);
+      if (Date.now() > deadline) break;
+      await sleep(options.pollMs ?? 1000);
+    }
+    log(`${node}: Patroni REST API still serves ${served ?? "nothing"} after ${signal} reload(s), want ${want}: SIGHUP again`);
+    await access.transport.signalProcesses(node, "patroni", "SIGHUP");
+  }
+  throw new Error(`${node}: Patroni REST API serves ${served ?? "nothing"}, not the certificate on disk (${want})`);
+}
+
 async function restartUnit(access: ClusterAccess, node: string, unit: string): Promise<void> {
   await access.transport.stopService(node, unit);
   await access.transport.startService(node, unit);
@@ -345,6 +374,10 @@ export async function applyWork(access: ClusterAccess, work: NodeWork, log: (lin
     const signalled = await transport.signalProcesses(node, "patroni", "SIGHUP");
     log(`${node}: Patroni reloaded (SIGHUP to ${signalled} process${signalled === 1 ? "" : "es"})`);
     if (signalled === 0) throw new Error(`${node}: no Patroni process to reload`);
+  }
+  const restCert = access.plan.certificates.find((c) => c.node === node && c.kind === "patroni-rest");
+  if (!effects.has("restart-patroni") && restCert && work.secrets.some((f) => f.path === restCert.certPath || f.path === restCert.keyPath)) {
+    await ensureRestCertificateServed(access, node, log);
   }
   if (effects.has("restart-etcd")) {
     log(`${node}: restarting etcd.service`);

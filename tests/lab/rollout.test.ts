@@ -140,7 +140,8 @@ describe("lab: rolling day-2 change with writes through HAProxy", { timeout: 14 
 
   test("every leaf certificate renewed (same CA): the rollout fetches and reloads node by node with writes through HAProxy; every TLS server then serves its new serial, RPO 0", { timeout: 5 * 60_000 }, async () => {
     const current = requireLab();
-    const renewal = await renewalDrill(current, log);
+    // The plan the cluster runs after the previous test: the renewal must change nothing else.
+    const renewal = await renewalDrill(current, changedLabPlan({ patroni: { ttl: 25, parameters: { max_connections: 150 } } }), log);
     results.renewal = renewal;
     const drill = renewal.drill as RolloutDrillResult;
     const w = drill.writes;

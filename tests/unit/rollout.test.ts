@@ -18,7 +18,7 @@ import { canonicalJson, dynamicConfigPatch, dynamicSettings, dynamicSettingsHash
 import { changedFiles, desiredFiles, FILE_STATE_SCRIPT, fileEffect, nodeFilesHash, parseFileStates, WRITE_FILE_SCRIPT, type DesiredFile } from "../../ops/node-files";
 import { certificateFor } from "../../plan";
 import { fetchSecretsArgv, parseSecretFetchReport, secretFileEffect, secretWork, type SecretFileWork } from "../../ops/node-secrets";
-import { applyWork, DEFAULT_LIMITS, expectationsOf, isDisruptive, nextStep, nodeSecretWork, rolloutOrder, type NodeWork, type RolloutProgress, type RolloutStep, type RolloutView } from "../../ops/rollout";
+import { applyWork, DEFAULT_LIMITS, ensureRestCertificateServed, expectationsOf, isDisruptive, nextStep, nodeSecretWork, rolloutOrder, type NodeWork, type RolloutProgress, type RolloutStep, type RolloutView } from "../../ops/rollout";
 
 const plan = buildClusterPlan(undefined, { stack: "test" });
 const file = (path: string): DesiredFile => ({ path, owner: "root:root", permissions: "0644", content: "x", sha256: "h", effect: fileEffect(path) });
@@ -256,6 +256,8 @@ class RecordingTransport implements NodeTransport {
     if (withReload) this.reloadService = async (node: string, unit: string) => void this.calls.push(`${node} reload ${unit}`);
   }
   reloadService?: (node: string, unit: string) => Promise<void>;
+  /** What the Patroni REST API serves, one answer per probe (then the file's serial). */
+  served: string[] = [];
   /** What `pgha-fetch-secrets` reports as changed on each node. */
   secretChanges: Record<string, string[]> = {};
   async run(node: string, argv: string[], options: RunOptions = {}): Promise<RunResult> {
@@ -266,6 +268,8 @@ class RecordingTransport implements NodeTransport {
       return { code: 0, stdout: `${JSON.stringify({ mode: argv.includes("--check") ? "check" : "write", files: 9, parameters: 9, changed })}\n`, stderr: "" };
     }
     this.calls.push(`${node} run ${argv[0] === "sh" ? argv[3] : argv.filter((a) => !a.startsWith("/")).join(" ")}`);
+    if (argv[3] === "pgha-serial") return { code: 0, stdout: "serial=0AB\n", stderr: "" };
+    if (argv[3] === "pgha-served") return { code: 0, stdout: `serial=${this.served.shift() ?? "AB"}\n`, stderr: "" };
     return { code: 0, stdout: "", stderr: "" };
   }
   spawn(): never {
@@ -419,8 +423,21 @@ describe("node secrets: renewed certificates", () => {
     t.secretChanges["pg-tokyo-1"] = renewedPaths("pg-tokyo-1");
     const lines: string[] = [];
     await applyWork(access(t, { args: ["--from-dir", "/run/p"] }), renewed("pg-tokyo-1"), (line) => lines.push(line));
-    assert.deepEqual(t.calls, ["pg-tokyo-1 run pgha-fetch-secrets --from-dir /run/p", "pg-tokyo-1 SIGHUP patroni"]);
+    assert.deepEqual(t.calls, ["pg-tokyo-1 run pgha-fetch-secrets --from-dir /run/p", "pg-tokyo-1 SIGHUP patroni", "pg-tokyo-1 run pgha-serial", "pg-tokyo-1 run pgha-served"]);
     assert.ok(lines.some((l) => l.includes("pgha-fetch-secrets wrote /etc/pgha/tls/")), lines.join("\n"));
+  });
+
+  it("Patroni's REST API still serving the old certificate after a loop (patroni.yml changed in the same reload): signalled again until it serves the new one, else the step fails", async () => {
+    const t = new RecordingTransport(true);
+    t.served = ["OLD", "OLD", "OLD"];
+    const lines: string[] = [];
+    await ensureRestCertificateServed(access(t, { args: [] }), "pg-tokyo-1", (l) => lines.push(l), { loopMs: 150, pollMs: 100 });
+    assert.equal(t.calls.filter((c) => c.endsWith("SIGHUP patroni")).length, 1);
+    assert.ok(lines.some((l) => /still serves OLD after 1 reload\(s\), want AB: SIGHUP again/.test(l)), lines.join("\n"));
+    const stuck = new RecordingTransport(true);
+    stuck.served = Array(100).fill("OLD");
+    await assert.rejects(ensureRestCertificateServed(access(stuck, { args: [] }), "pg-tokyo-1", () => undefined, { loopMs: 50, pollMs: 20, signals: 2 }), /serves OLD, not the certificate on disk \(AB\)/);
+    assert.equal(stuck.calls.filter((c) => c.endsWith("SIGHUP patroni")).length, 2);
   });
 
   it("an HAProxy node: fetch, then reload HAProxy; etcd certificates alone: fetch only (etcd reads them per handshake)", async () => {
