@@ -5,10 +5,10 @@
  * restart) rolled node by node while the writer writes through HAProxy; RPO
  * must be 0 and every node must run the change; then every leaf certificate
  * renewed (same CA) and rolled out the same way, after which every TLS
- * server must serve its new serial. Boots the lab and tears it down. Needs root and the rootfs; the lab is a singleton, so run it under
- * the lab lock:
+ * server must serve its new serial. Boots the lab and tears it down. Needs root and the rootfs; the lab is a singleton
+ * (preflight takes /run/pgha-lab.lock, lab/lock.ts):
  *
- *   flock /tmp/pgha-lab.lock node --import tsx --test tests/lab/rollout.test.ts
+ *   npm run test:lab:rollout
  *
  * The JSON report goes to PGHA_ROLLOUT_REPORT (default .lab/rollout-report.json).
  */

@@ -10,8 +10,8 @@
  *    < 1 ms inside a region, the partition switch, accuracy while a bulk
  *    transfer crosses it, jitter and loss, and reproducibility from a seed.
  *
- * The second part uses the lab's namespaces: like `npm run test:lab`, run it
- * under `flock /tmp/pgha-lab.lock` (npm run test:lab:wan).
+ * The second part uses the lab's namespaces: like `npm run test:lab`, it
+ * takes the lab's lock in preflight (npm run test:lab:wan).
  */
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
