@@ -185,6 +185,15 @@ sys.stderr.flush()
 next_status = time.monotonic() + 1.0
 read = os.read
 write = os.write
+
+
+def pass_through(fd, packet):
+    """Write back at once what the delay line does not delay (non-IPv4, or no configured pair)."""
+    try:
+        write(fd, packet)
+    except OSError:
+        stats["writeErrors"] += 1
+    stats["passed"] += 1
 monotonic = time.monotonic
 heappush = heapq.heappush
 heappop = heapq.heappop
@@ -222,20 +231,12 @@ while not flags["stop"]:
             except BlockingIOError:
                 break
             if len(packet) < 20 or packet[0] >> 4 != 4:
-                try:
-                    write(fd, packet)
-                except OSError:
-                    stats["writeErrors"] += 1
-                stats["passed"] += 1
+                pass_through(fd, packet)
                 continue
             pair = (region_of(packet[12:16]), region_of(packet[16:20]))
             link = links.get(pair)
             if link is None:
-                try:
-                    write(fd, packet)
-                except OSError:
-                    stats["writeErrors"] += 1
-                stats["passed"] += 1
+                pass_through(fd, packet)
                 continue
             delay, jitter, loss = link
             if loss and rng.random() < loss:
