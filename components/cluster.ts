@@ -109,7 +109,7 @@ export class PgHaCluster extends pulumi.ComponentResource {
       amis[region.name] = regionAmi(plan, region.awsRegion, provider, this);
     }
 
-    new MeshPeering(
+    const mesh = new MeshPeering(
       `${name}-mesh`,
       {
         stack,
@@ -157,6 +157,7 @@ export class PgHaCluster extends pulumi.ComponentResource {
         securityGroupIds: [security.securityGroupId],
         instanceProfileName: secrets.instanceProfileName,
         bootDependencies: secrets.bootDependencies,
+        networkDependencies: [...network.egressReady, ...mesh.routesFor(node.region)],
         provider,
       };
       const launched =

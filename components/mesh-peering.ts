@@ -59,11 +59,15 @@ export function validateMeshPeeringArgs(args: MeshPeeringArgs): void {
 export class MeshPeering extends pulumi.ComponentResource {
   /** Peering connection ids keyed `<requester>-<accepter>` (e.g. `seoul-tokyo`). */
   public readonly connectionIds: Record<string, pulumi.Output<string>>;
+  /** Per region name: the accepters of its connections and the routes in its own route tables. */
+  private readonly bootPaths: Map<string, pulumi.Resource[]>;
 
   constructor(name: string, args: MeshPeeringArgs, opts: pulumi.ComponentResourceOptions = {}) {
     super(`${TYPE_PREFIX}:MeshPeering`, name, {}, opts);
     validateMeshPeeringArgs(args);
     const connectionIds: Record<string, pulumi.Output<string>> = {};
+    const bootPaths = new Map<string, pulumi.Resource[]>(args.regions.map((region) => [region.name, []]));
+    const bootPath = (region: PeeredRegion) => bootPaths.get(region.name) as pulumi.Resource[];
 
     for (const [requester, accepter] of peeringPairs(args.regions)) {
       const pair = `${requester.name}-${accepter.name}`;
@@ -82,15 +86,18 @@ export class MeshPeering extends pulumi.ComponentResource {
         { vpcPeeringConnectionId: connection.id, autoAccept: true, tags: { ...tags, Side: "accepter" } },
         onAccepter,
       );
+      bootPath(requester).push(acceptance);
+      bootPath(accepter).push(acceptance);
       const afterAcceptance = (side: pulumi.CustomResourceOptions): pulumi.CustomResourceOptions => ({ ...side, dependsOn: [acceptance] });
 
       const addRoutes = (from: PeeredRegion, to: PeeredRegion, side: pulumi.CustomResourceOptions) =>
         from.privateRouteTableIds.forEach((routeTableId, index) => {
-          new aws.ec2.Route(
+          const route = new aws.ec2.Route(
             `${prefix}-route-${from.name}-${index}`,
             { routeTableId, destinationCidrBlock: to.vpcCidr, vpcPeeringConnectionId: connection.id },
             afterAcceptance(side),
           );
+          bootPath(from).push(route);
         });
       addRoutes(requester, accepter, onRequester);
       addRoutes(accepter, requester, onAccepter);
@@ -109,6 +116,22 @@ export class MeshPeering extends pulumi.ComponentResource {
     }
 
     this.connectionIds = connectionIds;
+    this.bootPaths = bootPaths;
     this.registerOutputs({ connectionIds });
+  }
+
+  /**
+   * What a node in `region` needs before it boots to reach the other
+   * regions: the peering routes in its own region's route tables and the
+   * accepters of its region's connections. The first boot joins etcd and
+   * Patroni across regions (and a replica clones from a remote primary);
+   * booting before the routes exist wastes that first attempt. The routes
+   * on the far side belong to the far region's nodes, which depend on them
+   * in turn.
+   */
+  routesFor(region: string): pulumi.Resource[] {
+    const resources = this.bootPaths.get(region);
+    if (!resources) throw new Error(`MeshPeering: no region named ${region} in the mesh (regions: ${[...this.bootPaths.keys()].join(", ")})`);
+    return [...resources];
   }
 }

@@ -72,6 +72,14 @@ export interface NodeInstanceArgs {
    * parameters and its IAM permissions (`NodeSecrets.bootDependencies`).
    */
   bootDependencies: pulumi.Resource[];
+  /**
+   * The network paths the first boot needs: the region's egress
+   * (`RegionNetwork.egressReady`: NAT gateway and default route) and the
+   * peering routes toward the other regions (`MeshPeering.routesFor`).
+   * cloud-init installs packages and joins the cluster once, at first boot;
+   * an instance launched before these exist half-boots for good.
+   */
+  networkDependencies: pulumi.Resource[];
   /** The explicit AWS provider of the node's region. */
   provider: aws.Provider;
 }
@@ -120,7 +128,7 @@ export function launchNodeInstance(
     {
       parent,
       provider: args.provider,
-      dependsOn: args.bootDependencies,
+      dependsOn: [...args.bootDependencies, ...args.networkDependencies],
       ignoreChanges: NODE_IGNORE_CHANGES,
       deleteBeforeReplace: true,
     },

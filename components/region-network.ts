@@ -60,6 +60,14 @@ export class RegionNetwork extends pulumi.ComponentResource {
   public readonly subnetIds: Record<string, pulumi.Output<string>>;
   /** The NAT gateway's public address: what package mirrors and AWS APIs see. */
   public readonly natPublicIp: pulumi.Output<string>;
+  /**
+   * The region's way out: the NAT gateway and the private route table's
+   * default route to it. Instances depend on these, because cloud-init's
+   * package steps run once at first boot and are not retried: a node that
+   * boots while the NAT gateway is still pending (it takes minutes) never
+   * installs its packages, and no later `pulumi up` reruns them.
+   */
+  public readonly egressReady: pulumi.Resource[];
 
   constructor(name: string, args: RegionNetworkArgs, opts: pulumi.ComponentResourceOptions = {}) {
     super(`${TYPE_PREFIX}:RegionNetwork`, name, {}, opts);
@@ -104,7 +112,11 @@ export class RegionNetwork extends pulumi.ComponentResource {
 
     // Private side: one route table for every private subnet, default route via NAT.
     const privateRouteTable = new aws.ec2.RouteTable(`${name}-private-rt`, { vpcId: vpc.id, tags: tags("-private") }, child);
-    new aws.ec2.Route(`${name}-private-default`, { routeTableId: privateRouteTable.id, destinationCidrBlock: "0.0.0.0/0", natGatewayId: nat.id }, child);
+    const privateDefault = new aws.ec2.Route(
+      `${name}-private-default`,
+      { routeTableId: privateRouteTable.id, destinationCidrBlock: "0.0.0.0/0", natGatewayId: nat.id },
+      child,
+    );
 
     const subnetIds: Record<string, pulumi.Output<string>> = {};
     for (const planned of region.subnets) {
@@ -129,6 +141,7 @@ export class RegionNetwork extends pulumi.ComponentResource {
     this.privateRouteTableIds = [privateRouteTable.id];
     this.subnetIds = subnetIds;
     this.natPublicIp = eip.publicIp;
+    this.egressReady = [nat, privateDefault];
     this.registerOutputs({
       vpcId: this.vpcId,
       privateRouteTableIds: this.privateRouteTableIds,

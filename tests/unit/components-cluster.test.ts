@@ -421,6 +421,24 @@ describe("instances", () => {
     }
   });
 
+  it("launches each node only after its region's NAT gateway, default route, peering routes and accepters exist", () => {
+    for (const i of instances()) {
+      const node = nodeByIp(i.inputs.privateIp);
+      const inRegion = (type: string) => of(type).filter((r) => world.regionOf(r) === node.awsRegion);
+      const nat = only(inRegion("aws:ec2/natGateway:NatGateway"), "NAT gateway");
+      const defaultRoute = only(inRegion("aws:ec2/route:Route").filter((r) => r.inputs.natGatewayId === nat.id), "default route via NAT");
+      const peeringRoutes = inRegion("aws:ec2/route:Route").filter((r) => r.inputs.vpcPeeringConnectionId);
+      const otherCidrs = plan.regions.filter((r) => r.name !== node.region).map((r) => r.vpcCidr).sort();
+      assert.deepEqual(peeringRoutes.map((r) => r.inputs.destinationCidrBlock).sort(), otherCidrs, `${node.region} lacks a route to another region`);
+      const connections = of("aws:ec2/vpcPeeringConnection:VpcPeeringConnection").filter((c) => peeringRoutes.some((r) => r.inputs.vpcPeeringConnectionId === c.id));
+      const accepters = of("aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter").filter((a) => connections.some((c) => c.id === a.inputs.vpcPeeringConnectionId));
+      assert.equal(accepters.length, plan.regions.length - 1);
+      for (const needed of [nat, defaultRoute, ...peeringRoutes, ...accepters]) {
+        assert.ok(i.dependencies.includes(needed.urn), `${node.name} may boot before ${needed.type} ${needed.name} exists`);
+      }
+    }
+  });
+
   it("gives each postgres node a protected, encrypted gp3 data volume in its AZ, attached as /dev/sdf", () => {
     const volumes = of("aws:ebs/volume:Volume");
     assert.equal(volumes.length, pgNodes.length);
