@@ -1,6 +1,7 @@
 import { NODE_PATHS, postgresPaths, type ClusterPlan, type NodePlan, type NodeSecretsPlan } from "../plan";
 import { renderEtcdConfig, renderEtcdctlEnv } from "./etcd";
 import { renderHaproxyConfig } from "./haproxy";
+import { osUpdateFiles } from "./os-updates";
 import { renderPatroniConfig } from "./patroni";
 import { bootScript } from "./scripts";
 import { emitSystemdUnit, nodeUnits } from "./systemd";
@@ -43,6 +44,7 @@ export function renderNodeFiles(plan: ClusterPlan, node: NodePlan): NodeFile[] {
     files.push(file("/etc/apt/preferences.d/pgha.pref", aptPins(plan), "root", "0644", false));
     files.push(file(NODE_PATHS.createClusterConf, "create_main_cluster = false\n", "root", "0644", false));
   }
+  files.push(...osUpdateFiles(plan, node));
   files.push(file(NODE_PATHS.secretsManifest, `${JSON.stringify(secretsManifest(secrets))}\n`, "root", "0600"));
   files.push(file(NODE_PATHS.fetchSecrets, bootScript("pgha-fetch-secrets.py"), "root", "0755"));
   if (node.roles.has("etcd")) {

@@ -15,4 +15,35 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
-exec bash "$(dirname "$0")/build-rootfs.sh"
+rootfs=$(bash "$(dirname "$0")/build-rootfs.sh")
+echo "$rootfs"
+
+# Debian 13 packages that only the render tests need (needrestart and
+# unattended-upgrades with the dependencies the rootfs lacks), downloaded once
+# by the rootfs's own apt into a cache next to it, keyed by the rootfs and the
+# list. Not part of the rootfs's package list, so the lab's rootfs is not
+# rebuilt for them; the tests unpack them into a throw-away overlay.
+test_packages=(needrestart unattended-upgrades)
+cache_dir=${PGHA_ROOTFS_CACHE:-/var/cache/pgha-lab}
+debs="$cache_dir/debs/$(printf '%s\n' "$(basename "$rootfs")" "${test_packages[@]}" | sha256sum | cut -c1-12)"
+if [ ! -f "$debs/.pgha-complete" ]; then
+  echo "downloading ${test_packages[*]} for the render tests into $debs" >&2
+  scratch=$(mktemp -d)
+  mkdir -p "$scratch/upper" "$scratch/work" "$scratch/merged" "$scratch/archives"
+  # A private mount namespace: the overlay and its mounts vanish with it.
+  # shellcheck disable=SC2016 # the inner script expands its own arguments
+  unshare --mount --propagation private sh -c '
+    set -e
+    mount -t overlay overlay -o "lowerdir=$1,upperdir=$2/upper,workdir=$2/work" "$2/merged"
+    mount -t proc proc "$2/merged/proc"
+    mount --bind "$2/archives" "$2/merged/var/cache/apt/archives"
+    shift 2
+    chroot "$0" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive chroot "$0" apt-get install -y -qq --download-only --no-install-recommends "$@"
+  ' "$scratch/merged" "$rootfs" "$scratch" "${test_packages[@]}" >&2
+  rm -rf "$debs"
+  mkdir -p "$debs"
+  mv "$scratch"/archives/*.deb "$debs/"
+  rm -rf "$scratch"
+  touch "$debs/.pgha-complete"
+fi
