@@ -498,6 +498,38 @@ function checkCluster(check: Checker, config: ClusterConfig): void {
   for (const region of Object.keys(instances.amiOverrides)) {
     if (!seenAwsRegions.has(region)) check.fail(`instances.amiOverrides.${region}`, instances.amiOverrides[region], "names an AWS region this stack does not use");
   }
+  checkInstanceArchitectures(check, config);
+}
+
+/**
+ * The CPU architecture of an EC2 instance type, from its family (the part
+ * before the dot): Graviton families carry a `g` right after the generation
+ * digit (m7g, t4g, c6gn, x2gd, im4gn, g5g), and a1 is the first Graviton;
+ * every other family this program can run on is x86_64. The AMI and the etcd
+ * archive follow `instances.architecture`, so a mismatch would launch an
+ * instance that cannot boot its image.
+ */
+export function instanceTypeArchitecture(instanceType: string): CpuArchitecture {
+  const family = instanceType.split(".")[0];
+  return family === "a1" || /^[a-z]+\d+g/.test(family) ? "arm64" : "amd64";
+}
+
+/** Every instance type a node will run, reported under the key it comes from (a node's override or the role default). */
+function checkInstanceArchitectures(check: Checker, config: ClusterConfig): void {
+  const { architecture } = config.instances;
+  const reported = new Set<string>();
+  config.regions.forEach((region, r) =>
+    region.nodes.forEach((node, n) => {
+      const byRole = node.roles.includes("postgres") || node.roles.includes("etcd") ? "postgresType" : "haproxyType";
+      const key = node.instanceType === undefined ? `instances.${byRole}` : `regions[${r}].nodes[${n}].instanceType`;
+      const instanceType = node.instanceType ?? config.instances[byRole];
+      const typeArchitecture = instanceTypeArchitecture(instanceType);
+      if (typeArchitecture === architecture || reported.has(key)) return;
+      reported.add(key);
+      const fix = architecture === "arm64" ? "a Graviton type such as m7g.large" : "an x86 type such as m6i.large";
+      check.fail(key, instanceType, `is an ${typeArchitecture} instance type but instances.architecture is ${architecture} (AMI and etcd archive follow it); use ${fix} or set instances.architecture to ${typeArchitecture}`);
+    }),
+  );
 }
 
 /** Splits `seoul-tokyo` into two known region names, whatever dashes the names hold. */

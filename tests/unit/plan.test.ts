@@ -7,6 +7,7 @@ import {
   DEFAULT_CONFIG,
   deriveEtcdTiming,
   findNode,
+  instanceTypeArchitecture,
   nodesWithRole,
   type ClusterPlan,
   type RegionConfig,
@@ -220,6 +221,33 @@ describe("etcd timing", () => {
     const plan = buildClusterPlan({ etcd: { heartbeatIntervalMs: 250, electionTimeoutMs: 2500 } }, STACK);
     assert.deepEqual(plan.etcd.timing, { heartbeatIntervalMs: 250, electionTimeoutMs: 2500, source: "explicit" });
     assert.equal(deriveEtcdTiming(plan.config).source, "explicit");
+  });
+});
+
+describe("instance type architecture", () => {
+  const table: [string, "amd64" | "arm64"][] = [
+    ["m6i.large", "amd64"],
+    ["t3.small", "amd64"],
+    ["m7a.large", "amd64"],
+    ["g4dn.xlarge", "amd64"],
+    ["r7iz.large", "amd64"],
+    ["m7g.large", "arm64"],
+    ["t4g.small", "arm64"],
+    ["c7g.xlarge", "arm64"],
+    ["m6gd.large", "arm64"],
+    ["c6gn.large", "arm64"],
+    ["x2gd.large", "arm64"],
+    ["im4gn.large", "arm64"],
+    ["g5g.xlarge", "arm64"],
+    ["a1.large", "arm64"],
+  ];
+  for (const [instanceType, architecture] of table) {
+    test(`${instanceType} is ${architecture}`, () => assert.equal(instanceTypeArchitecture(instanceType), architecture));
+  }
+
+  test("an arm64 stack with Graviton types for both roles builds", () => {
+    const plan = buildClusterPlan({ instances: { architecture: "arm64", postgresType: "m7g.large", haproxyType: "t4g.small" } }, STACK);
+    assert.deepEqual([...new Set(plan.nodes.map((n) => n.instanceType))].sort(), ["m7g.large", "t4g.small"]);
   });
 });
 
@@ -448,6 +476,28 @@ describe("rejections", () => {
       key: "versions.etcd",
       value: "3.6.0",
       rule: /must be an etcd 3\.5\.x release/,
+    },
+    // Architecture and instance type
+    {
+      name: "arm64 with the default m6i.large database type",
+      input: { instances: { architecture: "arm64", haproxyType: "t4g.small" } },
+      key: "instances.postgresType",
+      value: "m6i.large",
+      rule: /^is an amd64 instance type but instances\.architecture is arm64 .*use a Graviton type such as m7g\.large or set instances\.architecture to amd64$/,
+    },
+    {
+      name: "amd64 with a Graviton HAProxy type",
+      input: { instances: { haproxyType: "t4g.small" } },
+      key: "instances.haproxyType",
+      value: "t4g.small",
+      rule: /^is an arm64 instance type but instances\.architecture is amd64 .*use an x86 type such as m6i\.large or set instances\.architecture to arm64$/,
+    },
+    {
+      name: "amd64 with a node's own Graviton instanceType",
+      input: { regions: regionsWith((r) => (r[1].nodes[0].instanceType = "c7g.xlarge")) },
+      key: "regions[1].nodes[0].instanceType",
+      value: "c7g.xlarge",
+      rule: /^is an arm64 instance type but instances\.architecture is amd64/,
     },
     // HAProxy
     {
