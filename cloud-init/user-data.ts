@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { findNode, NODE_PATHS, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
 import { dataMountPoint, renderNodeFiles } from "./node-files";
@@ -10,6 +12,20 @@ export const USER_DATA_LIMIT_BYTES = 16 * 1024;
 
 /** The PostgreSQL project's apt signing key (ACCC4CF8), pinned by full fingerprint. */
 export const PGDG_KEY_FINGERPRINT = "B97B0AFCAA1A47F044F244A07FCC7D46ACCC4CF8";
+
+/**
+ * The armoured PGDG key, shipped in user-data so a first boot needs no
+ * keyserver (a keyserver outage or a blocked port 11371 would stop the
+ * package step, which cloud-init does not retry). The file is Debian's own
+ * copy (postgresql-common's /usr/share/postgresql-common/pgdg/
+ * apt.postgresql.org.asc); a unit test checks with gpg that its primary key
+ * is {@link PGDG_KEY_FINGERPRINT}.
+ */
+export const PGDG_KEY_FILE = join(__dirname, "keys", "pgdg.asc");
+
+export function pgdgKey(): string {
+  return readFileSync(PGDG_KEY_FILE, "utf8");
+}
 
 function packagesFor(plan: ClusterPlan, node: NodePlan): string[] {
   const major = plan.config.versions.postgresMajor;
@@ -70,7 +86,8 @@ export function userDataDocument(plan: ClusterPlan, node: NodePlan, boot: BootIn
       sources: {
         "pgdg.list": {
           source: "deb [signed-by=$KEY_FILE] https://apt.postgresql.org/pub/repos/apt $RELEASE-pgdg main",
-          keyid: PGDG_KEY_FINGERPRINT,
+          // cloud-init dearmours it to /etc/apt/cloud-init.gpg.d/pgdg.gpg and puts that path in $KEY_FILE.
+          key: pgdgKey(),
         },
       },
     };

@@ -1,0 +1,70 @@
+/**
+ * What the first boot needs that is not a rendered service file: the PGDG
+ * apt key shipped in user-data (checked with the real gpg), and the
+ * version check among the boot steps.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { after, describe, test } from "node:test";
+import { gzipSync } from "node:zlib";
+import * as yaml from "js-yaml";
+import { encodeUserData, PGDG_KEY_FILE, PGDG_KEY_FINGERPRINT, pgdgKey, renderUserData, USER_DATA_LIMIT_BYTES } from "../../cloud-init";
+import { buildClusterPlan, nodesWithRole } from "../../plan";
+
+const plan = buildClusterPlan(undefined, { stack: "test" });
+const gnupgHome = fs.mkdtempSync(path.join(os.tmpdir(), "pgha-gpg-"));
+after(() => fs.rmSync(gnupgHome, { recursive: true, force: true }));
+
+const gpg = (args: string[]): string => execFileSync("gpg", ["--batch", "--quiet", ...args], { encoding: "utf8", env: { ...process.env, GNUPGHOME: gnupgHome } });
+
+/** Fingerprints of the primary keys in an armoured or binary key file, as gpg reads them (nothing imported). */
+function primaryFingerprints(file: string): string[] {
+  const records = gpg(["--show-keys", "--with-colons", file]).split("\n").map((line) => line.split(":"));
+  // A `fpr` record belongs to the `pub` or `sub` record just before it; only the primary key's counts.
+  return records.flatMap((record, index) => (record[0] === "fpr" && records[index - 1]?.[0] === "pub" ? [record[9]] : []));
+}
+
+type Document = { apt?: { sources?: Record<string, { source?: string; key?: string; keyid?: string }> } };
+const documentOf = (node: string): Document => yaml.load(renderUserData(plan, node, { dataVolumeId: "vol-0123456789abcdef0" })) as Document;
+
+describe("PGDG apt key", () => {
+  test("the shipped key file holds exactly one primary key, the pinned PGDG_KEY_FINGERPRINT", () => {
+    assert.deepEqual(primaryFingerprints(PGDG_KEY_FILE), [PGDG_KEY_FINGERPRINT]);
+  });
+
+  test("the check tells another key apart (control: a throwaway key generated here)", () => {
+    gpg(["--passphrase", "", "--quick-gen-key", "pgha control <control@example.invalid>", "ed25519", "sign", "never"]);
+    const other = path.join(gnupgHome, "other.asc");
+    fs.writeFileSync(other, gpg(["--armor", "--export", "control@example.invalid"]));
+    const [fingerprint] = primaryFingerprints(other);
+    assert.match(fingerprint, /^[0-9A-F]{40}$/);
+    assert.notEqual(fingerprint, PGDG_KEY_FINGERPRINT);
+  });
+
+  test("postgres nodes get the armoured key inline (no keyserver at boot), signed-by the file cloud-init writes it to", () => {
+    for (const node of nodesWithRole(plan, "postgres")) {
+      const source = documentOf(node.name).apt?.sources?.["pgdg.list"];
+      assert.ok(source, `${node.name} has no pgdg.list source`);
+      assert.equal(source.keyid, undefined, `${node.name} would still ask a keyserver`);
+      assert.equal(source.key, pgdgKey());
+      assert.match(source.key ?? "", /^-----BEGIN PGP PUBLIC KEY BLOCK-----\n[\s\S]+\n-----END PGP PUBLIC KEY BLOCK-----\n$/);
+      assert.match(source.source ?? "", /^deb \[signed-by=\$KEY_FILE\] https:\/\/apt\.postgresql\.org\/pub\/repos\/apt \$RELEASE-pgdg main$/);
+    }
+  });
+
+  test("nodes without PostgreSQL carry no PGDG source", () => {
+    for (const node of plan.nodes.filter((n) => !n.roles.has("postgres"))) assert.equal(documentOf(node.name).apt, undefined);
+  });
+
+  test("every node's user-data stays within EC2's 16 KB compressed with the key inline", () => {
+    for (const node of plan.nodes) {
+      const text = renderUserData(plan, node.name, { dataVolumeId: "vol-0123456789abcdef0" });
+      const compressed = gzipSync(Buffer.from(text, "utf8"), { level: 9 }).length;
+      assert.ok(compressed <= USER_DATA_LIMIT_BYTES, `${node.name}: ${compressed} bytes compressed`);
+      assert.equal(Buffer.from(encodeUserData(text), "base64").length, compressed);
+    }
+  });
+});
