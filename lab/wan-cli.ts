@@ -24,7 +24,7 @@ export function wanUpOptions(options: { wan?: boolean; wanJitter?: number; wanLo
   if (!options.wan && options.wanJitter === undefined && options.wanLoss === undefined && options.wanSeed === undefined) return fromEnv;
   const base = fromEnv ?? DEFAULT_WAN_OPTIONS;
   if (options.wanLoss !== undefined && options.wanLoss > 100) throw new InvalidArgumentError("--wan-loss is a percentage (0–100)");
-  return { jitterMs: options.wanJitter ?? base.jitterMs, lossPercent: options.wanLoss ?? base.lossPercent, seed: options.wanSeed ?? base.seed };
+  return { ...base, jitterMs: options.wanJitter ?? base.jitterMs, lossPercent: options.wanLoss ?? base.lossPercent, seed: options.wanSeed ?? base.seed };
 }
 
 async function requireUp(stateDir: string): Promise<ReturnType<typeof labContext>> {
@@ -130,7 +130,7 @@ export function registerWanCommands(program: Command, stateDir: () => string): v
       requireWan(lab);
       const current = readWanSpec(lab.layout)?.options ?? DEFAULT_WAN_OPTIONS;
       if (options.loss !== undefined && options.loss > 100) throw new InvalidArgumentError("--loss is a percentage (0–100)");
-      const spec = await retuneWan(lab.layout, lab.plan, { jitterMs: options.jitter ?? current.jitterMs, lossPercent: options.loss ?? current.lossPercent, seed: options.seed ?? current.seed });
+      const spec = await retuneWan(lab.layout, lab.plan, { ...current, jitterMs: options.jitter ?? current.jitterMs, lossPercent: options.loss ?? current.lossPercent, seed: options.seed ?? current.seed });
       say(`WAN now: jitter ±${spec.options.jitterMs} ms, loss ${spec.options.lossPercent}%, seed ${spec.options.seed}`);
     });
 

@@ -1,19 +1,26 @@
 #!/usr/bin/python3
-"""The lab's WAN: a userspace delay line on a TUN device in the router namespace.
+"""The lab's WAN: a userspace delay line on TUN devices in the router namespace.
 
 The router's policy routing sends every packet that arrives from a region's
-bridge and is addressed to ANOTHER region into the TUN device (IFF_TUN |
-IFF_NO_PI: raw IPv4 packets). This process reads each packet, maps its IPv4
-source and destination addresses to regions (the plan's subnets), and writes
-it back to the TUN device after the one-way delay configured for that
-(source region, destination region) pair, optionally with jitter and loss.
-Written back, the packet comes in on the TUN device and follows the main
-table to the destination bridge, so it never loops.
+bridge and is addressed to ANOTHER region into the TUN device of that
+(source region, destination region) path (IFF_TUN | IFF_NO_PI: raw IPv4
+packets). This process reads each packet, maps its IPv4 source and
+destination addresses to regions (the plan's subnets), and writes it back to
+the device it came from after the one-way delay configured for that pair,
+optionally with jitter and loss. Written back, the packet comes in on the TUN
+device and follows the main table to the destination bridge, so it never
+loops.
+
+One device per path, read in turn at most READ_BATCH packets at a time: the
+kernel queues in front of this single process are per path, as a real WAN's
+are, so a bulk transfer on one path does not delay the packets of another.
+Due packets are released after every round of reads, so a busy path cannot
+hold back releases either.
 
   wan-delay.py CONFIG.json
 
 CONFIG.json:
-  {"tun": "wan0", "seed": 1, "status": "/run/pgha-lab/wan-status.json",
+  {"tuns": ["wan0", ...], "seed": 1, "status": "/run/pgha-lab/wan-status.json",
    "subnets": [["10.1.0.0/24", "seoul"], ...],
    "links": {"seoul>tokyo": {"delayMs": 15.5, "jitterMs": 0, "loss": 0}, ...}}
 
@@ -44,7 +51,10 @@ import time
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
-READ_BATCH = 512
+# Packets read from one device before the next device gets its turn: small
+# enough that a full queue on one path costs the others well under 1 ms
+# (about 10 µs a packet here), large enough to amortise the round.
+READ_BATCH = 32
 MAX_QUEUE = 100_000
 
 config_path = sys.argv[1]
@@ -74,10 +84,14 @@ def parse_links(entries):
     links = {}
     for key, spec in entries.items():
         src, dst = key.split(">")
+        rate = max(0.0, float(spec.get("rateMbit", 0)))
         links[(src, dst)] = (
             max(0.0, float(spec.get("delayMs", 0))) / 1000.0,
             max(0.0, float(spec.get("jitterMs", 0))) / 1000.0,
             min(1.0, max(0.0, float(spec.get("loss", 0)))),
+            # seconds per byte on the wire (0: no capacity limit)
+            8.0 / (rate * 1e6) if rate else 0.0,
+            max(0.0, float(spec.get("queueMs", 0))) / 1000.0,
         )
     return links
 
@@ -105,8 +119,14 @@ def region_of(addr_bytes):
     return region
 
 
-fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
-fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", cfg.get("tun", "wan0").encode(), IFF_TUN | IFF_NO_PI))
+def open_tun(name):
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    return fd
+
+
+tun_names = cfg["tuns"]
+tun_fds = [open_tun(name) for name in tun_names]
 
 # Signals only set flags; a self-pipe wakes the select loop.
 wake_r, wake_w = os.pipe()
@@ -146,8 +166,14 @@ gc.disable()
 heap = []
 seq = 0
 last_release = {}
+tx_free = {}
 counters = {}
-stats = {"passed": 0, "delayed": 0, "lost": 0, "overflow": 0, "writeErrors": 0, "lateMaxMs": 0.0, "lateSumMs": 0.0, "maxQueue": 0, "reloads": 0}
+# lateSumMs/lateMaxMs: how long after its due time each packet was written
+# back (the delay line's own contribution to the delay); rounds/fullRounds:
+# rounds of reads, and those in which some device still had packets waiting
+# after its READ_BATCH (a path's kernel queue not drained in one turn);
+# cpuSeconds: this process's CPU time (user + system).
+stats = {"passed": 0, "delayed": 0, "lost": 0, "overflow": 0, "writeErrors": 0, "queueDrops": 0, "lateMaxMs": 0.0, "lateSumMs": 0.0, "maxQueue": 0, "reloads": 0, "wakeups": 0, "rounds": 0, "fullRounds": 0, "cpuSeconds": 0.0}
 started = time.monotonic()
 
 
@@ -163,12 +189,15 @@ def count(pair, field, size=0):
 def write_status():
     if not status_path:
         return
+    times = os.times()
+    stats["cpuSeconds"] = round(times.user + times.system, 3)
     body = {
         "pid": os.getpid(),
+        "tuns": tun_names,
         "scheduler": scheduler,
         "uptimeSeconds": round(time.monotonic() - started, 3),
         "queued": len(heap),
-        "links": {f"{s}>{d}": {"delayMs": v[0] * 1000, "jitterMs": v[1] * 1000, "loss": v[2]} for (s, d), v in links.items()},
+        "links": {f"{s}>{d}": {"delayMs": v[0] * 1000, "jitterMs": v[1] * 1000, "loss": v[2], "rateMbit": round(8.0 / v[3] / 1e6, 3) if v[3] else 0, "queueMs": v[4] * 1000} for (s, d), v in links.items()},
         "stats": stats,
         "pairs": {f"{s}>{d}": c for (s, d), c in counters.items()},
     }
@@ -179,7 +208,7 @@ def write_status():
 
 
 write_status()
-sys.stderr.write(f"wan-delay: {cfg.get('tun', 'wan0')} up, {len(links)} links, scheduler {scheduler}\n")
+sys.stderr.write(f"wan-delay: {', '.join(tun_names)} up, {len(links)} links, scheduler {scheduler}\n")
 sys.stderr.flush()
 
 next_status = time.monotonic() + 1.0
@@ -194,16 +223,83 @@ def pass_through(fd, packet):
     except OSError:
         stats["writeErrors"] += 1
     stats["passed"] += 1
+
+
 monotonic = time.monotonic
 heappush = heapq.heappush
 heappop = heapq.heappop
 
+
+def receive(fd, packet, now):
+    """Queue one packet read from fd for its pair's delay (or pass it through)."""
+    global seq
+    if len(packet) < 20 or packet[0] >> 4 != 4:
+        pass_through(fd, packet)
+        return
+    pair = (region_of(packet[12:16]), region_of(packet[16:20]))
+    link = links.get(pair)
+    if link is None:
+        pass_through(fd, packet)
+        return
+    delay, jitter, loss, per_byte, queue_limit = link
+    if loss and rng.random() < loss:
+        stats["lost"] += 1
+        count(pair, "lost")
+        return
+    if len(heap) >= MAX_QUEUE:
+        stats["overflow"] += 1
+        return
+    departure = now
+    if per_byte:
+        # The path's capacity: a packet leaves when the ones before it on the
+        # same path have been sent (serialisation at the configured rate),
+        # and a path whose backlog exceeds its buffer drops at the tail, as a
+        # router's queue does. This also keeps any one path from taking more
+        # of this process's CPU than its share.
+        start = tx_free.get(pair, 0.0)
+        if start < now:
+            start = now
+        if start - now > queue_limit:
+            stats["queueDrops"] += 1
+            count(pair, "lost")
+            return
+        departure = start + len(packet) * per_byte
+        tx_free[pair] = departure
+    if jitter:
+        delay = max(0.0, delay + rng.uniform(-jitter, jitter))
+    release = departure + delay
+    previous = last_release.get(pair, 0.0)
+    if release < previous:
+        release = previous
+    last_release[pair] = release
+    seq += 1
+    heappush(heap, (release, seq, fd, packet))
+    count(pair, "packets", len(packet))
+
+
+def release_due():
+    now = monotonic()
+    while heap and heap[0][0] <= now:
+        release, _, fd, packet = heappop(heap)
+        late = (now - release) * 1000
+        stats["lateSumMs"] += late
+        if late > stats["lateMaxMs"]:
+            stats["lateMaxMs"] = late
+        try:
+            write(fd, packet)
+        except OSError:
+            stats["writeErrors"] += 1
+        stats["delayed"] += 1
+
+
+watched = tun_fds + [wake_r]
 while not flags["stop"]:
     now = monotonic()
     timeout = max(0.0, heap[0][0] - now) if heap else 1.0
     timeout = min(timeout, max(0.0, next_status - now))
+    stats["wakeups"] += 1
     try:
-        ready, _, _ = select.select([fd, wake_r], [], [], timeout)
+        ready, _, _ = select.select(watched, [], [], timeout)
     except InterruptedError:
         ready = []
     if wake_r in ready:
@@ -223,53 +319,30 @@ while not flags["stop"]:
     if flags["usr1"]:
         flags["usr1"] = False
         write_status()
-    now = monotonic()
-    if fd in ready:
-        for _ in range(READ_BATCH):
-            try:
-                packet = read(fd, 65535)
-            except BlockingIOError:
-                break
-            if len(packet) < 20 or packet[0] >> 4 != 4:
-                pass_through(fd, packet)
-                continue
-            pair = (region_of(packet[12:16]), region_of(packet[16:20]))
-            link = links.get(pair)
-            if link is None:
-                pass_through(fd, packet)
-                continue
-            delay, jitter, loss = link
-            if loss and rng.random() < loss:
-                stats["lost"] += 1
-                count(pair, "lost")
-                continue
-            if len(heap) >= MAX_QUEUE:
-                stats["overflow"] += 1
-                continue
-            if jitter:
-                delay = max(0.0, delay + rng.uniform(-jitter, jitter))
-            release = now + delay
-            previous = last_release.get(pair, 0.0)
-            if release < previous:
-                release = previous
-            last_release[pair] = release
-            seq += 1
-            heappush(heap, (release, seq, packet))
-            count(pair, "packets", len(packet))
+    # Rounds over every device until none has anything left: a device that
+    # was empty at select time may have filled since, so each round tries
+    # them all (an empty non-blocking read costs a microsecond).
+    busy = any(fd in ready for fd in tun_fds)
+    while busy:
+        busy = False
+        now = monotonic()
+        for fd in tun_fds:
+            for _ in range(READ_BATCH):
+                try:
+                    packet = read(fd, 65535)
+                except BlockingIOError:
+                    break
+                receive(fd, packet, now)
+            else:
+                busy = True
+        stats["rounds"] += 1
+        if busy:
+            stats["fullRounds"] += 1
         if len(heap) > stats["maxQueue"]:
             stats["maxQueue"] = len(heap)
+        release_due()
+    release_due()
     now = monotonic()
-    while heap and heap[0][0] <= now:
-        release, _, packet = heappop(heap)
-        late = (now - release) * 1000
-        stats["lateSumMs"] += late
-        if late > stats["lateMaxMs"]:
-            stats["lateMaxMs"] = late
-        try:
-            write(fd, packet)
-        except OSError:
-            stats["writeErrors"] += 1
-        stats["delayed"] += 1
     if now >= next_status:
         write_status()
         next_status = now + 1.0

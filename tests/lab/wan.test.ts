@@ -6,9 +6,11 @@
  *    the partition rules, the env switch.
  * 2. The emulator itself on the lab's network without the cluster (root and
  *    the Debian 13 rootfs; without them it FAILS with the reason): ping and
- *    TCP round trips between every pair of regions = configured ± 2 ms and
- *    < 1 ms inside a region, the partition switch, accuracy while a bulk
- *    transfer crosses it, jitter and loss, and reproducibility from a seed.
+ *    TCP round trips between every pair of regions = configured (see
+ *    judgeRtt for the margins and why) and < 3 ms inside a region, the
+ *    partition switch, paths isolated from a bulk transfer on another path
+ *    (judged against the idle RTT of the same run), jitter and loss, and
+ *    reproducibility from a seed.
  *
  * The second part uses the lab's namespaces: like `npm run test:lab`, it
  * takes the lab's lock in preflight (npm run test:lab:wan).
@@ -24,7 +26,10 @@ import {
   delayLineStatus,
   DEFAULT_WAN_OPTIONS,
   installProbe,
+  isolationHolds,
   judgeRtt,
+  measureBulkIsolation,
+  bulkIsolationLine,
   parsePingTimes,
   partitionRuleArgs,
   pingRtts,
@@ -61,21 +66,27 @@ describe("WAN emulator: derived from the plan", () => {
     assert.equal(configuredRttMs(plan, "seoul", "tokyo"), 31);
     assert.equal(configuredRttMs(plan, "singapore", "seoul"), 72);
     assert.equal(configuredRttMs(plan, "tokyo", "tokyo"), 0);
-    const config = delayLineConfig(wanSpec(plan, layout, { jitterMs: 3, lossPercent: 1.5, seed: 9 })) as { subnets: [string, string][]; links: Record<string, { delayMs: number; jitterMs: number; loss: number }>; seed: number };
+    const config = delayLineConfig(wanSpec(plan, layout, { ...DEFAULT_WAN_OPTIONS, jitterMs: 3, lossPercent: 1.5, seed: 9 })) as { subnets: [string, string][]; links: Record<string, { delayMs: number; jitterMs: number; loss: number }>; seed: number };
     assert.deepEqual(config.subnets, plan.regions.flatMap((r) => r.subnets.map((s) => [s.cidr, r.name])));
-    assert.deepEqual(config.links["tokyo>singapore"], { delayMs: 37, jitterMs: 3, loss: 0.015 });
+    assert.deepEqual(config.links["tokyo>singapore"], { delayMs: 37, jitterMs: 3, loss: 0.015, rateMbit: 100, queueMs: 200 });
     assert.equal(config.seed, 9);
   });
 
-  test("policy rules send only inter-region packets from each bridge to the delay line", () => {
-    const rules = wanRuleArgs(wanSpec(plan, layout));
+  test("policy rules send only inter-region packets from each bridge to the delay line, each path to its own TUN device", () => {
+    const spec = wanSpec(plan, layout);
+    const rules = wanRuleArgs(spec);
     assert.equal(rules.length, layout.subnets.length * (layout.subnets.length - 1));
     for (const rule of rules) {
       const from = layout.subnets.find((s) => s.bridge === rule[3]);
       const to = layout.subnets.find((s) => s.cidr === rule[5]);
       assert.ok(from && to && from.region !== to.region, `rule ${rule.join(" ")} crosses regions`);
-      assert.deepEqual([rule[0], rule[2], rule[4], rule[6], rule[7]], ["pref", "iif", "to", "lookup", "100"]);
+      const link = spec.links.find((l) => l.from === from.region && l.to === to.region);
+      assert.deepEqual([rule[0], rule[2], rule[4], rule[6], rule[7]], ["pref", "iif", "to", "lookup", String(link?.table)]);
     }
+    assert.equal(new Set(spec.links.map((l) => l.tun)).size, spec.links.length, "one TUN device per ordered pair");
+    assert.equal(new Set(spec.links.map((l) => l.table)).size, spec.links.length, "one routing table per ordered pair");
+    assert.ok(spec.links.every((l) => l.tun.length <= 15), "device names fit IFNAMSIZ");
+    assert.deepEqual((delayLineConfig(spec) as { tuns: string[] }).tuns, spec.links.map((l) => l.tun));
   });
 
   test("a partition blackholes both directions of one pair of regions", () => {
@@ -94,17 +105,22 @@ describe("WAN emulator: derived from the plan", () => {
     assert.equal(wanOptionsFromEnv({}), undefined);
     assert.equal(wanOptionsFromEnv({ PGHA_LAB_WAN: "0" }), undefined);
     assert.deepEqual(wanOptionsFromEnv({ PGHA_LAB_WAN: "1" }), DEFAULT_WAN_OPTIONS);
-    assert.deepEqual(wanOptionsFromEnv({ PGHA_LAB_WAN: "1", PGHA_LAB_WAN_JITTER_MS: "2.5", PGHA_LAB_WAN_LOSS_PERCENT: "0.5", PGHA_LAB_WAN_SEED: "4" }), { jitterMs: 2.5, lossPercent: 0.5, seed: 4 });
+    assert.deepEqual(wanOptionsFromEnv({ PGHA_LAB_WAN: "1", PGHA_LAB_WAN_JITTER_MS: "2.5", PGHA_LAB_WAN_LOSS_PERCENT: "0.5", PGHA_LAB_WAN_SEED: "4", PGHA_LAB_WAN_RATE_MBIT: "0" }), { jitterMs: 2.5, lossPercent: 0.5, seed: 4, rateMbit: 0, queueMs: 200 });
     assert.throws(() => wanOptionsFromEnv({ PGHA_LAB_WAN: "maybe" }), /PGHA_LAB_WAN must be 1 or 0/);
     assert.throws(() => wanOptionsFromEnv({ PGHA_LAB_WAN: "1", PGHA_LAB_WAN_LOSS_PERCENT: "150" }), /between 0 and 100/);
   });
 
-  test("judging: ± 2 ms between regions, < 1 ms inside one; the pairs measured", () => {
-    assert.ok(judgeRtt(31, 32.9));
-    assert.ok(!judgeRtt(31, 33.1));
-    assert.ok(!judgeRtt(72, 69.9));
-    assert.ok(judgeRtt(0, 0.99));
-    assert.ok(!judgeRtt(0, 1));
+  test("judging: never below the configured RTT (0.5 ms), at most 3 ms + 5 % above; < 3 ms inside a region; the pairs measured", () => {
+    assert.ok(judgeRtt(31, 31.4));
+    assert.ok(judgeRtt(31, 30.6));
+    assert.ok(!judgeRtt(31, 30.4), "below the configured delay: the delay is not applied");
+    assert.ok(judgeRtt(31, 35.5));
+    assert.ok(!judgeRtt(31, 35.7));
+    assert.ok(judgeRtt(72, 78.5));
+    assert.ok(!judgeRtt(72, 78.7));
+    assert.ok(!judgeRtt(74, 72), "Tokyo–Singapore carrying Seoul–Singapore's delay is caught");
+    assert.ok(judgeRtt(0, 2.9));
+    assert.ok(!judgeRtt(0, 3));
     const { inter, intra } = proofPairs(plan, layout);
     assert.equal(inter.length, 6);
     assert.ok(inter.every(([a, b]) => a.region !== b.region && plan.nodes.find((n) => n.name === a.name)?.roles.has("postgres")));
@@ -151,7 +167,7 @@ describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_00
   });
 
   let proof: WanProof | undefined;
-  test("proof: ping and TCP RTT = configured ± 2 ms between every pair of regions, < 1 ms inside a region; partition cuts and heals", async () => {
+  test("proof: ping and TCP RTT = configured (never below, ≤ 3 ms + 5 % above) between every pair of regions, < 3 ms inside a region; partition cuts and heals", async () => {
     const { net, transport } = requireNet();
     proof = await proveWan(net.plan, net.layout, transport, { log });
     log(`\n${proofTable(proof)}`);
@@ -159,36 +175,21 @@ describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_00
     assert.deepEqual(proof.partition.filter((p) => !p.ok), []);
   });
 
-  test("under a bulk transfer across the WAN, ping between two other regions keeps its RTT (± 2 ms) and nothing overflows", async () => {
+  test("under a bulk transfer Seoul ⇄ Singapore, ping Tokyo → Seoul keeps its idle RTT (≤ 1.15 × idle + 3 ms), and nothing overflows", async () => {
     const { net, transport } = requireNet();
-    const ip = (name: string): string => net.layout.hosts.find((h) => h.name === name)?.link.address as string;
-    const before = await delayLineStatus(net.layout);
-    const server = transport.spawn("pg-singapore-1", ["python3", "/run/pgha-lab/tcp-rtt.py", "serve", ip("pg-singapore-1"), "7998", "120"]);
-    try {
-      await new Promise<void>((resolve) => server.onLine((line) => line.trim() === "listening" && resolve()));
-      const bulk = transport.run("pg-seoul-1", ["python3", "/run/pgha-lab/tcp-rtt.py", "bulk", ip("pg-singapore-1"), "7998", "64"], { timeoutMs: 120_000 });
-      await new Promise((r) => setTimeout(r, 1000));
-      const during = spread(await pingRtts(transport, "pg-tokyo-1", ip("pg-seoul-1"), 40, 0.05));
-      const result = await bulk;
-      assert.equal(result.code, 0, result.stderr);
-      const { bytes, seconds } = JSON.parse(result.stdout.trim()) as { bytes: number; seconds: number };
-      const after = await delayLineStatus(net.layout);
-      const packets = (after?.stats.delayed ?? 0) - (before?.stats.delayed ?? 0);
-      log(`bulk 64 MiB seoul → singapore and back: ${(bytes / 2 ** 20 / seconds).toFixed(1)} MiB/s each way, ${packets} packets in ${seconds.toFixed(1)} s through the delay line (${Math.round(packets / seconds)} packets/s), queue max ${after?.stats.maxQueue}; ping tokyo → seoul meanwhile: median ${during.medianMs} ms (p90 ${during.p90Ms}, max ${during.maxMs})`);
-      assert.equal(bytes, 64 * 2 ** 20);
-      assert.ok(Math.abs(during.medianMs - 31) <= 2, `ping tokyo → seoul during the transfer: median ${during.medianMs} ms`);
-      assert.equal(after?.stats.overflow, 0);
-      assert.equal(after?.stats.writeErrors, 0);
-      assert.ok(packets / seconds > 2000, `at least 2000 packets/s through the delay line, got ${Math.round(packets / seconds)}`);
-    } finally {
-      await server.stop();
-    }
+    const m = await measureBulkIsolation(net.layout, transport);
+    log(bulkIsolationLine(m));
+    assert.equal(m.bulk.bytes, 64 * 2 ** 20, "the transfer completed");
+    assert.ok(isolationHolds(m), `ping tokyo → seoul during the transfer: median ${m.during.medianMs} ms, idle ${m.idle.medianMs} ms in the same run`);
+    assert.equal(m.delayLine.overflow, 0);
+    assert.equal(m.delayLine.writeErrors, 0);
+    assert.ok(m.delayLine.packets > 10_000, `the transfer crossed the delay line: ${m.delayLine.packets} packets`);
   });
 
   test("jitter and loss as configured; the same seed gives the same losses; back to exact delays after", async () => {
     const { net, transport } = requireNet();
     const tokyo = net.layout.hosts.find((h) => h.name === "pg-tokyo-1")?.link.address as string;
-    await retuneWan(net.layout, net.plan, { jitterMs: 5, lossPercent: 10, seed: 3 });
+    await retuneWan(net.layout, net.plan, { ...DEFAULT_WAN_OPTIONS, jitterMs: 5, lossPercent: 10, seed: 3 });
     await new Promise((r) => setTimeout(r, 200));
     const lossy = await transport.run("pg-seoul-1", ["ping", "-n", "-c", "200", "-i", "0.02", "-W", "1", tokyo], { timeoutMs: 60_000 });
     const rtts = parsePingTimes(lossy.stdout);
@@ -196,12 +197,13 @@ describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_00
     const s = spread(rtts);
     log(`jitter ±5 ms, loss 10 % per direction: ${(lost * 100).toFixed(1)} % of echo requests unanswered (expected ≈ 19 %), RTT median ${s.medianMs} ms, p10 ${s.p10Ms}, p90 ${s.p90Ms}, min ${s.minMs}, max ${s.maxMs}`);
     assert.ok(lost > 0.08 && lost < 0.32, `loss ${lost}`);
-    assert.ok(Math.abs(s.medianMs - 31) <= 3, `median ${s.medianMs}`);
-    assert.ok(s.minMs >= 31 - 10 - 0.5 && s.maxMs <= 31 + 10 + 3, `range ${s.minMs}–${s.maxMs}`);
+    assert.ok(s.medianMs >= 31 - 3 && s.medianMs <= 31 + 5, `median ${s.medianMs}`);
+    // Never below delay − jitter (a hard floor); the ceiling leaves the probes' scheduling slack of judgeRtt.
+    assert.ok(s.minMs >= 31 - 10 - 0.5 && s.maxMs <= 31 + 10 + 6, `range ${s.minMs}–${s.maxMs}`);
     assert.ok(s.p90Ms - s.p10Ms > 3, `jitter visible: p10 ${s.p10Ms}, p90 ${s.p90Ms}`);
 
     const lostSeqs = async (): Promise<number[]> => {
-      await retuneWan(net.layout, net.plan, { jitterMs: 0, lossPercent: 30, seed: 7 });
+      await retuneWan(net.layout, net.plan, { ...DEFAULT_WAN_OPTIONS, jitterMs: 0, lossPercent: 30, seed: 7 });
       await new Promise((r) => setTimeout(r, 200));
       const out = await transport.run("pg-seoul-1", ["ping", "-n", "-c", "40", "-i", "0.05", "-W", "1", tokyo], { timeoutMs: 60_000 });
       const got = new Set([...out.stdout.matchAll(/icmp_seq=(\d+)/g)].map((m) => Number(m[1])));
@@ -217,6 +219,7 @@ describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_00
     await new Promise((r) => setTimeout(r, 200));
     const clean = spread(await pingRtts(transport, "pg-seoul-1", tokyo, 20));
     assert.equal(clean.n, 20);
-    assert.ok(Math.abs(clean.medianMs - 31) <= 2 && clean.maxMs - clean.minMs < 2, `back to 31 ms: ${JSON.stringify(clean)}`);
+    // Jitter off again: the spread collapses (p10–p90, so one late sample on a loaded machine does not decide).
+    assert.ok(judgeRtt(31, clean.medianMs) && clean.p90Ms - clean.p10Ms < 2, `back to 31 ms: ${JSON.stringify(clean)}`);
   });
 });
