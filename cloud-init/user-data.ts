@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { findNode, NODE_PATHS, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
 import { dataMountPoint, renderNodeFiles } from "./node-files";
+import { bootScript } from "./scripts";
 import { nodeUnits } from "./systemd";
 import type { BootCommand, BootInputs, NodeFile } from "./types";
 import { dumpYaml } from "./yaml";
@@ -40,8 +41,24 @@ function packagesFor(plan: ClusterPlan, node: NodePlan): string[] {
 }
 
 /**
+ * The version check's argv (pgha-check-versions): the pins of what this
+ * node runs, and every unit of the node to hold if a version is wrong.
+ * Nodes that run neither PostgreSQL nor etcd install nothing pinned.
+ */
+export function checkVersionsCommand(plan: ClusterPlan, node: NodePlan): BootCommand | undefined {
+  const { versions } = plan.config;
+  const args: string[] = [];
+  if (node.roles.has("postgres")) args.push("--patroni", versions.patroni, "--postgres", String(versions.postgresMajor), versions.postgresPackage);
+  if (node.roles.has("etcd")) args.push("--etcd", versions.etcd);
+  if (args.length === 0) return undefined;
+  return [NODE_PATHS.checkVersions, ...args, ...nodeUnits(plan, node).flatMap((unit) => ["--hold", unit.name])];
+}
+
+/**
  * Boot steps, in order, as argv lists. Services are enabled and then
  * restarted (a package may already have started one with its own config).
+ * The version check runs once everything is installed and before anything
+ * touches the data volume or starts.
  */
 export function bootCommands(plan: ClusterPlan, node: NodePlan, boot: BootInputs): BootCommand[] {
   const { versions, instances } = plan.config;
@@ -51,6 +68,8 @@ export function bootCommands(plan: ClusterPlan, node: NodePlan, boot: BootInputs
     if (!sha) throw new Error(`internal: no etcd checksum for ${instances.architecture} after validation`);
     commands.push([NODE_PATHS.installEtcd, versions.etcd, sha, instances.architecture]);
   }
+  const checkVersions = checkVersionsCommand(plan, node);
+  if (checkVersions) commands.push(checkVersions);
   if (node.roles.has("postgres")) {
     commands.push(
       boot.dataVolumeId
@@ -94,7 +113,11 @@ export function userDataDocument(plan: ClusterPlan, node: NodePlan, boot: BootIn
   }
   document.package_update = true;
   document.packages = packagesFor(plan, node);
-  document.write_files = renderNodeFiles(plan, node).map(writeFilesEntry);
+  // The version check is a first-boot step only, so it is not among the node files the rollout keeps in step.
+  const checkVersionsScript: NodeFile[] = checkVersionsCommand(plan, node)
+    ? [{ path: NODE_PATHS.checkVersions, content: bootScript("pgha-check-versions.sh"), owner: "root:root", permissions: "0755", defer: false }]
+    : [];
+  document.write_files = [...renderNodeFiles(plan, node), ...checkVersionsScript].map(writeFilesEntry);
   document.runcmd = bootCommands(plan, node, boot);
   return document;
 }
@@ -104,7 +127,8 @@ export function userDataDocument(plan: ClusterPlan, node: NodePlan, boot: BootIn
  * - `write_files`: every rendered file, including the systemd units under
  *   /etc/systemd/system, the secrets manifest /etc/pgha/secrets.json and
  *   the boot scripts under /usr/local/sbin;
- * - `runcmd`: argv lists in boot order — install etcd (etcd nodes), prepare
+ * - `runcmd`: argv lists in boot order — install etcd (etcd nodes), check
+ *   the installed versions (database-tier nodes), prepare
  *   PGDATA's volume (postgres nodes; a plain `install -d` when no volume id
  *   is given, as in the lab), fetch secrets, `systemctl daemon-reload`, then
  *   `systemctl enable X` and `systemctl restart X` per service in start order.

@@ -57,6 +57,32 @@ async function writeFiles(transport: LabTransport, host: HostLayout, userData: P
   record.files = userData.writeFiles.length;
 }
 
+/**
+ * What the lab's Debian 13 rootfs really carries where it differs from the
+ * stack's pins: Debian's Patroni 4.0 (PGDG's 4.1 is for Ubuntu), and
+ * Debian's etcd of the plan's minor (pgha-install-etcd's replay checks the
+ * minor). PostgreSQL 17 is the plan's own.
+ */
+export const LAB_ROOTFS_PATRONI = "4.0.*";
+
+/**
+ * The version check's argv with the lab rootfs's versions in place of the
+ * plan's (see {@link LAB_ROOTFS_PATRONI}; etcd: the plan's major.minor, any
+ * patch release). Everything else, --hold included, is the plan's.
+ */
+export function labVersionCheck(argv: readonly string[]): string[] {
+  return argv.map((arg, index) => {
+    if (argv[index - 1] === "--patroni") return LAB_ROOTFS_PATRONI;
+    if (argv[index - 1] === "--etcd") return `${arg.split(".").slice(0, 2).join(".")}.*`;
+    return arg;
+  });
+}
+
+/** The argv without its `--hold UNIT` pairs: a check that only reports. */
+function withoutHolds(argv: readonly string[]): string[] {
+  return argv.filter((arg, index) => arg !== "--hold" && argv[index - 1] !== "--hold");
+}
+
 /** The lab's stand-in for one runcmd step that is not a service start. */
 async function replayStep(transport: LabTransport, host: HostLayout, step: BootStep, paramsDir: string | undefined, record: NodeBootRecord): Promise<string> {
   switch (step.kind) {
@@ -74,6 +100,18 @@ async function replayStep(transport: LabTransport, host: HostLayout, step: BootS
       if (got.split(".").slice(0, 2).join(".") !== wanted.split(".").slice(0, 2).join(".")) throw new Error(`${host.name}: the rootfs has etcd ${got}, the plan wants ${wanted}`);
       if (got !== wanted) record.notes.push(`etcd ${got} from the rootfs stands in for ${wanted}`);
       return `linked /usr/local/bin/etcd{,ctl,utl} to the rootfs's etcd ${got}`;
+    }
+    case "check-versions": {
+      // The real script, twice: with the plan's pins, only reporting (on this
+      // rootfs it refuses Patroni 4.0 and Debian's etcd; the refusal is kept as
+      // notes), then with the rootfs's versions and the plan's holds, which
+      // must pass for the boot to go on.
+      const asPlanned = await transport.run(host.name, withoutHolds(step.argv));
+      if (asPlanned.code === 1) for (const line of asPlanned.stderr.trim().split("\n")) record.notes.push(`plan's version check: ${line}`);
+      else if (asPlanned.code !== 0) throw new Error(`${host.name}: ${step.argv[0]} failed to run (exit ${asPlanned.code}): ${asPlanned.stderr.trim()}`);
+      const lab = labVersionCheck(step.argv);
+      await inRoot(transport, host, lab);
+      return `ran with the lab rootfs's versions: ${lab.slice(1).join(" ")}`;
     }
     case "prepare-data-volume": {
       const mountPoint = step.argv[2] ?? "/var/lib/postgresql";

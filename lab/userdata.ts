@@ -77,6 +77,7 @@ export function parseUserData(text: string): ParsedUserData {
 /** A runcmd step as the lab interprets it. */
 export type BootStep =
   | { kind: "install-etcd"; argv: string[] }
+  | { kind: "check-versions"; argv: string[] }
   | { kind: "prepare-data-volume"; argv: string[] }
   | { kind: "fetch-secrets"; argv: string[] }
   | { kind: "daemon-reload"; argv: string[] }
@@ -84,9 +85,10 @@ export type BootStep =
   | { kind: "start"; argv: string[]; unit: string }
   | { kind: "command"; argv: string[] };
 
-export function classifyStep(argv: string[], paths: { installEtcd: string; prepareDataVolume: string; fetchSecrets: string }): BootStep[] {
+export function classifyStep(argv: string[], paths: { installEtcd: string; checkVersions: string; prepareDataVolume: string; fetchSecrets: string }): BootStep[] {
   const [command, ...args] = argv;
   if (command === paths.installEtcd) return [{ kind: "install-etcd", argv }];
+  if (command === paths.checkVersions) return [{ kind: "check-versions", argv }];
   if (command === paths.prepareDataVolume) return [{ kind: "prepare-data-volume", argv }];
   if (command === paths.fetchSecrets) return [{ kind: "fetch-secrets", argv }];
   if (command === "systemctl" || command === "/usr/bin/systemctl" || command === "/bin/systemctl") {

@@ -12,6 +12,10 @@ export const NODE_PATHS = {
   fetchSecrets: "/usr/local/sbin/pgha-fetch-secrets",
   prepareDataVolume: "/usr/local/sbin/pgha-prepare-data-volume",
   installEtcd: "/usr/local/sbin/pgha-install-etcd",
+  /** First-boot check of the installed Patroni, PostgreSQL and etcd versions (pgha-check-versions.sh). */
+  checkVersions: "/usr/local/sbin/pgha-check-versions",
+  /** Written by the version check when it refuses: what is wrong; the held units assert it is absent. */
+  versionsRefused: "/etc/pgha/versions-refused",
   etcdConfig: "/etc/etcd/etcd.conf.yml",
   etcdDataDir: "/var/lib/etcd",
   etcdBinary: "/usr/local/bin/etcd",

@@ -3,11 +3,12 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { renderUserData } from "../../cloud-init";
+import { checkVersionsCommand, renderUserData } from "../../cloud-init";
+import { labVersionCheck } from "../../lab/boot";
 import { parseUserData } from "../../lab/userdata";
 import { exec } from "../../lab/exec";
 import { certificateSerial, checkIssued, issuePki, loadIssuedPki, renewLeaves, writeParameterDirs, type IssuedPki } from "../../lab/pki";
-import { buildClusterPlan, NODE_PATHS, nodesWithRole, PORTS, type ClusterPlan } from "../../plan";
+import { buildClusterPlan, findNode, NODE_PATHS, nodesWithRole, PORTS, type ClusterPlan } from "../../plan";
 import { rootfsPath, scratchDir, testNetwork, TestRoot, type TestNetwork } from "./harness";
 
 const rootfs = rootfsPath();
@@ -271,5 +272,51 @@ describe("boot step: etcd install", () => {
     const verified = await root.run([NODE_PATHS.installEtcd, version, sha, "amd64"], { env });
     assert.equal(verified.code, 0, verified.stderr);
     assert.ok(fs.existsSync(root.hostPath(NODE_PATHS.etcdBinary)));
+  });
+});
+
+describe("boot step: version check", () => {
+  /** A root with the node's rendered files and Debian's etcd where pgha-install-etcd puts the release. */
+  const rootWithFiles = (nodeName: string): TestRoot => {
+    const root = new TestRoot(rootfs, base, `versions-${nodeName}`);
+    for (const file of parseUserData(renderUserData(plan, nodeName, {})).writeFiles) root.write(file.path, file.content, file.owner, file.permissions);
+    fs.mkdirSync(path.dirname(root.hostPath(NODE_PATHS.etcdBinary)), { recursive: true });
+    fs.symlinkSync("/usr/bin/etcd", root.hostPath(NODE_PATHS.etcdBinary));
+    return root;
+  };
+  const argv = checkVersionsCommand(plan, findNode(plan, "pg-tokyo-1")) as string[];
+
+  test("with the stack's pins it refuses Debian 13's Patroni 4.0 and etcd 3.5.16, names each, and holds every unit of the node", async () => {
+    const root = rootWithFiles("pg-tokyo-1");
+    const result = await root.run(argv);
+    assert.equal(result.code, 1, result.stderr);
+    const lines = result.stderr.trim().split("\n");
+    assert.match(lines[0], /^pgha-check-versions: patroni 4\.0\.\S+ is installed; versions\.patroni pins 4\.1\.\*$/);
+    assert.match(lines[1], /^pgha-check-versions: etcd \(\/usr\/local\/bin\/etcd\) 3\.5\.\d+ is installed; versions\.etcd is 3\.5\.21$/);
+    assert.equal(lines.length, 3, `PostgreSQL 17 matches 17.*; got:\n${result.stderr}`);
+    const held = argv.filter((_, i) => argv[i - 1] === "--hold");
+    assert.deepEqual(held, ["etcd.service", "patroni.service"]);
+    assert.match(lines[2], new RegExp(`holding ${held.join(" ")} until ${NODE_PATHS.versionsRefused} is removed`));
+    assert.equal(fs.readFileSync(root.hostPath(NODE_PATHS.versionsRefused), "utf8"), lines.slice(0, 2).map((l) => l.replace("pgha-check-versions: ", "")).join("\n") + "\n");
+    for (const unit of held) {
+      const dropIn = fs.readFileSync(root.hostPath(`/etc/systemd/system/${unit}.d/50-pgha-versions.conf`), "utf8");
+      assert.match(dropIn, new RegExp(`^\\[Unit\\]\nAssertPathExists=!${NODE_PATHS.versionsRefused}$`, "m"));
+    }
+  });
+
+  test("with the lab rootfs's versions (the lab's replay) it passes and holds nothing", async () => {
+    const root = rootWithFiles("pg-tokyo-1");
+    const result = await root.run(labVersionCheck(argv));
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(!fs.existsSync(root.hostPath(NODE_PATHS.versionsRefused)));
+    assert.ok(!fs.existsSync(root.hostPath("/etc/systemd/system/patroni.service.d")));
+  });
+
+  test("a PostgreSQL major that is not installed is refused too (control)", async () => {
+    const root = rootWithFiles("pg-tokyo-1");
+    const result = await root.run([NODE_PATHS.checkVersions, "--postgres", "16", "16.*"]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /postgresql-16 is not installed; versions\.postgresPackage pins 16\.\*/);
+    assert.match(result.stderr, /\/usr\/lib\/postgresql\/16\/bin\/postgres reports 'nothing'; versions\.postgresMajor is 16/);
   });
 });

@@ -11,8 +11,10 @@ import * as path from "node:path";
 import { after, describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
 import * as yaml from "js-yaml";
-import { encodeUserData, PGDG_KEY_FILE, PGDG_KEY_FINGERPRINT, pgdgKey, renderUserData, USER_DATA_LIMIT_BYTES } from "../../cloud-init";
-import { buildClusterPlan, nodesWithRole } from "../../plan";
+import { bootCommands, checkVersionsCommand, encodeUserData, PGDG_KEY_FILE, PGDG_KEY_FINGERPRINT, pgdgKey, renderUserData, USER_DATA_LIMIT_BYTES } from "../../cloud-init";
+import { LAB_ROOTFS_PATRONI, labVersionCheck } from "../../lab/boot";
+import { classifyStep } from "../../lab/userdata";
+import { buildClusterPlan, findNode, NODE_PATHS, nodesWithRole } from "../../plan";
 
 const plan = buildClusterPlan(undefined, { stack: "test" });
 const gnupgHome = fs.mkdtempSync(path.join(os.tmpdir(), "pgha-gpg-"));
@@ -66,5 +68,31 @@ describe("PGDG apt key", () => {
       assert.ok(compressed <= USER_DATA_LIMIT_BYTES, `${node.name}: ${compressed} bytes compressed`);
       assert.equal(Buffer.from(encodeUserData(text), "base64").length, compressed);
     }
+  });
+});
+
+describe("version check at boot", () => {
+  test("database nodes check the pinned Patroni, PostgreSQL and etcd after installing etcd and before touching the data volume", () => {
+    const node = findNode(plan, "pg-seoul-1");
+    const commands = bootCommands(plan, node, { dataVolumeId: "vol-0123456789abcdef0" });
+    const names = commands.map((argv) => argv[0]);
+    assert.deepEqual(names.slice(0, 4), [NODE_PATHS.installEtcd, NODE_PATHS.checkVersions, NODE_PATHS.prepareDataVolume, NODE_PATHS.fetchSecrets]);
+    assert.deepEqual(commands[1], [NODE_PATHS.checkVersions, "--patroni", "4.1.*", "--postgres", "17", "17.*", "--etcd", "3.5.21", "--hold", "etcd.service", "--hold", "patroni.service"]);
+    const userData = yaml.load(renderUserData(plan, node.name, {})) as { write_files: { path: string; permissions: string }[] };
+    assert.equal(userData.write_files.find((f) => f.path === NODE_PATHS.checkVersions)?.permissions, "0755");
+  });
+
+  test("HAProxy-only nodes install nothing pinned and run no check", () => {
+    for (const node of plan.nodes.filter((n) => !n.roles.has("postgres") && !n.roles.has("etcd"))) {
+      assert.equal(checkVersionsCommand(plan, node), undefined);
+      assert.ok(!bootCommands(plan, node, {}).some((argv) => argv[0] === NODE_PATHS.checkVersions));
+      assert.ok(!renderUserData(plan, node.name, {}).includes(NODE_PATHS.checkVersions));
+    }
+  });
+
+  test("the lab replays it as its own step, with its rootfs's Patroni and the plan's etcd minor, holds kept", () => {
+    const argv = checkVersionsCommand(plan, findNode(plan, "pg-tokyo-1")) as string[];
+    assert.deepEqual(classifyStep(argv, NODE_PATHS), [{ kind: "check-versions", argv }]);
+    assert.deepEqual(labVersionCheck(argv), [NODE_PATHS.checkVersions, "--patroni", LAB_ROOTFS_PATRONI, "--postgres", "17", "17.*", "--etcd", "3.5.*", "--hold", "etcd.service", "--hold", "patroni.service"]);
   });
 });
