@@ -154,7 +154,9 @@ describe("pinning and credentials", () => {
         assert.equal(job.permissions?.["id-token"] === "write", usesAwsCredentials(job), `${file} ${name}`);
         if (usesAwsCredentials(job)) {
           const roleArn = stepsOf(job).find((s) => s.uses === "./.github/actions/prepare")?.with?.["aws-role-arn"];
-          assert.match(roleArn ?? "", /^\$\{\{ vars\.AWS_(PREVIEW|DEPLOY)_ROLE_ARN \}\}$/, `${file} ${name}`);
+          // Each environment its own role: a branch's stack never holds production's credentials.
+          const expected = job.environment === "ephemeral" ? "EPHEMERAL" : job.environment === "production" ? "DEPLOY" : "PREVIEW";
+          assert.equal(roleArn, `\${{ vars.AWS_${expected}_ROLE_ARN }}`, `${file} ${name}`);
         }
       }
     }
@@ -306,7 +308,7 @@ describe("AWS role documents (.github/aws)", () => {
   const subjects = (file: string): string[] => [statements(file)[0].Condition.StringEquals["token.actions.githubusercontent.com:sub"]].flat();
 
   it("trust only GitHub's OIDC provider, audience sts.amazonaws.com, and this repository's exact subjects (no wildcards)", () => {
-    for (const file of ["trust-preview.json", "trust-deploy.json"]) {
+    for (const file of ["trust-preview.json", "trust-deploy.json", "trust-ephemeral.json"]) {
       const [statement] = statements(file);
       assert.equal(statements(file).length, 1);
       assert.equal(statement.Action, "sts:AssumeRoleWithWebIdentity");
@@ -318,13 +320,14 @@ describe("AWS role documents (.github/aws)", () => {
     assert.deepEqual(subjects("trust-preview.json"), ["repo:OWNER/REPO:pull_request"]);
   });
 
-  it("the deploy role trusts exactly the environments the deploying jobs run in", () => {
+  it("the deploy role trusts only production, the ephemeral role only the ephemeral environment, matching the deploying jobs", () => {
     const environments = Object.values(workflows)
       .flatMap((workflow) => jobsOf(workflow))
       .filter(([, job]) => pulumiSteps(job).some((s) => s.with.command !== "preview"))
       .map(([, job]) => job.environment);
     assert.deepEqual([...new Set(environments)].sort(), ["ephemeral", "production"]);
-    assert.deepEqual(subjects("trust-deploy.json").sort(), environments.filter((e, i, all) => all.indexOf(e) === i).sort().map((e) => `repo:OWNER/REPO:environment:${e}`));
+    assert.deepEqual(subjects("trust-deploy.json"), ["repo:OWNER/REPO:environment:production"]);
+    assert.deepEqual(subjects("trust-ephemeral.json"), ["repo:OWNER/REPO:environment:ephemeral"]);
   });
 
   it("grant no wildcard actions; IAM only on pgha-* names, PassRole only to EC2", () => {
@@ -332,10 +335,12 @@ describe("AWS role documents (.github/aws)", () => {
       for (const statement of statements(file)) {
         for (const action of [statement.Action].flat()) assert.ok(!/^\*$|^[a-z0-9]+:\*$/.test(action), `${file}: ${action}`);
         const iam = [statement.Action].flat().filter((a: string) => a.startsWith("iam:") && a !== "iam:GetUser");
-        if (iam.length > 0) for (const resource of [statement.Resource].flat()) assert.match(resource, /^arn:aws:iam::ACCOUNT_ID:(role|instance-profile)\/pgha-\*$/, `${file} ${statement.Sid}`);
+        if (iam.length > 0) for (const resource of [statement.Resource].flat()) assert.match(resource, /^arn:aws:iam::ACCOUNT_ID:(role|instance-profile)\/pgha-(pr-)?\*$/, `${file} ${statement.Sid}`);
       }
     }
-    const pass = statements("permissions-deploy.json").find((s) => s.Action === "iam:PassRole");
-    assert.equal(pass.Condition.StringEquals["iam:PassedToService"], "ec2.amazonaws.com");
+    for (const file of ["permissions-deploy.json", "permissions-ephemeral.json"]) {
+      const pass = statements(file).find((s) => s.Action === "iam:PassRole");
+      assert.equal(pass.Condition.StringEquals["iam:PassedToService"], "ec2.amazonaws.com", file);
+    }
   });
 });

@@ -1,0 +1,304 @@
+/**
+ * Branch stacks are fenced off from production (.github/aws):
+ *
+ * - the ephemeral role's documents are evaluated by a small IAM evaluator
+ *   (Action/Resource globs with IAM's `*` and `?`, and the condition
+ *   operators the documents use) against the real resource graph of the
+ *   program under mocks: everything an ephemeral stack (pr-…) creates is
+ *   allowed, and nothing of a production stack (dev) is — with the request
+ *   keys a hostile branch controls (region, request tags, passed service,
+ *   permissions boundary of a role it creates) chosen in its favour;
+ * - every Allow statement on ec2/iam/ssm that is not confined by resource
+ *   name or pgha:stack tag is one of a few named exceptions;
+ * - the production role no longer trusts the ephemeral environment.
+ */
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { before, describe, it } from "node:test";
+import { ephemeralStackName } from "../../.github/scripts/ephemeral-stack";
+import { programGraph, type GraphResource, type ProgramGraph } from "../../policy/testing/program-graph";
+
+const AWS_DIR = join(__dirname, "..", "..", ".github", "aws");
+type Statement = { Sid: string; Effect: string; Action: string | string[]; Resource: string | string[]; Condition?: Record<string, Record<string, string | string[]>> };
+const statements = (file: string): Statement[] => JSON.parse(readFileSync(join(AWS_DIR, file), "utf8")).Statement;
+const list = <T>(value: T | T[]): T[] => [value].flat() as T[];
+
+/** IAM's glob: `*` any run of characters (also `/` and `:`), `?` one character, case-sensitive. */
+function iamGlob(pattern: string, value: string): boolean {
+  const source = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  return new RegExp(`^${source}$`).test(value);
+}
+/** Action names are case-insensitive in IAM. */
+const actionMatches = (pattern: string, action: string) => iamGlob(pattern.toLowerCase(), action.toLowerCase());
+
+type Context = Record<string, string | undefined>;
+
+function conditionHolds(operator: string, key: string, expected: string | string[], context: Context): boolean {
+  const value = context[key];
+  const wanted = list(expected);
+  switch (operator) {
+    case "StringEquals":
+    case "ArnEquals":
+      return value !== undefined && wanted.includes(value);
+    case "StringLike":
+    case "ArnLike":
+      return value !== undefined && wanted.some((w) => iamGlob(w, value));
+    case "StringLikeIfExists":
+      return value === undefined || wanted.some((w) => iamGlob(w, value));
+    case "Null":
+      return wanted.includes(String(value === undefined));
+    default:
+      throw new Error(`the evaluator does not know condition operator ${operator}`);
+  }
+}
+
+/** Whether one Allow statement grants `action` on `resource` in `context` (no Deny statements in these documents). */
+function allows(statement: Statement, action: string, resource: string, context: Context): boolean {
+  if (statement.Effect !== "Allow") throw new Error(`${statement.Sid}: only Allow statements are modelled`);
+  if (!list(statement.Action).some((a) => actionMatches(a, action))) return false;
+  if (!list(statement.Resource).some((r) => iamGlob(r, resource))) return false;
+  return Object.entries(statement.Condition ?? {}).every(([operator, keys]) => Object.entries(keys).every(([key, expected]) => conditionHolds(operator, key, expected, context)));
+}
+
+const allowedBy = (policy: Statement[], action: string, resource: string, context: Context) => policy.filter((s) => allows(s, action, resource, context)).map((s) => s.Sid);
+
+// ---------------------------------------------------------------------------
+// The resource graph as IAM sees it
+// ---------------------------------------------------------------------------
+
+const ACCOUNT = "ACCOUNT_ID";
+const BOUNDARY = `arn:aws:iam::${ACCOUNT}:policy/pgha-ephemeral-node-boundary`;
+
+/** ARN resource type of each EC2 resource type the program creates (service authorization reference). */
+const EC2_ARN_TYPE: Record<string, string> = {
+  "aws:ec2/vpc:Vpc": "vpc",
+  "aws:ec2/subnet:Subnet": "subnet",
+  "aws:ec2/internetGateway:InternetGateway": "internet-gateway",
+  "aws:ec2/eip:Eip": "elastic-ip",
+  "aws:ec2/natGateway:NatGateway": "natgateway",
+  "aws:ec2/routeTable:RouteTable": "route-table",
+  "aws:ec2/securityGroup:SecurityGroup": "security-group",
+  "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": "security-group",
+  "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "security-group-rule",
+  "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "security-group-rule",
+  "aws:ec2/vpcPeeringConnection:VpcPeeringConnection": "vpc-peering-connection",
+  "aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter": "vpc-peering-connection",
+  "aws:ec2/instance:Instance": "instance",
+  "aws:ebs/volume:Volume": "volume",
+};
+/** EC2 resources that are no AWS resource of their own: the API call acts on (tagged) resources above. */
+const EC2_UNTAGGED: Record<string, string> = {
+  "aws:ec2/route:Route": "CreateRoute on its route table",
+  "aws:ec2/routeTableAssociation:RouteTableAssociation": "AssociateRouteTable on its route table and subnet",
+  "aws:ec2/volumeAttachment:VolumeAttachment": "AttachVolume on its instance and volume",
+  "aws:ec2/peeringConnectionOptions:PeeringConnectionOptions": "ModifyVpcPeeringConnectionOptions on its peering connection",
+};
+/** What deploying (and destroying) does to each kind of resource. */
+const EC2_ACTIONS: Record<string, string[]> = {
+  vpc: ["ModifyVpcAttribute", "DeleteVpc", "CreateSubnet", "CreateRouteTable", "CreateSecurityGroup", "AttachInternetGateway", "CreateVpcPeeringConnection", "AcceptVpcPeeringConnection"],
+  subnet: ["ModifySubnetAttribute", "DeleteSubnet", "RunInstances", "CreateNatGateway", "AssociateRouteTable"],
+  "internet-gateway": ["AttachInternetGateway", "DetachInternetGateway", "DeleteInternetGateway"],
+  "elastic-ip": ["ReleaseAddress", "DisassociateAddress", "CreateNatGateway"],
+  natgateway: ["DeleteNatGateway"],
+  "route-table": ["CreateRoute", "ReplaceRoute", "DeleteRoute", "AssociateRouteTable", "DisassociateRouteTable", "DeleteRouteTable"],
+  "security-group": ["AuthorizeSecurityGroupIngress", "AuthorizeSecurityGroupEgress", "RevokeSecurityGroupIngress", "RevokeSecurityGroupEgress", "DeleteSecurityGroup", "RunInstances"],
+  "security-group-rule": ["ModifySecurityGroupRules", "UpdateSecurityGroupRuleDescriptionsIngress", "RevokeSecurityGroupIngress"],
+  "vpc-peering-connection": ["ModifyVpcPeeringConnectionOptions", "DeleteVpcPeeringConnection"],
+  instance: ["TerminateInstances", "StopInstances", "StartInstances", "ModifyInstanceAttribute", "ModifyInstanceMetadataOptions", "AttachVolume"],
+  volume: ["AttachVolume", "DetachVolume", "DeleteVolume", "ModifyVolume"],
+};
+const SSM_ACTIONS = ["ssm:PutParameter", "ssm:GetParameter", "ssm:GetParameters", "ssm:DeleteParameter", "ssm:AddTagsToResource"];
+const ROLE_ACTIONS = ["iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:PassRole", "iam:DeleteRole", "iam:TagRole"];
+const PROFILE_ACTIONS = ["iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile"];
+
+interface Probe {
+  what: string;
+  action: string;
+  resource: string;
+  /** Facts about the resource as it exists (its tags, a role's boundary). */
+  context: Context;
+}
+
+function regionOf(graph: ProgramGraph, resource: GraphResource): string {
+  const provider = graph.resources.find((r) => r.type === "pulumi:providers:aws" && resource.provider.startsWith(`${r.urn}::`));
+  const region = provider?.inputs.region as string | undefined;
+  assert.ok(region, `${resource.name}: no regional provider`);
+  return region;
+}
+
+/** Every action the ephemeral workflow needs on the resources of a graph, as IAM would be asked. */
+function probes(graph: ProgramGraph): Probe[] {
+  const out: Probe[] = [];
+  for (const r of graph.resources) {
+    if (r.type === "aws:ssm/parameter:Parameter") {
+      const arn = `arn:aws:ssm:${regionOf(graph, r)}:${ACCOUNT}:parameter${r.inputs.name}`;
+      for (const action of SSM_ACTIONS) out.push({ what: r.inputs.name, action, resource: arn, context: {} });
+    } else if (r.type === "aws:iam/role:Role") {
+      const arn = `arn:aws:iam::${ACCOUNT}:role/${r.inputs.name}`;
+      // An existing role's boundary is what it is: only ephemeral roles are created with ours.
+      const boundary = r.inputs.name.startsWith("pgha-pr-") ? BOUNDARY : undefined;
+      for (const action of ROLE_ACTIONS) out.push({ what: r.inputs.name, action, resource: arn, context: { "iam:PermissionsBoundary": boundary } });
+    } else if (r.type === "aws:iam/instanceProfile:InstanceProfile") {
+      const arn = `arn:aws:iam::${ACCOUNT}:instance-profile/${r.inputs.name}`;
+      for (const action of PROFILE_ACTIONS) out.push({ what: r.inputs.name, action, resource: arn, context: {} });
+    } else if (EC2_ARN_TYPE[r.type]) {
+      const kind = EC2_ARN_TYPE[r.type] as string;
+      const arn = `arn:aws:ec2:${regionOf(graph, r)}:${ACCOUNT}:${kind}/${r.name}-id`;
+      const stack = r.inputs.tags?.["pgha:stack"] as string | undefined;
+      const context = { "ec2:ResourceTag/pgha:stack": stack, "ssm:resourceTag/pgha:stack": stack };
+      for (const action of [...(EC2_ACTIONS[kind] as string[]), "CreateTags", "DeleteTags"]) out.push({ what: `${r.type} ${r.name}`, action: `ec2:${action}`, resource: arn, context });
+      if (kind === "instance") out.push({ what: `${r.name} (readiness gate)`, action: "ssm:SendCommand", resource: arn, context });
+    }
+  }
+  return out;
+}
+
+/** What a request can add: a hostile branch picks every key it controls to pass. */
+const REQUEST: Context = {
+  "aws:RequestedRegion": "ap-northeast-2",
+  "iam:PassedToService": "ec2.amazonaws.com",
+  "iam:PolicyARN": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+  "kms:ViaService": "ssm.ap-northeast-2.amazonaws.com",
+};
+function requestFor(probe: Probe, stackTag: string): Context {
+  const region = /^arn:aws:[a-z0-9]+:([a-z0-9-]+):/.exec(probe.resource)?.[1];
+  return { ...REQUEST, ...(region ? { "aws:RequestedRegion": region } : {}), "aws:RequestTag/pgha:stack": stackTag, ...probe.context };
+}
+
+const EPHEMERAL_STACK = ephemeralStackName("feature/fence");
+let ephemeralGraph: ProgramGraph;
+let productionGraph: ProgramGraph;
+const ephemeral = statements("permissions-ephemeral.json");
+const deploy = statements("permissions-deploy.json");
+
+before(async () => {
+  [ephemeralGraph, productionGraph] = await Promise.all([
+    programGraph({ stackFile: "Pulumi.ephemeral.yaml", stack: EPHEMERAL_STACK }),
+    programGraph({ stackFile: "Pulumi.dev.yaml", stack: "dev" }),
+  ]);
+});
+
+describe("the IAM glob matcher", () => {
+  it("has IAM's semantics: * spans / and :, ? is one character, the whole value must match", () => {
+    assert.ok(iamGlob("arn:aws:ssm:*:1:parameter/pgha/pr-*", "arn:aws:ssm:ap-northeast-2:1:parameter/pgha/pr-x-1/pg/tls/a.key"));
+    assert.ok(iamGlob("pr-?", "pr-a"));
+    assert.ok(!iamGlob("pr-?", "pr-ab"));
+    assert.ok(!iamGlob("arn:aws:ssm:*:1:parameter/pgha/pr-*", "arn:aws:ssm:ap-northeast-2:1:parameter/pgha/dev/pg/tls/a.key"));
+    assert.ok(!iamGlob("pgha-pr-*", "xpgha-pr-a"), "anchored at the start");
+    assert.ok(!iamGlob("a.c", "abc"), "a dot is a dot");
+  });
+});
+
+describe("ephemeral stacks stay inside the ephemeral role (the program's real graph under mocks)", () => {
+  it(`every SSM parameter, IAM role and profile and pgha:stack tag of ${EPHEMERAL_STACK} matches the role's patterns`, () => {
+    const [parameterStatement] = ephemeral.filter((s) => s.Sid === "PrNodeParameters");
+    const [roleStatement] = ephemeral.filter((s) => s.Sid === "PrNodeRolesAndInstanceProfiles");
+    const tagPattern = ephemeral.find((s) => s.Sid === "ActOnPrStackResourcesOnly")!.Condition!.StringLike!["ec2:ResourceTag/pgha:stack"] as string;
+    const names = (type: string) => ephemeralGraph.resources.filter((r) => r.type === type).map((r) => r.inputs.name as string);
+    assert.ok(names("aws:ssm/parameter:Parameter").length >= 20 && names("aws:iam/role:Role").length === 6);
+    for (const name of names("aws:ssm/parameter:Parameter")) assert.ok(list(parameterStatement!.Resource).some((p) => iamGlob(p, `arn:aws:ssm:ap-northeast-2:${ACCOUNT}:parameter${name}`)), name);
+    for (const name of names("aws:iam/role:Role")) assert.ok(iamGlob(list(roleStatement!.Resource)[0]!, `arn:aws:iam::${ACCOUNT}:role/${name}`), name);
+    for (const name of names("aws:iam/instanceProfile:InstanceProfile")) assert.ok(iamGlob(list(roleStatement!.Resource)[1]!, `arn:aws:iam::${ACCOUNT}:instance-profile/${name}`), name);
+    for (const r of ephemeralGraph.resources.filter((x) => /^aws:(ec2|ebs|vpc)\//.test(x.type))) {
+      if (EC2_UNTAGGED[r.type]) continue;
+      assert.ok(EC2_ARN_TYPE[r.type], `${r.type}: unknown to this test; add its ARN type and the actions it needs`);
+      assert.ok(iamGlob(tagPattern, r.inputs.tags?.["pgha:stack"] ?? ""), `${r.type} ${r.name}: pgha:stack ${r.inputs.tags?.["pgha:stack"]}`);
+    }
+  });
+
+  it("the node roles' own inline policies read only their pr-* parameters", () => {
+    for (const policy of ephemeralGraph.resources.filter((r) => r.type === "aws:iam/rolePolicy:RolePolicy")) {
+      const doc = JSON.parse(policy.inputs.policy as string) as { Statement: Statement[] };
+      for (const s of doc.Statement.filter((x) => list(x.Action).some((a) => a.startsWith("ssm:")))) {
+        for (const resource of list(s.Resource)) assert.ok(iamGlob("arn:aws:ssm:*:*:parameter/pgha/pr-*", resource), `${policy.name}: ${resource}`);
+      }
+    }
+  });
+
+  it("the ephemeral role allows every action deploying the ephemeral stack needs", () => {
+    const all = probes(ephemeralGraph);
+    assert.ok(all.length > 500);
+    const denied = all.filter((p) => allowedBy(ephemeral, p.action, p.resource, requestFor(p, EPHEMERAL_STACK)).length === 0);
+    assert.deepEqual(denied.map((p) => `${p.action} ${p.what}`), []);
+  });
+
+  it("creating a node role or its inline policy without the permissions boundary is refused", () => {
+    const role = `arn:aws:iam::${ACCOUNT}:role/pgha-${EPHEMERAL_STACK}-pg-seoul-1`;
+    for (const action of ["iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy"]) {
+      assert.ok(allowedBy(ephemeral, action, role, { ...REQUEST, "iam:PermissionsBoundary": BOUNDARY }).length > 0, action);
+      assert.deepEqual(allowedBy(ephemeral, action, role, { ...REQUEST }), [], `${action} without the boundary`);
+    }
+  });
+});
+
+describe("production is out of the ephemeral role's reach", () => {
+  it("production stack names do not match the ephemeral patterns", () => {
+    for (const stack of ["dev", "prod", "production", "main", "prx", "pr"]) {
+      assert.ok(!iamGlob("pr-*", stack), stack);
+      assert.ok(!iamGlob(`arn:aws:iam::${ACCOUNT}:role/pgha-pr-*`, `arn:aws:iam::${ACCOUNT}:role/pgha-${stack}-pg-seoul-1`) || stack === "pr", stack);
+      assert.ok(!iamGlob(`arn:aws:ssm:*:${ACCOUNT}:parameter/pgha/pr-*`, `arn:aws:ssm:ap-northeast-2:${ACCOUNT}:parameter/pgha/${stack}/pg-seoul-1/tls/ca.crt`), stack);
+    }
+  });
+
+  it("nothing of the dev stack's graph is allowed, even with every request key chosen by the branch (pgha:stack request tag pr-…)", () => {
+    const all = probes(productionGraph);
+    assert.ok(all.length > 500);
+    const allowed = all.map((p) => ({ p, by: allowedBy(ephemeral, p.action, p.resource, requestFor(p, "pr-hostile-000000")) })).filter((x) => x.by.length > 0);
+    assert.deepEqual(allowed.map(({ p, by }) => `${p.action} ${p.what} (by ${by.join(", ")})`), []);
+  });
+
+  it("control: the production deploy role allows those very actions (the probes reach real grants)", () => {
+    const all = probes(productionGraph).filter((p) => !p.action.startsWith("iam:") || p.action === "iam:PassRole");
+    const denied = all.filter((p) => allowedBy(deploy, p.action, p.resource, requestFor(p, "dev")).length === 0);
+    assert.deepEqual(denied.map((p) => `${p.action} ${p.what}`), []);
+  });
+
+  it("every Allow on ec2/iam/ssm is confined to pr-* by resource or pgha:stack tag, except AWS's unscoped actions, named here", () => {
+    const EXCEPTIONS: Record<string, string> = {
+      DescribeInTheClusterRegions: "Describe* supports no resource-level permissions; read-only",
+      RunInstancesFromAnImageIntoANewInterface: "the AMI is read, the new interface lands in a subnet that must be tagged pr-*",
+      AcceptPeeringIntoAPrVpc: "the accepter side of a peering is untagged until accepted; accepting also needs the accepter VPC tagged pr-*",
+      ProviderStartup: "iam:GetUser has no stack",
+      ParameterListing: "DescribeParameters supports no resource-level permissions; lists names, not values",
+      UbuntuAmiLookup: "Canonical's public parameters, read-only",
+      ReadinessGateRunCommand: "SendCommand also names the document; the instance must be tagged pr-*",
+      ReadinessGateCommandResults: "GetCommandInvocation/CancelCommand support no resource-level permissions",
+    };
+    const confined = (s: Statement) => {
+      const byName = list(s.Resource).every((r) => /\/(pgha\/|pgha-)pr-\*$/.test(r));
+      const tagged = Object.values(s.Condition ?? {}).some((keys) => Object.entries(keys).some(([key, value]) => /pgha:stack$/.test(key) && !/IfExists/.test(key) && list(value).every((v) => v === "pr-*")));
+      return byName || tagged;
+    };
+    const unconfined = ephemeral.filter((s) => list(s.Action).some((a) => /^(ec2|iam|ssm):/.test(a)) && !confined(s)).map((s) => s.Sid);
+    assert.deepEqual(unconfined.sort(), Object.keys(EXCEPTIONS).filter((sid) => ephemeral.some((s) => s.Sid === sid)).sort());
+  });
+
+  it("only the production environment assumes the deploy role, only the ephemeral one the ephemeral role", () => {
+    const subjects = (file: string) => list(statements(file)[0]!.Condition!.StringEquals!["token.actions.githubusercontent.com:sub"] as string | string[]);
+    assert.deepEqual(subjects("trust-deploy.json"), ["repo:OWNER/REPO:environment:production"]);
+    assert.deepEqual(subjects("trust-ephemeral.json"), ["repo:OWNER/REPO:environment:ephemeral"]);
+  });
+
+  it("the node boundary lets a pr-* node read only pr-* parameters (AmazonSSMManagedInstanceCore alone would read every parameter)", () => {
+    const boundary = statements("boundary-ephemeral-node.json");
+    const read = (arn: string) => allowedBy(boundary, "ssm:GetParameter", arn, { "kms:ViaService": "ssm.ap-northeast-2.amazonaws.com" });
+    assert.ok(read(`arn:aws:ssm:ap-northeast-2:${ACCOUNT}:parameter/pgha/${EPHEMERAL_STACK}/pg-seoul-1/tls/patroni-rest.key`).length > 0);
+    for (const r of productionGraph.resources.filter((x) => x.type === "aws:ssm/parameter:Parameter")) {
+      assert.deepEqual(read(`arn:aws:ssm:${regionOf(productionGraph, r)}:${ACCOUNT}:parameter${r.inputs.name}`), [], r.inputs.name);
+    }
+    for (const s of boundary) for (const action of list(s.Action)) assert.ok(!/\*/.test(action), `${s.Sid}: ${action}`);
+  });
+
+  it("the ephemeral state backend policy reaches pr-* stacks' objects only", () => {
+    const s3 = statements("permissions-s3-backend-ephemeral.json");
+    const object = (key: string) => `arn:aws:s3:::STATE_BUCKET/${key}`;
+    assert.ok(allowedBy(s3, "s3:PutObject", object(`.pulumi/stacks/pgha-multiregion/${EPHEMERAL_STACK}.json`), {}).length > 0);
+    assert.ok(allowedBy(s3, "s3:PutObject", object(`.pulumi/locks/organization/pgha-multiregion/${EPHEMERAL_STACK}/lock.json`), {}).length > 0);
+    for (const key of [".pulumi/stacks/pgha-multiregion/dev.json", ".pulumi/history/pgha-multiregion/dev/dev-1.history.json", ".pulumi/locks/organization/pgha-multiregion/dev/x.json", ".pulumi/meta.yaml"]) {
+      assert.deepEqual(allowedBy(s3, "s3:PutObject", object(key), {}), [], key);
+      assert.deepEqual(allowedBy(s3, "s3:DeleteObject", object(key), {}), [], key);
+    }
+    assert.deepEqual(allowedBy(s3, "s3:GetObject", object(".pulumi/stacks/pgha-multiregion/dev.json"), {}), [], "production's state (and its encrypted secrets) is not readable");
+  });
+});
