@@ -24,13 +24,23 @@ import { resolveInRoot } from "./roots";
  * silently in both directions (packets already in the delay line still
  * arrive, like packets already on the wire).
  *
- * Each ordered pair of regions has a TUN device (and routing table) of its
- * own, as each inter-region path has its own queues on a real WAN. With one
- * shared device, a bulk transfer on one path filled the kernel's queue in
- * front of the single-threaded delay line, and every other path's packets
- * waited behind it: ping Tokyo → Seoul rose from 31.6 to 36.5 ms (p90 44.9)
- * during a Seoul ⇄ Singapore transfer. The delay line reads the devices in
- * turn, a few packets from each, so a busy path delays only itself.
+ * Each path has a capacity (WanOptions.rateMbit) and a buffer: packets
+ * leave a path one after the other at that rate, then take its delay. Where
+ * the milliseconds went without it (`lab wan bench --rate-mbit 0`, 5 runs):
+ * not the CPU on average (the delay line used 56 % of a core) and not the
+ * kernel's queue in front of it, but TCP's line-rate bursts. A burst of
+ * hundreds of segments fell due at once and was written back one packet at
+ * a time (≈ 15 µs each); a packet of another path due meanwhile waited
+ * behind it: written back 1.15 ms late on average, and ping Tokyo → Seoul
+ * rose from 31.5 to 35.2 ms (p90 38.0) during a Seoul ⇄ Singapore transfer.
+ * With departures paced at 100 Mbit/s no burst falls due at once: 0.06 ms
+ * late on average, and the ping stays at 31.3 ms (p90 31.5).
+ *
+ * Each ordered pair of regions also has a TUN device (and routing table) of
+ * its own, as each inter-region path has its own queues on a real WAN, and
+ * the delay line reads the devices in turn, a few packets from each: should
+ * it fall behind, only the busy path's kernel queue grows. (Measured: no
+ * difference while it keeps up, which the capacity ensures here.)
  */
 
 /** TUN device of the link with this index in WanSpec.links (a name of at most 15 characters). */
@@ -57,12 +67,10 @@ export interface WanOptions {
   /** Seed of the delay line's random generator (jitter and loss). */
   seed: number;
   /**
-   * Capacity of each path in Mbit/s (0: unlimited). The delay line is one
-   * Python process on a shared machine: about 50 000 packets/s in all here
-   * (README, `lab wan bench`). Unlimited, one bulk transfer takes all of it
-   * and every other path's packets are written back late. 100 Mbit/s
-   * (≈ 8 300 full-size packets/s) keeps two busy paths, with their ACKs,
-   * well under the process's capacity.
+   * Capacity of each path in Mbit/s (0: unlimited). Unlimited, TCP's
+   * line-rate bursts fall due together and delay every other path's packets
+   * (see the top of this file). 100 Mbit/s (≈ 8 300 full-size packets/s a
+   * path) paces them; a lab transfer still crosses at ≈ 9.5 MiB/s.
    */
   rateMbit: number;
   /** Each path's buffer, in ms at its rate: a packet that would wait longer is dropped (tail drop). */
@@ -442,13 +450,20 @@ export function installProbe(host: HostLayout): void {
 
 const PROBE_PORT = 7999;
 
+type ProbeServer = ReturnType<ProbeRunner["spawn"]>;
+
+/** Resolves once the TCP echo server printed "listening"; throws when it exits or stays silent for 10 s. */
+async function listening(server: ProbeServer): Promise<void> {
+  const ready = new Promise<void>((resolve) => server.onLine((line) => line.trim() === "listening" && resolve()));
+  const started = await Promise.race([ready.then(() => true), sleep(10_000).then(() => false), server.exited.then(() => false)]);
+  if (!started) throw new Error(`the TCP echo server did not start: ${server.stderr().trim().slice(-300)}`);
+}
+
 /** TCP connect time (one SYN/SYN-ACK round trip) and `count` request/echo round trips from `from` to `to`. */
 export async function tcpRtts(runner: ProbeRunner, from: string, to: string, toIp: string, count = 20): Promise<{ connectMs: number; rttMs: number[] }> {
   const server = runner.spawn(to, ["python3", TCP_PROBE, "serve", toIp, String(PROBE_PORT), "30"]);
   try {
-    const listening = new Promise<void>((resolve) => server.onLine((line) => line.trim() === "listening" && resolve()));
-    const started = await Promise.race([listening.then(() => true), sleep(10_000).then(() => false), server.exited.then(() => false)]);
-    if (!started) throw new Error(`TCP echo server on ${to} did not start: ${server.stderr().trim().slice(-300)}`);
+    await listening(server);
     const result = await runner.run(from, ["python3", TCP_PROBE, "probe", toIp, String(PROBE_PORT), String(count)], { timeoutMs: 30_000 });
     if (result.code !== 0) throw new Error(`TCP probe ${from} → ${to} failed: ${result.stderr.trim().slice(-300)}`);
     return JSON.parse(result.stdout.trim().split("\n").at(-1) as string) as { connectMs: number; rttMs: number[] };
@@ -631,10 +646,11 @@ export async function measureBulkIsolation(layout: LabLayout, runner: ProbeRunne
     if (!host) throw new Error(`no lab host ${name}`);
     return host.link.address;
   };
+  for (const host of layout.hosts) installProbe(host);
   const idle = spread(await pingRtts(runner, "pg-tokyo-1", ip("pg-seoul-1"), pings, 0.05));
   const server = runner.spawn("pg-singapore-1", ["python3", TCP_PROBE, "serve", ip("pg-singapore-1"), String(PROBE_PORT), "120"]);
   try {
-    await new Promise<void>((resolve) => server.onLine((line) => line.trim() === "listening" && resolve()));
+    await listening(server);
     const before = await delayLineStatus(layout);
     if (!before) throw new Error("the WAN delay line is not running");
     const started = Date.now();
@@ -677,7 +693,8 @@ export async function measureBulkIsolation(layout: LabLayout, runner: ProbeRunne
  * figure of the same run: × 1.15 + 3 ms. On a loaded 2-core machine the
  * probes, the transfer and the delay line share the cores; this still
  * separates "isolated" (measured: the same median as idle, ± 0.5 ms) from
- * "queued behind the transfer" (a shared queue gave +5 ms median, +13 ms p90).
+ * "queued behind the transfer" (unpaced, +3.7 ms median over 5 runs, +7.3 ms
+ * in the worst).
  */
 export function isolationHolds(m: BulkIsolation): boolean {
   return m.during.medianMs <= 1.15 * m.idle.medianMs + 3;
