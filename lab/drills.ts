@@ -51,6 +51,8 @@ export interface DrillDefinition {
 }
 
 const FAILOVER_BUDGET_MS = 90_000;
+/** Longest write gap that still counts as "no stall" (drill 4): see its use. */
+const STALL_LIMIT_SECONDS = 5;
 const HEALTH_BUDGET_MS = 150_000;
 const AFTER_RECOVERY_MS = 3_000;
 
@@ -410,7 +412,10 @@ export const DRILLS: DrillDefinition[] = [
         if (primaryNow !== oldPrimary) result.problems.push(`the primary changed (${oldPrimary} → ${primaryNow}) although etcd kept quorum`);
         await writer.stop();
         await judgeWrites(ctx, result, writer, instant, oldPrimary, primaryNow);
-        if (result.maxGapAfterSeconds > 2) result.problems.push(`writes stalled for ${result.maxGapAfterSeconds.toFixed(1)} s while etcd had quorum`);
+        // Measured gaps here are ≈ 0.1 s. A stall the etcd loss caused would be Patroni demoting the primary
+        // (≥ ttl) or PostgreSQL waiting for it; 5 s (ttl / 4) still catches that, while a writer descheduled
+        // for a moment on a loaded 2-core machine does not fail the drill.
+        if (result.maxGapAfterSeconds > STALL_LIMIT_SECONDS) result.problems.push(`writes stalled for ${result.maxGapAfterSeconds.toFixed(1)} s while etcd had quorum (limit ${STALL_LIMIT_SECONDS} s)`);
       });
       await restoreInto(ctx, result, () => ctx.transport.startService(victim.node, "etcd.service"));
       result.ok = result.problems.length === 0;

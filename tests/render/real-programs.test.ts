@@ -197,7 +197,8 @@ describe("etcd and Patroni on the rendered configuration", () => {
 
   test("three members form a cluster over mutual TLS and report healthy", async () => {
     let last = "";
-    for (let attempt = 0; attempt < 30; attempt++) {
+    // A budget, not a speed check: three members start and elect in ≈ 2 s idle; a loaded 2-core machine gets 60 s.
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
       const result = await etcdctl(["endpoint", "health", "--cluster"]);
       last = result.stdout + result.stderr;
       if (result.code === 0 && (last.match(/is healthy/g) ?? []).length === etcdNodes.length) break;
