@@ -31,6 +31,38 @@ export function regionAmi(plan: ClusterPlan, awsRegion: string, provider: aws.Pr
 export const METADATA_OPTIONS = { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: 1 } as const;
 
 /**
+ * What a node was launched with that EC2 cannot change in place: a change of
+ * either makes Pulumi replace the instance by itself. The subnet stands for
+ * the availability zone too.
+ */
+export interface LaunchIdentity {
+  privateIp: string;
+  subnetId: string;
+}
+
+/**
+ * The refusal, when a node's launch identity changed, else undefined.
+ *
+ * Why refuse: Pulumi applies `ignoreChanges` ({@link NODE_IGNORE_CHANGES})
+ * to a replacement too, so the replacement would boot the user-data and AMI
+ * recorded at launch — old configuration, old certificates' fingerprints,
+ * perhaps a removed etcd peer list — while the plan says otherwise. A
+ * deliberate rebuild removes the node's launch record with the instance,
+ * and the fresh create then uses the current user-data and AMI.
+ */
+export function launchIdentityChange(node: string, launched: LaunchIdentity | undefined, current: LaunchIdentity, launchUrn: string): string | undefined {
+  // No record yet (first launch, or the record was just removed): nothing to compare.
+  if (!launched) return undefined;
+  const changed = (["privateIp", "subnetId"] as const).filter((key) => launched[key] !== current[key]);
+  if (changed.length === 0) return undefined;
+  const what = changed.map((key) => `${key} ${JSON.stringify(launched[key])} → ${JSON.stringify(current[key])}`).join(", ");
+  return (
+    `pgha: refusing to replace ${node}: ${what} can only be applied by a new instance, and Pulumi would boot it with the user-data and AMI recorded at launch (ignoreChanges). ` +
+    `Rebuild the node on purpose instead: pulumi destroy --target '${launchUrn}' --target-dependents, then pulumi up (it boots with the current user-data and AMI).`
+  );
+}
+
+/**
  * Changes to these never touch a running node:
  * - `userDataBase64` (and `userData`, not used): rendered config changes
  *   (Patroni, HAProxy, etcd settings) would otherwise stop/start or replace every node in one `pulumi up`,
@@ -94,6 +126,10 @@ export interface NodeInstanceArgs {
  *
  * `deleteBeforeReplace`: the fixed private IP cannot be held by the old and
  * the new instance at once, so a replacement must delete first.
+ *
+ * A child Stash `<name>-launch` records the node's {@link LaunchIdentity};
+ * when the plan changes it, the update fails before the instance is touched
+ * (see {@link launchIdentityChange}).
  */
 export function launchNodeInstance(
   name: string,
@@ -103,6 +139,15 @@ export function launchNodeInstance(
 ): aws.ec2.Instance {
   const { plan, node } = args;
   const tags = nodeTags(plan.stack, node);
+  // The identity the instance was launched with, kept in state: a Stash's
+  // output stays what it was created with while its input follows the plan.
+  const current = pulumi.output(args.subnetId).apply((subnetId): LaunchIdentity => ({ privateIp: node.privateIp, subnetId }));
+  const launch = new pulumi.Stash(`${name}-launch`, { input: current }, { parent });
+  const userDataBase64 = pulumi.all([launch.output, launch.urn, current, userData]).apply(([launched, urn, now, text]) => {
+    const refusal = launchIdentityChange(node.name, launched as LaunchIdentity | undefined, now, urn);
+    if (refusal) throw new Error(refusal);
+    return encodeUserData(text);
+  });
   return new aws.ec2.Instance(
     name,
     {
@@ -121,7 +166,7 @@ export function launchNodeInstance(
         deleteOnTermination: true,
         tags,
       },
-      userDataBase64: pulumi.output(userData).apply(encodeUserData),
+      userDataBase64,
       userDataReplaceOnChange: false,
       tags,
     },

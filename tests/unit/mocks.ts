@@ -67,8 +67,11 @@ function unwrap(value: any): any {
 const hex = (text: string, length: number) => createHash("sha256").update(text).digest("hex").slice(0, length);
 
 /** What each mocked resource type returns; unknown types echo their inputs. */
-function mockState(type: string, name: string, inputs: Record<string, any>): { id: string; state: Record<string, any> } {
+function mockState(type: string, name: string, inputs: Record<string, any>, stashed: Record<string, unknown>): { id: string; state: Record<string, any> } {
   switch (type) {
+    // A Stash keeps what it was created with: `stashed` plays an earlier deployment's record.
+    case "pulumi:index:Stash":
+      return { id: `stash-${hex(name, 8)}`, state: { input: inputs.input, output: name in stashed ? stashed[name] : inputs.input } };
     case "tls:index/privateKey:PrivateKey": {
       const pem = `-----BEGIN EC PRIVATE KEY-----\nMOCKKEY${hex(name, 32)}\n-----END EC PRIVATE KEY-----\n`;
       return { id: `key-${hex(name, 8)}`, state: { ...inputs, privateKeyPem: pem, privateKeyPemPkcs8: pem, publicKeyPem: `PUBLIC-${name}` } };
@@ -99,9 +102,10 @@ function mockState(type: string, name: string, inputs: Record<string, any>): { i
 
 /**
  * Installs the mocks (project "pgha-multiregion", the given stack, not a
- * preview) and returns the recorder.
+ * preview) and returns the recorder. `stashed`: Stash outputs by resource
+ * name, as an earlier deployment left them.
  */
-export function installMocks(stack = "test"): MockWorld {
+export function installMocks(stack = "test", options: { stashed?: Record<string, unknown> } = {}): MockWorld {
   const resources: Registered[] = [];
   const invocations: Invocation[] = [];
   const inputsByKey = new Map<string, { inputs: Record<string, any>; secretInputs: string[]; state: Record<string, any> }>();
@@ -112,7 +116,7 @@ export function installMocks(stack = "test"): MockWorld {
     newResource(args) {
       const inputs = unwrap(args.inputs);
       const secretInputs = Object.keys(args.inputs).filter((key) => isSecretEnvelope(args.inputs[key]));
-      const { id, state } = mockState(args.type, args.name, inputs);
+      const { id, state } = mockState(args.type, args.name, inputs, options.stashed ?? {});
       inputsByKey.set(`${args.type}::${args.name}`, { inputs, secretInputs, state });
       return { id, state };
     },
