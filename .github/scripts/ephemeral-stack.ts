@@ -16,6 +16,14 @@
  * rule (1-40 lower-case letters, digits, dashes), which keeps IAM names
  * `pgha-<stack>-<node>` within 64 characters.
  *
+ * Before the stack is deployed it checks the account's room in every region
+ * of the stack: each stack takes one VPC and one Elastic IP (its NAT
+ * gateway's) per region, and AWS allows 5 of each per region by default. A
+ * full account would otherwise fail halfway through `pulumi up`, with the
+ * other regions' resources already created. A stack that already has its
+ * VPC and address in a region needs no more there, so updates pass. The
+ * destroy job runs the same script and skips the check (`GITHUB_JOB=destroy`).
+ *
  * Creator tags (`pgha:created-by`, `pgha:created-at`, …) come from the pull
  * request, not the clock, so every run of the same pull request renders the
  * same file and `pulumi up` shows no tag churn. They go under `pgha:tags`,
@@ -24,7 +32,10 @@
 import { createHash } from "node:crypto";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { DescribeAddressesCommand, EC2Client, paginateDescribeVpcs } from "@aws-sdk/client-ec2";
+import { GetServiceQuotaCommand, ServiceQuotasClient } from "@aws-sdk/client-service-quotas";
 import { dump, load } from "js-yaml";
+import { buildClusterPlan, CONFIG_NAMESPACE } from "../../plan";
 
 export const PROJECT_ROOT = resolve(__dirname, "..", "..");
 export const TEMPLATE_FILE = "Pulumi.ephemeral.yaml";
@@ -81,13 +92,108 @@ export function renderStackFile(template: string, tags?: Record<string, string>)
   return header + dump({ ...doc, config }, { lineWidth: -1, noRefs: true, sortKeys: false });
 }
 
+/** The per-region quotas a stack draws on, one unit of each per region (Service Quotas codes). */
+export const STACK_QUOTAS = [
+  { resource: "VPCs", serviceCode: "vpc", quotaCode: "L-F678F1CE", name: "VPCs per Region" },
+  { resource: "Elastic IPs", serviceCode: "ec2", quotaCode: "L-0263D0A3", name: "EC2-VPC Elastic IPs" },
+] as const;
+/** AWS's default for both, used when the quota cannot be read. */
+export const DEFAULT_QUOTA = 5;
+
+export type QuotaResource = (typeof STACK_QUOTAS)[number]["resource"];
+
+/** One quota in one region: what the account has, and whether this stack already holds its unit. */
+export interface QuotaUsage {
+  region: string;
+  resource: QuotaResource;
+  quotaCode: string;
+  quota: number;
+  /** Whether `quota` is AWS's default because Service Quotas did not answer. */
+  assumed: boolean;
+  inUse: number;
+  /** In use by this stack already (tag pgha:stack). */
+  ours: number;
+}
+
+/** One line per quota the stack would exceed; empty when it fits. */
+export function quotaProblems(stack: string, usages: QuotaUsage[]): string[] {
+  return usages
+    .filter((u) => u.ours === 0 && u.inUse + 1 > u.quota)
+    .map(
+      (u) =>
+        `ephemeral-stack: ${u.region}: ${u.inUse} of ${u.quota} ${u.resource} in use (quota ${u.quotaCode}${u.assumed ? ", AWS's default; Service Quotas did not answer" : ""}); ` +
+        `stack ${stack} needs 1 more: destroy an unused stack there or raise the quota`,
+    );
+}
+
+/** The AWS clients of one region (a seam for tests). */
+export interface RegionClients {
+  ec2: EC2Client;
+  quotas: ServiceQuotasClient;
+}
+
+export function regionClients(region: string): RegionClients {
+  return { ec2: new EC2Client({ region }), quotas: new ServiceQuotasClient({ region }) };
+}
+
+async function countVpcs(ec2: EC2Client, stack?: string): Promise<number> {
+  let count = 0;
+  const filters = stack ? [{ Name: "tag:pgha:stack", Values: [stack] }] : undefined;
+  for await (const page of paginateDescribeVpcs({ client: ec2 }, { Filters: filters })) count += page.Vpcs?.length ?? 0;
+  return count;
+}
+
+async function countAddresses(ec2: EC2Client, stack?: string): Promise<number> {
+  // DescribeAddresses is not paginated: it returns every address of the region.
+  const filters = [{ Name: "domain", Values: ["vpc"] }, ...(stack ? [{ Name: "tag:pgha:stack", Values: [stack] }] : [])];
+  return (await ec2.send(new DescribeAddressesCommand({ Filters: filters }))).Addresses?.length ?? 0;
+}
+
+async function quotaValue(quotas: ServiceQuotasClient, serviceCode: string, quotaCode: string): Promise<number | undefined> {
+  try {
+    return (await quotas.send(new GetServiceQuotaCommand({ ServiceCode: serviceCode, QuotaCode: quotaCode }))).Quota?.Value;
+  } catch {
+    // No servicequotas:GetServiceQuota, or a quota never read in this region: judge by AWS's default.
+    return undefined;
+  }
+}
+
+/** What the account uses of each stack quota in `region`. */
+export async function regionQuotaUsage(region: string, stack: string, clients: RegionClients): Promise<QuotaUsage[]> {
+  const counters: Record<QuotaResource, (stack?: string) => Promise<number>> = {
+    VPCs: (tag) => countVpcs(clients.ec2, tag),
+    "Elastic IPs": (tag) => countAddresses(clients.ec2, tag),
+  };
+  return Promise.all(
+    STACK_QUOTAS.map(async (q): Promise<QuotaUsage> => {
+      const [quota, inUse, ours] = await Promise.all([quotaValue(clients.quotas, q.serviceCode, q.quotaCode), counters[q.resource](), counters[q.resource](stack)]);
+      return { region, resource: q.resource, quotaCode: q.quotaCode, quota: quota ?? DEFAULT_QUOTA, assumed: quota === undefined, inUse, ours };
+    }),
+  );
+}
+
+/** The AWS regions the stack file deploys to (its `pgha:regions`, or the defaults). */
+export function stackRegions(stackFile: string, stack: string): string[] {
+  const doc = (load(stackFile) ?? {}) as { config?: Record<string, unknown> };
+  const prefix = `${CONFIG_NAMESPACE}:`;
+  const input = Object.fromEntries(Object.entries(doc.config ?? {}).filter(([key]) => key.startsWith(prefix)).map(([key, value]) => [key.slice(prefix.length), value]));
+  return buildClusterPlan(input, { stack }).regions.map((region) => region.awsRegion);
+}
+
+/** Every quota problem of the stack across its regions. */
+export async function checkStackQuotas(stack: string, regions: string[], clientsFor: (region: string) => RegionClients = regionClients): Promise<string[]> {
+  const usages = (await Promise.all(regions.map((region) => regionQuotaUsage(region, stack, clientsFor(region))))).flat();
+  for (const u of usages.filter((x) => x.assumed)) console.error(`ephemeral-stack: ${u.region}: could not read quota ${u.quotaCode}; assuming AWS's default of ${DEFAULT_QUOTA}`);
+  return quotaProblems(stack, usages);
+}
+
 function required(name: string): string {
   const value = process.env[name];
   if (value === undefined || value === "") throw new Error(`ephemeral-stack: environment variable ${name} is not set`);
   return value;
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const facts: PullRequestFacts = {
     branch: required("BRANCH"),
     number: required("PR_NUMBER"),
@@ -99,17 +205,20 @@ function main(): void {
   if (!STACK_NAME_RULE.test(stack)) throw new Error(`ephemeral-stack: derived stack name ${stack} breaks the plan's rule`);
   const template = readFileSync(join(PROJECT_ROOT, TEMPLATE_FILE), "utf8");
   const file = `Pulumi.${stack}.yaml`;
-  writeFileSync(join(PROJECT_ROOT, file), renderStackFile(template, ephemeralTags(facts)));
+  const stackFile = renderStackFile(template, ephemeralTags(facts));
+  writeFileSync(join(PROJECT_ROOT, file), stackFile);
+  if (process.env.GITHUB_JOB !== "destroy") {
+    const problems = await checkStackQuotas(stack, stackRegions(stackFile, stack));
+    if (problems.length > 0) throw new Error(problems.join("\n"));
+  }
   console.log(`stack=${stack}`);
   console.log(`file=${file}`);
   if (process.env.GITHUB_OUTPUT) appendFileSync(process.env.GITHUB_OUTPUT, `stack=${stack}\nfile=${file}\n`);
 }
 
 if (require.main === module) {
-  try {
-    main();
-  } catch (error) {
+  main().catch((error: unknown) => {
     console.error(error instanceof Error ? error.message : String(error));
     process.exit(1);
-  }
+  });
 }
