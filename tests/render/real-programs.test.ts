@@ -296,7 +296,7 @@ describe("boot step: version check", () => {
     assert.match(lines[1], /^pgha-check-versions: etcd \(\/usr\/local\/bin\/etcd\) 3\.5\.\d+ is installed; versions\.etcd is 3\.5\.21$/);
     assert.equal(lines.length, 3, `PostgreSQL 17 matches 17.*; got:\n${result.stderr}`);
     const held = argv.filter((_, i) => argv[i - 1] === "--hold");
-    assert.deepEqual(held, ["etcd.service", "patroni.service"]);
+    assert.ok(held.includes("etcd.service") && held.includes("patroni.service"), `holds ${held.join(", ")}`);
     assert.match(lines[2], new RegExp(`holding ${held.join(" ")} until ${NODE_PATHS.versionsRefused} is removed`));
     assert.equal(fs.readFileSync(root.hostPath(NODE_PATHS.versionsRefused), "utf8"), lines.slice(0, 2).map((l) => l.replace("pgha-check-versions: ", "")).join("\n") + "\n");
     for (const unit of held) {
