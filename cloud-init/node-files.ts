@@ -4,7 +4,7 @@ import { renderHaproxyConfig } from "./haproxy";
 import { osUpdateFiles } from "./os-updates";
 import { renderPatroniConfig } from "./patroni";
 import { bootScript } from "./scripts";
-import { emitSystemdUnit, nodeUnits } from "./systemd";
+import { emitSystemdUnit, nodeUnits, PATH_MTU_UNIT, renderSysctl } from "./systemd";
 import type { NodeFile } from "./types";
 
 /** What /etc/pgha/secrets.json holds: names and destinations, never values. */
@@ -47,6 +47,10 @@ export function renderNodeFiles(plan: ClusterPlan, node: NodePlan): NodeFile[] {
   files.push(...osUpdateFiles(plan, node));
   files.push(file(NODE_PATHS.secretsManifest, `${JSON.stringify(secretsManifest(secrets))}\n`, "root", "0600"));
   files.push(file(NODE_PATHS.fetchSecrets, bootScript("pgha-fetch-secrets.py"), "root", "0755"));
+  if (nodeUnits(plan, node).some((unit) => unit.name === PATH_MTU_UNIT)) {
+    files.push(file(NODE_PATHS.pathMtu, bootScript("pgha-path-mtu.sh"), "root", "0755"));
+    files.push(file(NODE_PATHS.sysctl, renderSysctl(), "root", "0644"));
+  }
   if (node.roles.has("etcd")) {
     files.push(file(NODE_PATHS.installEtcd, bootScript("pgha-install-etcd.sh"), "root", "0755"));
     files.push(file(NODE_PATHS.etcdConfig, renderEtcdConfig(plan, node), "etcd", "0640"));

@@ -1,4 +1,17 @@
-import { NODE_PATHS, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
+import { INTER_REGION_PATH_MTU, NODE_PATHS, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
+
+/** The oneshot unit that routes the other regions' VPCs at INTER_REGION_PATH_MTU (first in start order). */
+export const PATH_MTU_UNIT = "pgha-path-mtu.service";
+
+/**
+ * /etc/sysctl.d/90-pgha.conf. tcp_mtu_probing = 1: when a connection's
+ * full-size segments keep vanishing (a path-MTU blackhole to a peer the
+ * route MTU does not cover), TCP probes smaller segments instead of
+ * retransmitting the same size forever.
+ */
+export function renderSysctl(): string {
+  return "# pgha: recover from path-MTU blackholes (routes to the plan's regions are set by pgha-path-mtu)\nnet.ipv4.tcp_mtu_probing = 1\n";
+}
 
 /** A unit file as data: section → key → value (a list repeats the key). */
 export type SystemdUnit = Record<string, Record<string, string | number | string[]>>;
@@ -28,12 +41,39 @@ export interface RenderedUnit {
 }
 
 /**
- * The services of a node, in start order. Patroni only Wants etcd: with the
+ * The units of a node, in start order: the path-MTU routes first (every node
+ * talks across regions: etcd peers, replication, HAProxy's checks), then the
+ * services. Patroni only Wants etcd: with the
  * reference design's `Requires=etcd.service`, restarting the local etcd
  * member would also stop Patroni and with it the PostgreSQL primary.
  */
 export function nodeUnits(plan: ClusterPlan, node: NodePlan): RenderedUnit[] {
   const units: RenderedUnit[] = [];
+  const otherRegions = plan.regions.filter((region) => region.name !== node.region).map((region) => region.vpcCidr);
+  if (otherRegions.length > 0) {
+    units.push({
+      name: PATH_MTU_UNIT,
+      unit: {
+        Unit: {
+          Description: `Routes to the other regions at the inter-Region peering MTU (${INTER_REGION_PATH_MTU})`,
+          Documentation: "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/network_mtu.html",
+          After: "network-online.target",
+          Wants: "network-online.target",
+          Before: "etcd.service patroni.service haproxy.service",
+          // systemd-networkd removes routes it did not configure when it restarts; PartOf= re-runs this then.
+          PartOf: "systemd-networkd.service",
+        },
+        Service: {
+          Type: "oneshot",
+          RemainAfterExit: "yes",
+          // TCP's own blackhole detection as well, for peers outside the plan's CIDRs (sysctl file, re-read here on first boot).
+          ExecStartPre: `/usr/sbin/sysctl -q -p ${NODE_PATHS.sysctl}`,
+          ExecStart: [NODE_PATHS.pathMtu, String(INTER_REGION_PATH_MTU), ...otherRegions].join(" "),
+        },
+        Install: { WantedBy: "multi-user.target systemd-networkd.service" },
+      },
+    });
+  }
   if (node.roles.has("etcd")) {
     units.push({
       name: "etcd.service",

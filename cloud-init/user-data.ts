@@ -4,7 +4,7 @@ import { gzipSync } from "node:zlib";
 import { findNode, NODE_PATHS, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
 import { dataMountPoint, renderNodeFiles } from "./node-files";
 import { bootScript } from "./scripts";
-import { nodeUnits } from "./systemd";
+import { nodeUnits, PATH_MTU_UNIT } from "./systemd";
 import type { BootCommand, BootInputs, NodeFile } from "./types";
 import { dumpYaml } from "./yaml";
 
@@ -51,7 +51,9 @@ export function checkVersionsCommand(plan: ClusterPlan, node: NodePlan): BootCom
   if (node.roles.has("postgres")) args.push("--patroni", versions.patroni, "--postgres", String(versions.postgresMajor), versions.postgresPackage);
   if (node.roles.has("etcd")) args.push("--etcd", versions.etcd);
   if (args.length === 0) return undefined;
-  return [NODE_PATHS.checkVersions, ...args, ...nodeUnits(plan, node).flatMap((unit) => ["--hold", unit.name])];
+  // The services are held; the route unit is not one (it joins nothing, and routes do no harm).
+  const services = nodeUnits(plan, node).filter((unit) => unit.name !== PATH_MTU_UNIT);
+  return [NODE_PATHS.checkVersions, ...args, ...services.flatMap((unit) => ["--hold", unit.name])];
 }
 
 /**

@@ -64,6 +64,20 @@ export function nodeIngressRules(plan: ClusterPlan, nodeName: string): IngressRu
   return rules;
 }
 
+/** ICMP type 3 (destination unreachable), code 4 (fragmentation needed and DF set). */
+export const ICMP_FRAGMENTATION_NEEDED = { type: 3, code: 4 } as const;
+
+/**
+ * Where a node accepts ICMP "fragmentation needed" from: every VPC of the
+ * cluster. Path-MTU discovery needs those messages to reach the sender
+ * (security groups drop them otherwise), and a path between regions carries
+ * less than the nodes' 9001-byte interfaces (pgha-path-mtu sets the routes;
+ * this lets the kernel learn a smaller size should any hop carry even less).
+ */
+export function nodeIcmpSources(plan: ClusterPlan): string[] {
+  return [...plan.clusterCidrs];
+}
+
 /** Arguments of {@link NodeSecurity}. */
 export interface NodeSecurityArgs {
   /** The cluster plan: the allowlist depends on every node's roles and IP, and on `access.*`. */
@@ -81,7 +95,8 @@ export interface NodeSecurityArgs {
 /**
  * The security group of one node: exactly {@link nodeIngressRules}, each as
  * its own `aws.vpc.SecurityGroupIngressRule` (so a rule change never
- * rewrites the whole group), and one egress rule.
+ * rewrites the whole group), ICMP "fragmentation needed" from the cluster's
+ * VPCs ({@link nodeIcmpSources}), and one egress rule.
  *
  * Egress is open (all protocols to 0.0.0.0/0) on purpose: nodes install
  * PostgreSQL/Patroni/HAProxy from apt and PGDG and download etcd through the
@@ -112,6 +127,22 @@ export class NodeSecurity extends pulumi.ComponentResource {
       new aws.vpc.SecurityGroupIngressRule(
         `${name}-in-${rule.port}-${slug(rule.cidr)}`,
         { securityGroupId: group.id, ipProtocol: "tcp", fromPort: rule.port, toPort: rule.port, cidrIpv4: rule.cidr, description: rule.description, tags },
+        child,
+      );
+    }
+    for (const cidr of nodeIcmpSources(args.plan)) {
+      new aws.vpc.SecurityGroupIngressRule(
+        `${name}-in-icmp-frag-${slug(cidr)}`,
+        {
+          securityGroupId: group.id,
+          // For ICMP, AWS takes the type as fromPort and the code as toPort.
+          ipProtocol: "icmp",
+          fromPort: ICMP_FRAGMENTATION_NEEDED.type,
+          toPort: ICMP_FRAGMENTATION_NEEDED.code,
+          cidrIpv4: cidr,
+          description: `ICMP fragmentation needed (path-MTU discovery) from cluster network ${cidr}`,
+          tags,
+        },
         child,
       );
     }

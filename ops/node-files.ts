@@ -1,4 +1,5 @@
 import { renderNodeFiles } from "../cloud-init/node-files";
+import { PATH_MTU_UNIT } from "../cloud-init/systemd";
 import { NODE_PATHS, type ClusterPlan, type NodePlan } from "../plan";
 import { canonicalJson, sha256 } from "./dynamic-config";
 
@@ -25,7 +26,9 @@ export type FileEffect =
   | "not-rolled"
   /** `systemctl reload haproxy` (seamless), where the transport has it; else a restart. */
   | "reload-haproxy"
-  | "restart-haproxy";
+  | "restart-haproxy"
+  /** The inter-region routes or the sysctl changed (a region added, another MTU): re-run pgha-path-mtu.service. */
+  | "restart-path-mtu";
 
 export interface DesiredFile {
   path: string;
@@ -50,6 +53,10 @@ export function fileEffect(path: string): FileEffect {
       return "restart-etcd";
     case `${NODE_PATHS.systemdDir}/haproxy.service`:
       return "restart-haproxy";
+    case `${NODE_PATHS.systemdDir}/${PATH_MTU_UNIT}`:
+    case NODE_PATHS.pathMtu:
+    case NODE_PATHS.sysctl:
+      return "restart-path-mtu";
     default:
       return "none";
   }

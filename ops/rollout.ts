@@ -1,4 +1,5 @@
 import { certificateFor, NODE_PATHS, nodesWithRole, PORTS, type ClusterPlan } from "../plan";
+import { PATH_MTU_UNIT } from "../cloud-init/systemd";
 import { clusterView, observers, patroniRest, patronictl, sqlOnNode, type ClusterAccess } from "../lab/cluster";
 import { verifyReadiness, type Check, type Verification } from "../lab/verify";
 import { dynamicConfigPatch, dynamicSettings, patchedParameters, sameSetting, type DynamicSettings } from "./dynamic-config";
@@ -367,6 +368,11 @@ export async function applyWork(access: ClusterAccess, work: NodeWork, log: (lin
     log(`${node}: pgha-fetch-secrets wrote ${written.join(", ") || "nothing"}`);
   }
   const effects = workEffects(work);
+  // Routes first: a restart below may open new connections across regions.
+  if (effects.has("restart-path-mtu")) {
+    log(`${node}: restarting ${PATH_MTU_UNIT} (inter-region routes)`);
+    await restartUnit(access, node, PATH_MTU_UNIT);
+  }
   if (effects.has("restart-patroni")) {
     log(`${node}: restarting patroni.service (restarts PostgreSQL)`);
     await restartUnit(access, node, "patroni.service");

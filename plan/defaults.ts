@@ -117,3 +117,11 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   // Every resource already carries pgha:stack (and Name, pgha:region, … where they apply).
   tags: {},
 };
+
+/**
+ * Largest packet between regions: AWS limits "traffic over an inter-Region
+ * VPC peering connection" to 8500 bytes, while m6i and t3 interfaces use
+ * 9001 (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/network_mtu.html).
+ * Nodes route the other regions' VPC CIDRs at this MTU (pgha-path-mtu).
+ */
+export const INTER_REGION_PATH_MTU = 8500;

@@ -27,6 +27,8 @@ export const NODE_PATHS = {
   haproxyConfig: "/etc/haproxy/haproxy.cfg",
   systemdDir: "/etc/systemd/system",
   sysctl: "/etc/sysctl.d/90-pgha.conf",
+  /** Routes to the other regions at the inter-Region peering MTU (pgha-path-mtu.sh, run by pgha-path-mtu.service). */
+  pathMtu: "/usr/local/sbin/pgha-path-mtu",
   /** Stops Debian/Ubuntu's postgresql-common from creating and starting a `main` cluster. */
   createClusterConf: "/etc/postgresql-common/createcluster.d/50-pgha.conf",
   postgresSocketDir: "/var/run/postgresql",

@@ -224,13 +224,28 @@ describe("security groups", () => {
       for (const port of [5000, 5001, 5002]) add(node, port, APP_CIDRS);
       add(node, 7000, ADMIN_CIDRS);
     }
-    const actual = of("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule").map((r) => {
+    const actual = of("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule").filter((r) => r.inputs.ipProtocol !== "icmp").map((r) => {
       assert.equal(r.inputs.ipProtocol, "tcp");
       assert.equal(r.inputs.fromPort, r.inputs.toPort, `${r.name} opens a port range`);
       return `${groupNode.get(r.inputs.securityGroupId)} ${r.inputs.fromPort} ${r.inputs.cidrIpv4}`;
     });
     assert.equal(actual.length, new Set(actual).size, "duplicate ingress rules");
     assert.deepEqual([...actual].sort(), [...expected].sort());
+  });
+
+  it("admits ICMP fragmentation-needed (type 3, code 4) and no other ICMP, from each of the cluster's VPCs only, on every node", () => {
+    const icmp = of("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule").filter((r) => r.inputs.ipProtocol === "icmp");
+    const vpcs = plan.regions.map((r) => r.vpcCidr).sort();
+    assert.deepEqual(vpcs, ["10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"]);
+    const byNode = new Map<string, string[]>();
+    for (const r of icmp) {
+      assert.deepEqual([r.inputs.fromPort, r.inputs.toPort], [3, 4], `${r.name}: only type 3 code 4`);
+      const node = groupNode.get(r.inputs.securityGroupId) as string;
+      byNode.set(node, [...(byNode.get(node) ?? []), r.inputs.cidrIpv4]);
+    }
+    assert.deepEqual([...byNode.keys()].sort(), plan.nodes.map((n) => n.name).sort());
+    for (const [node, cidrs] of byNode) assert.deepEqual(cidrs.sort(), vpcs, node);
+    assert.ok(!of("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule").some((r) => ["-1", "all"].includes(String(r.inputs.ipProtocol))));
   });
 
   it("never admits 0.0.0.0/0 or SSH, and opens 7000 only to admin networks", () => {
