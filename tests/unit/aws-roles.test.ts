@@ -16,7 +16,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { before, describe, it } from "node:test";
-import { ephemeralStackName } from "../../.github/scripts/ephemeral-stack";
+import { ephemeralStackName, STACK_QUOTAS } from "../../.github/scripts/ephemeral-stack";
 import { programGraph, type GraphResource, type ProgramGraph } from "../../policy/testing/program-graph";
 
 const AWS_DIR = join(__dirname, "..", "..", ".github", "aws");
@@ -288,6 +288,17 @@ describe("production is out of the ephemeral role's reach", () => {
       assert.deepEqual(read(`arn:aws:ssm:${regionOf(productionGraph, r)}:${ACCOUNT}:parameter${r.inputs.name}`), [], r.inputs.name);
     }
     for (const s of boundary) for (const action of list(s.Action)) assert.ok(!/\*/.test(action), `${s.Sid}: ${action}`);
+  });
+
+  it("the quota check before a branch stack may read exactly the quotas it checks, in every region", () => {
+    for (const quota of STACK_QUOTAS) {
+      for (const region of ["ap-northeast-2", "ap-northeast-1", "ap-southeast-1"]) {
+        const arn = `arn:aws:servicequotas:${region}:${ACCOUNT}:${quota.serviceCode}/${quota.quotaCode}`;
+        assert.ok(allowedBy(ephemeral, "servicequotas:GetServiceQuota", arn, {}).length > 0, `${quota.name} in ${region}`);
+      }
+    }
+    assert.deepEqual(allowedBy(ephemeral, "servicequotas:GetServiceQuota", `arn:aws:servicequotas:ap-northeast-2:${ACCOUNT}:ec2/L-1216C47A`, {}), [], "no other quota");
+    assert.deepEqual(allowedBy(ephemeral, "servicequotas:RequestServiceQuotaIncrease", `arn:aws:servicequotas:ap-northeast-2:${ACCOUNT}:vpc/L-F678F1CE`, {}), [], "reading only");
   });
 
   it("the ephemeral state backend policy reaches pr-* stacks' objects only", () => {
