@@ -145,7 +145,7 @@ export class PgHaCluster extends pulumi.ComponentResource {
       const security = new NodeSecurity(`${name}-${node.name}-security`, { plan, node, vpcId: network.vpcId, stack, provider }, { parent: this });
       const secrets = new NodeSecrets(
         `${name}-${node.name}-secrets`,
-        { node, secrets: secretsPlan, values: pki, stack, accountId: identity.accountId, partition: partition.partition, provider },
+        { node, secrets: secretsPlan, values: pki, stack, accountId: identity.accountId, partition: partition.partition, provider, permissionsBoundary: plan.config.iam.nodePermissionsBoundaryArn },
         { parent: this },
       );
       nodeSecrets.push(secrets);

@@ -20,6 +20,12 @@ export interface NodeSecretsArgs {
   partition: pulumi.Input<string>;
   /** The explicit AWS provider of the node's region. */
   provider: aws.Provider;
+  /**
+   * ARN of the managed policy set as the role's permissions boundary
+   * (`pgha:iam.nodePermissionsBoundaryArn`); none when undefined. The
+   * ephemeral deploy role creates `pgha-pr-*` roles only with its boundary.
+   */
+  permissionsBoundary?: string;
 }
 
 /** Checks that the secrets plan belongs to the node and stays under its path; throws otherwise. */
@@ -121,7 +127,9 @@ const EC2_TRUST_POLICY = JSON.stringify({
  * {@link nodeParameterPolicy} for why its broad read is fenced off.
  *
  * IAM is global, so role and profile names carry stack and node name
- * (`pgha-<stack>-<node>`, see {@link iamName}).
+ * (`pgha-<stack>-<node>`, see {@link iamName}). With
+ * `permissionsBoundary` the role is created with that boundary, which caps
+ * whatever the two policies above grant.
  */
 export class NodeSecrets extends pulumi.ComponentResource {
   public readonly parameters: aws.ssm.Parameter[];
@@ -159,7 +167,13 @@ export class NodeSecrets extends pulumi.ComponentResource {
     const roleName = iamName(stack, node.name);
     this.role = new aws.iam.Role(
       `${name}-role`,
-      { name: roleName, assumeRolePolicy: EC2_TRUST_POLICY, description: `pgha ${stack} node ${node.name}`, tags },
+      {
+        name: roleName,
+        assumeRolePolicy: EC2_TRUST_POLICY,
+        description: `pgha ${stack} node ${node.name}`,
+        tags,
+        ...(args.permissionsBoundary === undefined ? {} : { permissionsBoundary: args.permissionsBoundary }),
+      },
       child,
     );
     const sessionManager = new aws.iam.RolePolicyAttachment(

@@ -137,6 +137,16 @@ export interface InstancesConfig {
   amiOverrides: Record<string, string>;
 }
 
+export interface IamConfig {
+  /**
+   * Managed policy set as the permissions boundary of every node role
+   * (`arn:<partition>:iam::<account>:policy/<path/name>`). Unset: no
+   * boundary. Ephemeral stacks set it to `pgha-ephemeral-node-boundary`,
+   * without which their deploy role refuses to create the roles.
+   */
+  nodePermissionsBoundaryArn?: string;
+}
+
 export interface ClusterConfig {
   regions: RegionConfig[];
   versions: VersionsConfig;
@@ -152,6 +162,8 @@ export interface ClusterConfig {
    * created an ephemeral stack and for which pull request.
    */
   tags: Record<string, string>;
+  /** IAM settings of the node roles. */
+  iam: IamConfig;
 }
 
 /** What a user may write: every part optional, merged over the defaults. */
@@ -170,4 +182,5 @@ export const CONFIG_KEYS: readonly (keyof ClusterConfig)[] = [
   "instances",
   "parameterPrefix",
   "tags",
+  "iam",
 ];

@@ -116,6 +116,8 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   parameterPrefix: "/pgha",
   // Every resource already carries pgha:stack (and Name, pgha:region, … where they apply).
   tags: {},
+  // No permissions boundary on the node roles (ephemeral stacks get theirs from .github/scripts/ephemeral-stack.ts).
+  iam: {},
 };
 
 /**

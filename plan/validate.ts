@@ -162,6 +162,7 @@ export function validateConfig(input: Json): ClusterConfig {
         ? DEFAULT_CONFIG.parameterPrefix
         : check.string("parameterPrefix", root.parameterPrefix, /^(\/[A-Za-z0-9_.-]+)+$/, "must be an SSM path such as /pgha (slash-separated, no trailing slash)"),
     tags: readTags(check, root.tags),
+    iam: readIam(check, root.iam),
   };
   if (check.problems.length === 0) checkCluster(check, config);
   if (check.problems.length > 0) throw new ConfigError(check.problems);
@@ -357,6 +358,25 @@ function readTags(check: Checker, value: Json): Record<string, string> {
     else tags[key] = tag;
   }
   return tags;
+}
+
+/** `arn:<partition>:iam::<12-digit account>:policy/<path/name>` (IAM's path and name characters). */
+const IAM_POLICY_ARN = /^arn:aws(-[a-z]+)*:iam::\d{12}:policy\/([\w+=,.@-]+\/)*[\w+=,.@-]{1,128}$/;
+
+function readIam(check: Checker, value: Json): ClusterConfig["iam"] {
+  if (value === undefined) return { ...DEFAULT_CONFIG.iam };
+  if (!isRecord(value)) {
+    check.fail("iam", value, "must be an object such as {nodePermissionsBoundaryArn: ...}");
+    return {};
+  }
+  check.knownKeys("iam", value, [], ["nodePermissionsBoundaryArn"]);
+  const boundary = value.nodePermissionsBoundaryArn;
+  if (boundary === undefined) return {};
+  if (typeof boundary !== "string" || !IAM_POLICY_ARN.test(boundary)) {
+    check.fail("iam.nodePermissionsBoundaryArn", boundary, "must be an IAM managed policy ARN arn:<partition>:iam::<12-digit account>:policy/<path/name>");
+    return {};
+  }
+  return { nodePermissionsBoundaryArn: boundary };
 }
 
 function readInstances(check: Checker, value: Json): ClusterConfig["instances"] {

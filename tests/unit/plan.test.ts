@@ -521,6 +521,31 @@ describe("rejections", () => {
       value: "me",
       rule: /may not start with aws:/,
     },
+    // IAM: the node roles' permissions boundary
+    ...[
+      ["the unfilled ACCOUNT_ID placeholder", "arn:aws:iam::ACCOUNT_ID:policy/pgha-ephemeral-node-boundary"],
+      ["a policy name instead of its ARN", "pgha-ephemeral-node-boundary"],
+      ["a role ARN", "arn:aws:iam::123456789012:role/pgha-ephemeral-node-boundary"],
+      ["an 11-digit account", "arn:aws:iam::12345678901:policy/pgha-ephemeral-node-boundary"],
+      ["a trailing slash", "arn:aws:iam::123456789012:policy/boundaries/"],
+      ["an empty string", ""],
+      ["a number", 123456789012],
+    ].map(
+      ([what, value]): Case => ({
+        name: `permissions boundary: ${what}`,
+        input: { iam: { nodePermissionsBoundaryArn: value } },
+        key: "iam.nodePermissionsBoundaryArn",
+        value,
+        rule: /^must be an IAM managed policy ARN arn:<partition>:iam::<12-digit account>:policy\/<path\/name>$/,
+      }),
+    ),
+    {
+      name: "an unknown key under iam",
+      input: { iam: { permissionsBoundary: "arn:aws:iam::123456789012:policy/b" } },
+      key: "iam.permissionsBoundary",
+      value: "arn:aws:iam::123456789012:policy/b",
+      rule: /^unknown key; expected one of nodePermissionsBoundaryArn$/,
+    },
   ];
 
   for (const c of cases) {
@@ -549,6 +574,31 @@ describe("rejections", () => {
         },
       );
     }
+  });
+});
+
+describe("the node roles' permissions boundary (pgha:iam.nodePermissionsBoundaryArn)", () => {
+  test("defaults to none", () => {
+    assert.deepEqual(buildClusterPlan(undefined, STACK).config.iam, {});
+    assert.equal(buildClusterPlan({ iam: {} }, STACK).config.iam.nodePermissionsBoundaryArn, undefined);
+  });
+
+  test("accepts managed policy ARNs of any partition, with or without a path", () => {
+    for (const arn of [
+      "arn:aws:iam::123456789012:policy/pgha-ephemeral-node-boundary",
+      "arn:aws-cn:iam::123456789012:policy/pgha-ephemeral-node-boundary",
+      "arn:aws-us-gov:iam::123456789012:policy/boundaries/pgha/node_boundary+v2",
+    ]) {
+      assert.equal(buildClusterPlan({ iam: { nodePermissionsBoundaryArn: arn } }, STACK).config.iam.nodePermissionsBoundaryArn, arn);
+    }
+  });
+
+  test("rejects anything else with exactly one line naming key, value and rule", () => {
+    assert.equal(
+      configErrorOf({ iam: { nodePermissionsBoundaryArn: "arn:aws:iam::ACCOUNT_ID:policy/pgha-ephemeral-node-boundary" } }).message,
+      'pgha:iam.nodePermissionsBoundaryArn = "arn:aws:iam::ACCOUNT_ID:policy/pgha-ephemeral-node-boundary": must be an IAM managed policy ARN arn:<partition>:iam::<12-digit account>:policy/<path/name>',
+    );
+    assert.equal(configErrorOf({ iam: "arn:aws:iam::123456789012:policy/b" }).message, 'pgha:iam = "arn:aws:iam::123456789012:policy/b": must be an object such as {nodePermissionsBoundaryArn: ...}');
   });
 });
 
