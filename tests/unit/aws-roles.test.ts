@@ -8,20 +8,27 @@
  *   allowed, and nothing of a production stack (dev) is — with the request
  *   keys a hostile branch controls (region, request tags, passed service,
  *   permissions boundary of a role it creates) chosen in its favour;
+ * - the ephemeral graph is the program run on the stack file exactly as
+ *   .github/scripts/ephemeral-stack.ts writes it, and its node roles' real
+ *   `permissionsBoundary` is what CreateRole is judged by: allowed with the
+ *   boundary the script sets, refused for the bare template without it;
  * - every Allow statement on ec2/iam/ssm that is not confined by resource
  *   name or pgha:stack tag is one of a few named exceptions;
  * - the production role no longer trusts the ephemeral environment.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import { before, describe, it } from "node:test";
-import { ephemeralStackName, STACK_QUOTAS } from "../../.github/scripts/ephemeral-stack";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { ephemeralStackName, ephemeralTags, nodeBoundaryArn, PROJECT_ROOT, renderStackFile, STACK_QUOTAS, TEMPLATE_FILE } from "../../.github/scripts/ephemeral-stack";
 import { programGraph, type GraphResource, type ProgramGraph } from "../../policy/testing/program-graph";
 
 const AWS_DIR = join(__dirname, "..", "..", ".github", "aws");
+/** The account the documents are filled with, as the README's `fill` does with ACCOUNT_ID. */
+const ACCOUNT = "123456789012";
 type Statement = { Sid: string; Effect: string; Action: string | string[]; Resource: string | string[]; Condition?: Record<string, Record<string, string | string[]>> };
-const statements = (file: string): Statement[] => JSON.parse(readFileSync(join(AWS_DIR, file), "utf8")).Statement;
+const statements = (file: string): Statement[] => JSON.parse(readFileSync(join(AWS_DIR, file), "utf8").replaceAll("ACCOUNT_ID", ACCOUNT)).Statement;
 const list = <T>(value: T | T[]): T[] => [value].flat() as T[];
 
 /** IAM's glob: `*` any run of characters (also `/` and `:`), `?` one character, case-sensitive. */
@@ -67,7 +74,6 @@ const allowedBy = (policy: Statement[], action: string, resource: string, contex
 // The resource graph as IAM sees it
 // ---------------------------------------------------------------------------
 
-const ACCOUNT = "ACCOUNT_ID";
 const BOUNDARY = `arn:aws:iam::${ACCOUNT}:policy/pgha-ephemeral-node-boundary`;
 
 /** ARN resource type of each EC2 resource type the program creates (service authorization reference). */
@@ -109,7 +115,7 @@ const EC2_ACTIONS: Record<string, string[]> = {
   volume: ["AttachVolume", "DetachVolume", "DeleteVolume", "ModifyVolume"],
 };
 const SSM_ACTIONS = ["ssm:PutParameter", "ssm:GetParameter", "ssm:GetParameters", "ssm:DeleteParameter", "ssm:AddTagsToResource"];
-const ROLE_ACTIONS = ["iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:PassRole", "iam:DeleteRole", "iam:TagRole"];
+const ROLE_ACTIONS = ["iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:PassRole", "iam:DeleteRole", "iam:TagRole"];
 const PROFILE_ACTIONS = ["iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile"];
 
 interface Probe {
@@ -136,8 +142,8 @@ function probes(graph: ProgramGraph): Probe[] {
       for (const action of SSM_ACTIONS) out.push({ what: r.inputs.name, action, resource: arn, context: {} });
     } else if (r.type === "aws:iam/role:Role") {
       const arn = `arn:aws:iam::${ACCOUNT}:role/${r.inputs.name}`;
-      // An existing role's boundary is what it is: only ephemeral roles are created with ours.
-      const boundary = r.inputs.name.startsWith("pgha-pr-") ? BOUNDARY : undefined;
+      // The boundary the program creates the role with (and that it then has), nothing assumed.
+      const boundary = r.inputs.permissionsBoundary as string | undefined;
       for (const action of ROLE_ACTIONS) out.push({ what: r.inputs.name, action, resource: arn, context: { "iam:PermissionsBoundary": boundary } });
     } else if (r.type === "aws:iam/instanceProfile:InstanceProfile") {
       const arn = `arn:aws:iam::${ACCOUNT}:instance-profile/${r.inputs.name}`;
@@ -166,18 +172,31 @@ function requestFor(probe: Probe, stackTag: string): Context {
   return { ...REQUEST, ...(region ? { "aws:RequestedRegion": region } : {}), "aws:RequestTag/pgha:stack": stackTag, ...probe.context };
 }
 
-const EPHEMERAL_STACK = ephemeralStackName("feature/fence");
+const FACTS = { branch: "feature/fence", number: "7", author: "octocat", createdAt: "2026-01-02T03:04:05Z", repository: "acme/pgha" };
+const EPHEMERAL_STACK = ephemeralStackName(FACTS.branch);
+/** What the workflow passes as EPHEMERAL_ROLE_ARN (vars.AWS_EPHEMERAL_ROLE_ARN). */
+const EPHEMERAL_ROLE_ARN = `arn:aws:iam::${ACCOUNT}:role/github-pgha-ephemeral`;
+/** The program run on the stack file exactly as .github/scripts/ephemeral-stack.ts writes it. */
 let ephemeralGraph: ProgramGraph;
+/** The program run on the bare template: no pgha:iam.nodePermissionsBoundaryArn. */
+let templateGraph: ProgramGraph;
 let productionGraph: ProgramGraph;
 const ephemeral = statements("permissions-ephemeral.json");
 const deploy = statements("permissions-deploy.json");
+const scratch = mkdtempSync(join(tmpdir(), "pgha-aws-roles-"));
 
 before(async () => {
-  [ephemeralGraph, productionGraph] = await Promise.all([
-    programGraph({ stackFile: "Pulumi.ephemeral.yaml", stack: EPHEMERAL_STACK }),
+  const stackFile = join(scratch, `Pulumi.${EPHEMERAL_STACK}.yaml`);
+  const template = readFileSync(join(PROJECT_ROOT, TEMPLATE_FILE), "utf8");
+  writeFileSync(stackFile, renderStackFile(template, ephemeralTags(FACTS), nodeBoundaryArn(EPHEMERAL_ROLE_ARN)));
+  [ephemeralGraph, templateGraph, productionGraph] = await Promise.all([
+    // programGraph takes the stack file relative to the project root.
+    programGraph({ stackFile: relative(PROJECT_ROOT, stackFile), stack: EPHEMERAL_STACK }),
+    programGraph({ stackFile: TEMPLATE_FILE, stack: EPHEMERAL_STACK }),
     programGraph({ stackFile: "Pulumi.dev.yaml", stack: "dev" }),
   ]);
 });
+after(() => rmSync(scratch, { recursive: true, force: true }));
 
 describe("the IAM glob matcher", () => {
   it("has IAM's semantics: * spans / and :, ? is one character, the whole value must match", () => {
@@ -223,11 +242,47 @@ describe("ephemeral stacks stay inside the ephemeral role (the program's real gr
     assert.deepEqual(denied.map((p) => `${p.action} ${p.what}`), []);
   });
 
-  it("creating a node role or its inline policy without the permissions boundary is refused", () => {
+  /**
+   * CreateRole, PutRolePolicy and AttachRolePolicy of every node role of a
+   * graph, judged with the boundary and policy ARNs the program sends; first
+   * checks that all six node roles carry `boundary` (undefined: none).
+   */
+  const roleCreation = (graph: ProgramGraph, boundary: string | undefined) => {
+    const roles = graph.resources.filter((r) => r.type === "aws:iam/role:Role");
+    assert.equal(roles.length, 6);
+    for (const role of roles) assert.equal(role.inputs.permissionsBoundary, boundary, role.inputs.name);
+    const checks = roles.flatMap((role) => {
+      const arn = `arn:aws:iam::${ACCOUNT}:role/${role.inputs.name}`;
+      const request = { ...REQUEST, "aws:RequestTag/pgha:stack": EPHEMERAL_STACK, "iam:PermissionsBoundary": role.inputs.permissionsBoundary as string | undefined };
+      const attached = graph.resources.filter((a) => a.type === "aws:iam/rolePolicyAttachment:RolePolicyAttachment" && a.inputs.role === role.inputs.name);
+      assert.equal(attached.length, 1, `${role.inputs.name}: attachments`);
+      return [
+        { what: `iam:CreateRole ${role.inputs.name}`, by: allowedBy(ephemeral, "iam:CreateRole", arn, request) },
+        { what: `iam:PutRolePolicy ${role.inputs.name}`, by: allowedBy(ephemeral, "iam:PutRolePolicy", arn, request) },
+        ...attached.map((a) => ({ what: `iam:AttachRolePolicy ${role.inputs.name} ${a.inputs.policyArn}`, by: allowedBy(ephemeral, "iam:AttachRolePolicy", arn, { ...request, "iam:PolicyARN": a.inputs.policyArn as string }) })),
+      ];
+    });
+    assert.equal(checks.length, 18);
+    return checks;
+  };
+
+  it("the stack file the script writes makes the program create every node role with the boundary, so CreateRole, PutRolePolicy and AttachRolePolicy are allowed", () => {
+    const checks = roleCreation(ephemeralGraph, BOUNDARY);
+    assert.deepEqual(checks.filter((c) => c.by.length === 0).map((c) => c.what), []);
+    for (const c of checks.filter((x) => !x.what.startsWith("iam:AttachRolePolicy"))) assert.deepEqual(c.by, ["CreatePrNodeRolesOnlyWithTheBoundary"], c.what);
+  });
+
+  it("without pgha:iam.nodePermissionsBoundaryArn (the bare template) the program sets no boundary and the same requests are refused", () => {
+    const checks = roleCreation(templateGraph, undefined);
+    assert.deepEqual(checks.filter((c) => c.by.length > 0).map((c) => `${c.what} (by ${c.by.join(", ")})`), []);
+  });
+
+  it("a boundary other than pgha-ephemeral-node-boundary of the role's own account is refused too", () => {
     const role = `arn:aws:iam::${ACCOUNT}:role/pgha-${EPHEMERAL_STACK}-pg-seoul-1`;
-    for (const action of ["iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy"]) {
-      assert.ok(allowedBy(ephemeral, action, role, { ...REQUEST, "iam:PermissionsBoundary": BOUNDARY }).length > 0, action);
-      assert.deepEqual(allowedBy(ephemeral, action, role, { ...REQUEST }), [], `${action} without the boundary`);
+    for (const boundary of [`${BOUNDARY}-wide`, "arn:aws:iam::aws:policy/AdministratorAccess", "arn:aws:iam::210987654321:policy/pgha-ephemeral-node-boundary"]) {
+      for (const action of ["iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy"]) {
+        assert.deepEqual(allowedBy(ephemeral, action, role, { ...REQUEST, "iam:PermissionsBoundary": boundary }), [], `${action} with ${boundary}`);
+      }
     }
   });
 });
@@ -244,7 +299,9 @@ describe("production is out of the ephemeral role's reach", () => {
   it("nothing of the dev stack's graph is allowed, even with every request key chosen by the branch (pgha:stack request tag pr-…)", () => {
     const all = probes(productionGraph);
     assert.ok(all.length > 500);
-    const allowed = all.map((p) => ({ p, by: allowedBy(ephemeral, p.action, p.resource, requestFor(p, "pr-hostile-000000")) })).filter((x) => x.by.length > 0);
+    // The branch also picks the node boundary for roles it would create (or claims an existing role has it).
+    const hostile = (p: Probe) => ({ ...requestFor(p, "pr-hostile-000000"), "iam:PermissionsBoundary": BOUNDARY });
+    const allowed = all.map((p) => ({ p, by: allowedBy(ephemeral, p.action, p.resource, hostile(p)) })).filter((x) => x.by.length > 0);
     assert.deepEqual(allowed.map(({ p, by }) => `${p.action} ${p.what} (by ${by.join(", ")})`), []);
   });
 

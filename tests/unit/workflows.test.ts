@@ -24,6 +24,8 @@ import { buildClusterPlan } from "../../plan";
 import {
   ephemeralStackName,
   ephemeralTags,
+  NODE_BOUNDARY_POLICY,
+  nodeBoundaryArn,
   renderStackFile,
   STACK_NAME_RULE,
   tagValue,
@@ -233,6 +235,16 @@ describe("what each workflow does", () => {
     assert.equal(destroy.environment, "ephemeral");
   });
 
+  it("hands the stack script the ARN of the very role both ephemeral jobs assume (the node boundary lives in its account)", () => {
+    for (const name of ["up", "destroy"]) {
+      const job = ephemeral.jobs[name];
+      const prepare = stepsOf(job).find((s) => s.uses === "./.github/actions/prepare")!;
+      const naming = stepsOf(job).find((s) => s.id === "stack")!;
+      assert.equal(prepare.with["aws-role-arn"], "${{ vars.AWS_EPHEMERAL_ROLE_ARN }}", name);
+      assert.equal(naming.env.EPHEMERAL_ROLE_ARN, prepare.with["aws-role-arn"], name);
+    }
+  });
+
   it("lets the repository choose the backend (Pulumi Cloud by default, or PULUMI_BACKEND_URL) and pins the CLI to the SDK's version", () => {
     const sdk = rootPackage.dependencies["@pulumi/pulumi"];
     for (const [file, workflow] of Object.entries(workflows)) {
@@ -298,6 +310,35 @@ describe("ephemeral stack names and files", () => {
     assert.deepEqual(config["pgha:tags"], tags);
     const input = Object.fromEntries(Object.entries(config).filter(([k]) => k.startsWith("pgha:")).map(([k, v]) => [k.slice(5), v]));
     assert.deepEqual(buildClusterPlan(input, { stack: "pr-x-123456" }).config.tags, tags);
+  });
+});
+
+describe("the node roles' permissions boundary in ephemeral stacks", () => {
+  const ROLE = "arn:aws:iam::123456789012:role/github-pgha-ephemeral";
+  const BOUNDARY = "arn:aws:iam::123456789012:policy/pgha-ephemeral-node-boundary";
+
+  it("is pgha-ephemeral-node-boundary in the ephemeral role's account and partition", () => {
+    assert.equal(NODE_BOUNDARY_POLICY, "pgha-ephemeral-node-boundary");
+    assert.equal(nodeBoundaryArn(ROLE), BOUNDARY);
+    assert.equal(nodeBoundaryArn("arn:aws-cn:iam::210987654321:role/ci/github-pgha-ephemeral"), "arn:aws-cn:iam::210987654321:policy/pgha-ephemeral-node-boundary");
+    for (const bad of ["", "github-pgha-ephemeral", "arn:aws:iam::ACCOUNT_ID:role/github-pgha-ephemeral", "arn:aws:sts::123456789012:assumed-role/github-pgha-ephemeral/s", "arn:aws:iam::123456789012:policy/x"]) {
+      assert.throws(() => nodeBoundaryArn(bad), /^Error: ephemeral-stack: EPHEMERAL_ROLE_ARN = .*: must be the ephemeral role's ARN/, bad);
+    }
+  });
+
+  it("is the ARN the ephemeral role demands for CreateRole, PutRolePolicy and AttachRolePolicy (documents filled as the README's fill does)", () => {
+    const filled = JSON.parse(text(join(ROOT, ".github", "aws", "permissions-ephemeral.json")).replaceAll("ACCOUNT_ID", "123456789012"));
+    const demanded = filled.Statement.filter((s: any) => s.Condition?.StringEquals?.["iam:PermissionsBoundary"]).map((s: any) => s.Condition.StringEquals["iam:PermissionsBoundary"]);
+    assert.equal(demanded.length, 2);
+    for (const arn of demanded) assert.equal(arn, nodeBoundaryArn(ROLE));
+  });
+
+  it("goes into the stack file as pgha:iam.nodePermissionsBoundaryArn, which the program accepts", () => {
+    const config = (load(renderStackFile(text(join(ROOT, TEMPLATE_FILE)), { "pgha:ephemeral": "true" }, BOUNDARY)) as any).config;
+    assert.deepEqual(config["pgha:iam"], { nodePermissionsBoundaryArn: BOUNDARY });
+    assert.deepEqual(config["pgha:tags"], { "pgha:ephemeral": "true" });
+    const input = Object.fromEntries(Object.entries(config).filter(([k]) => k.startsWith("pgha:")).map(([k, v]) => [k.slice(5), v]));
+    assert.equal(buildClusterPlan(input, { stack: "pr-x-123456" }).config.iam.nodePermissionsBoundaryArn, BOUNDARY);
   });
 });
 
