@@ -163,7 +163,8 @@ async function waitReady(host: HostLayout, unit: string, timeoutMs: number): Pro
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const status = serviceStatus(host, unit);
-    if (status?.ready && status.state === "running") return;
+    // "exited" and ready: a Type=oneshot unit that finished successfully (systemd's "active (exited)").
+    if (status?.ready && (status.state === "running" || status.state === "exited")) return;
     if (status && (status.state === "failed" || status.state === "exited")) break;
     await sleep(200);
   }

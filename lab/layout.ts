@@ -29,7 +29,18 @@ export interface LinkLayout {
   address: string;
   prefixLength: number;
   gateway: string;
+  /** The interface's MTU: EC2's 9001 on cluster nodes, Ethernet's 1500 on the client. */
+  mtu: number;
 }
+
+/**
+ * MTU of an EC2 interface on the instance types the plan uses (m6i, t3: jumbo
+ * frames). The path between regions carries less (WanOptions.pathMtu), as
+ * inter-Region VPC peering does.
+ */
+export const NODE_LINK_MTU = 9001;
+/** The application's host: a standard Ethernet interface. */
+export const CLIENT_LINK_MTU = 1500;
 
 export interface SubnetLayout {
   cidr: string;
@@ -100,14 +111,14 @@ export function labLayout(plan: ClusterPlan, stateDir = DEFAULT_STATE_DIR): LabL
     if (!found) throw new Error(`no subnet holds ${ip}`);
     return found;
   };
-  const host = (name: string, ip: string, index: number, region: string): HostLayout => {
+  const host = (name: string, ip: string, index: number, region: string, mtu = NODE_LINK_MTU): HostLayout => {
     const subnet = subnetOf(ip);
     const dir = path.join(stateDir, "hosts", name);
     return {
       name,
       ns: `${NS_PREFIX}${name}`,
       region,
-      link: { ns: `${NS_PREFIX}${name}`, ifname: "eth0", routerIf: `vr${index}`, bridge: subnet.bridge, address: ip, prefixLength: subnet.prefixLength, gateway: subnet.gateway },
+      link: { ns: `${NS_PREFIX}${name}`, ifname: "eth0", routerIf: `vr${index}`, bridge: subnet.bridge, address: ip, prefixLength: subnet.prefixLength, gateway: subnet.gateway, mtu },
       root: path.join(dir, "root"),
       upper: path.join(dir, "upper"),
       work: path.join(dir, "work"),
@@ -118,7 +129,7 @@ export function labLayout(plan: ClusterPlan, stateDir = DEFAULT_STATE_DIR): LabL
   const firstSubnet = plan.regions[0]?.subnets[0];
   if (!firstSubnet) throw new Error("the plan has no subnet");
   const clientIp = clientAddress(plan, parseIpv4Cidr(firstSubnet.cidr) as Ipv4Block);
-  hosts.push(host(CLIENT, clientIp, plan.nodes.length, plan.regions[0]?.name ?? ""));
+  hosts.push(host(CLIENT, clientIp, plan.nodes.length, plan.regions[0]?.name ?? "", CLIENT_LINK_MTU));
   return {
     stateDir,
     subnets,

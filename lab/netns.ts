@@ -1,5 +1,5 @@
 import { exec, run } from "./exec";
-import { NS_PREFIX, ROUTER_NS, type HostLayout, type LabLayout } from "./layout";
+import { NODE_LINK_MTU, NS_PREFIX, ROUTER_NS, type HostLayout, type LabLayout } from "./layout";
 
 /** Every network namespace with a `pgha-` name (other tools use the prefix too: filter before touching). */
 export async function existingNamespaces(): Promise<string[]> {
@@ -38,7 +38,8 @@ export async function createNetwork(layout: LabLayout): Promise<void> {
   await sysctl(ROUTER_NS, "net.ipv4.ip_forward", "1");
   for (const key of ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"]) await sysctl(ROUTER_NS, key, "0");
   for (const subnet of layout.subnets) {
-    await ip(ROUTER_NS, "link", "add", subnet.bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0");
+    // The bridge carries jumbo frames between a region's nodes, as a VPC does (a port's own MTU still limits it).
+    await ip(ROUTER_NS, "link", "add", subnet.bridge, "mtu", String(NODE_LINK_MTU), "type", "bridge", "stp_state", "0", "forward_delay", "0");
     await ip(ROUTER_NS, "addr", "add", `${subnet.gateway}/${subnet.prefixLength}`, "dev", subnet.bridge);
     await ip(ROUTER_NS, "link", "set", subnet.bridge, "up");
   }
@@ -49,7 +50,7 @@ async function createHostLink(host: HostLayout): Promise<void> {
   const { link } = host;
   await run(["ip", "netns", "add", host.ns]);
   await ip(host.ns, "link", "set", "lo", "up");
-  await ip(ROUTER_NS, "link", "add", link.routerIf, "type", "veth", "peer", "name", link.ifname, "netns", host.ns);
+  await ip(ROUTER_NS, "link", "add", link.routerIf, "mtu", String(link.mtu), "type", "veth", "peer", "name", link.ifname, "mtu", String(link.mtu), "netns", host.ns);
   await ip(ROUTER_NS, "link", "set", link.routerIf, "master", link.bridge);
   await ip(ROUTER_NS, "link", "set", link.routerIf, "up");
   await ip(host.ns, "addr", "add", `${link.address}/${link.prefixLength}`, "dev", link.ifname);

@@ -82,7 +82,7 @@ export function serviceLog(host: HostLayout, unit: string): string {
  */
 export async function startService(host: HostLayout, unit: string): Promise<ServiceSpec> {
   const current = serviceStatus(host, unit);
-  if (current && ["starting", "running", "auto-restart"].includes(current.state) && (await namespacePids(host.ns)).includes(current.supervisorPid)) {
+  if (current && ["starting", "running", "auto-restart", "exited"].includes(current.state) && (await namespacePids(host.ns)).includes(current.supervisorPid)) {
     return resolveService(host, unit);
   }
   const spec = resolveService(host, unit);

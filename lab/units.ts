@@ -153,6 +153,8 @@ export interface ServiceSpec {
   execStartPre: CommandLine[];
   execStart: CommandLine;
   execStartPost: CommandLine[];
+  /** Type=oneshot: stays "exited" (active) after ExecStart= succeeded, until stopped. */
+  remainAfterExit: boolean;
   restart: string;
   restartSec: number;
   killMode: string;
@@ -168,7 +170,7 @@ export interface ServiceSpec {
 
 const HANDLED = new Set([
   "Type", "User", "Group", "Environment", "EnvironmentFile", "ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload",
-  "Restart", "RestartSec", "KillMode", "TimeoutStopSec", "TimeoutStartSec", "LimitNOFILE", "WorkingDirectory",
+  "RemainAfterExit", "Restart", "RestartSec", "KillMode", "TimeoutStopSec", "TimeoutStartSec", "LimitNOFILE", "WorkingDirectory",
   "StateDirectory", "StateDirectoryMode", "RuntimeDirectory", "RuntimeDirectoryMode", "LogsDirectory", "LogsDirectoryMode",
 ]);
 
@@ -216,6 +218,7 @@ export function serviceSpec(unitName: string, text: string, host: string, readFi
     execStartPre: commands("ExecStartPre"),
     execStart: starts[0] as CommandLine,
     execStartPost: commands("ExecStartPost"),
+    remainAfterExit: ["yes", "true", "on", "1"].includes((one("RemainAfterExit") ?? "no").toLowerCase()),
     restart: one("Restart") ?? "no",
     restartSec: parseTimeSpan(one("RestartSec"), 0.1),
     killMode: one("KillMode") ?? "control-group",

@@ -1,9 +1,9 @@
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { nodesWithRole, splitRegionPair, type ClusterPlan, type NodePlan } from "../plan";
+import { INTER_REGION_PATH_MTU, nodesWithRole, splitRegionPair, type ClusterPlan, type NodePlan } from "../plan";
 import { exec, run, sleep } from "./exec";
-import { CLIENT, ROUTER_NS, type HostLayout, type LabLayout } from "./layout";
+import { CLIENT, NODE_LINK_MTU, ROUTER_NS, type HostLayout, type LabLayout } from "./layout";
 import { namespacePids } from "./netns";
 import { resolveInRoot } from "./roots";
 
@@ -75,9 +75,18 @@ export interface WanOptions {
   rateMbit: number;
   /** Each path's buffer, in ms at its rate: a packet that would wait longer is dropped (tail drop). */
   queueMs: number;
+  /**
+   * Largest packet a path carries (0: any). A bigger one with Don't Fragment
+   * set is dropped, and no ICMP "fragmentation needed" is sent, as on a path
+   * whose ICMP is filtered: path-MTU discovery cannot work. The default is
+   * the plan's INTER_REGION_PATH_MTU (8500, what AWS documents for
+   * inter-Region VPC peering), while the nodes' interfaces carry 9001
+   * (NODE_LINK_MTU).
+   */
+  pathMtu: number;
 }
 
-export const DEFAULT_WAN_OPTIONS: WanOptions = { jitterMs: 0, lossPercent: 0, seed: 1, rateMbit: 100, queueMs: 200 };
+export const DEFAULT_WAN_OPTIONS: WanOptions = { jitterMs: 0, lossPercent: 0, seed: 1, rateMbit: 100, queueMs: 200, pathMtu: INTER_REGION_PATH_MTU };
 
 export interface WanLink {
   from: string;
@@ -105,7 +114,7 @@ function nonNegative(name: string, raw: string | undefined, fallback: number, ma
   return value;
 }
 
-/** PGHA_LAB_WAN=1 turns the emulator on; PGHA_LAB_WAN_JITTER_MS, _LOSS_PERCENT, _SEED, _RATE_MBIT and _QUEUE_MS tune it. */
+/** PGHA_LAB_WAN=1 turns the emulator on; PGHA_LAB_WAN_JITTER_MS, _LOSS_PERCENT, _SEED, _RATE_MBIT, _QUEUE_MS and _PATH_MTU tune it. */
 export function wanOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): WanOptions | undefined {
   const flag = (env.PGHA_LAB_WAN ?? "").trim().toLowerCase();
   if (!["1", "true", "yes", "on"].includes(flag)) {
@@ -118,6 +127,7 @@ export function wanOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): WanOpti
     seed: Math.trunc(nonNegative("PGHA_LAB_WAN_SEED", env.PGHA_LAB_WAN_SEED, DEFAULT_WAN_OPTIONS.seed)),
     rateMbit: nonNegative("PGHA_LAB_WAN_RATE_MBIT", env.PGHA_LAB_WAN_RATE_MBIT, DEFAULT_WAN_OPTIONS.rateMbit, 100_000),
     queueMs: nonNegative("PGHA_LAB_WAN_QUEUE_MS", env.PGHA_LAB_WAN_QUEUE_MS, DEFAULT_WAN_OPTIONS.queueMs, 10_000),
+    pathMtu: Math.trunc(nonNegative("PGHA_LAB_WAN_PATH_MTU", env.PGHA_LAB_WAN_PATH_MTU, DEFAULT_WAN_OPTIONS.pathMtu, 65_535)),
   };
 }
 
@@ -153,7 +163,7 @@ export function delayLineConfig(spec: WanSpec): Record<string, unknown> {
     seed: spec.options.seed,
     status: DELAY_STATUS,
     subnets: spec.subnets.map((s) => [s.cidr, s.region]),
-    links: Object.fromEntries(spec.links.map((l) => [`${l.from}>${l.to}`, { delayMs: l.oneWayMs, jitterMs: l.jitterMs, loss: l.lossPercent / 100, rateMbit: spec.options.rateMbit, queueMs: spec.options.queueMs }])),
+    links: Object.fromEntries(spec.links.map((l) => [`${l.from}>${l.to}`, { delayMs: l.oneWayMs, jitterMs: l.jitterMs, loss: l.lossPercent / 100, rateMbit: spec.options.rateMbit, queueMs: spec.options.queueMs, pathMtu: spec.options.pathMtu }])),
   };
 }
 
@@ -224,7 +234,7 @@ export interface DelayLineStatus {
   uptimeSeconds: number;
   queued: number;
   tuns: string[];
-  links: Record<string, { delayMs: number; jitterMs: number; loss: number; rateMbit: number; queueMs: number }>;
+  links: Record<string, { delayMs: number; jitterMs: number; loss: number; rateMbit: number; queueMs: number; pathMtu: number }>;
   stats: {
     passed: number;
     delayed: number;
@@ -233,6 +243,8 @@ export interface DelayLineStatus {
     writeErrors: number;
     /** Packets dropped because their path's buffer (queueMs at rateMbit) was full. */
     queueDrops: number;
+    /** Packets over their path's MTU with Don't Fragment set, dropped without an ICMP answer. */
+    mtuDrops: number;
     /** How late packets were written back after their due time: the delay line's own share of the delay. */
     lateMaxMs: number;
     lateSumMs: number;
@@ -291,6 +303,9 @@ export async function startWan(plan: ClusterPlan, layout: LabLayout, rootfs: str
   for (const link of spec.links) {
     await routerIp("tuntap", "add", "dev", link.tun, "mode", "tun");
     await routerIp("link", "set", link.tun, "txqueuelen", "10000");
+    // At least the nodes' MTU: the path MTU is the delay line's to enforce (silently), not the router's
+    // (whose kernel would answer with ICMP "fragmentation needed" and let path-MTU discovery work).
+    await routerIp("link", "set", link.tun, "mtu", String(NODE_LINK_MTU));
   }
   const out = fs.openSync(delayLineLog(layout), "a");
   const child = spawn("ip", ["netns", "exec", ROUTER_NS, "chroot", layout.router.root, "/usr/bin/python3", DELAY_SCRIPT, DELAY_CONFIG], {
@@ -631,6 +646,8 @@ export interface BulkIsolation {
   delayLine: { packets: number; packetsPerSecond: number; cpuShare: number; lateMeanMs: number; queueDrops: number; overflow: number; writeErrors: number; fullRounds: number; rounds: number };
 }
 
+const BULK_MSS = 1448;
+
 /**
  * Streams `mbytes` from Seoul to Singapore and back through the echo server
  * while Tokyo pings Seoul: two paths the transfer does not use, so their RTT
@@ -654,7 +671,9 @@ export async function measureBulkIsolation(layout: LabLayout, runner: ProbeRunne
     const before = await delayLineStatus(layout);
     if (!before) throw new Error("the WAN delay line is not running");
     const started = Date.now();
-    const bulk = runner.run("pg-seoul-1", ["python3", TCP_PROBE, "bulk", ip("pg-singapore-1"), String(PROBE_PORT), String(mbytes)], { timeoutMs: 120_000 });
+    // Standard Ethernet segments (MSS 1448): what is measured is the delay line's scheduling, whatever
+    // routes the nodes have (on the network alone they have no path-MTU routes, see the MTU test).
+    const bulk = runner.run("pg-seoul-1", ["python3", TCP_PROBE, "bulk", ip("pg-singapore-1"), String(PROBE_PORT), String(mbytes), String(BULK_MSS)], { timeoutMs: 120_000 });
     // Let the transfer leave slow start before sampling.
     await sleep(1000);
     const during = spread(await pingRtts(runner, "pg-tokyo-1", ip("pg-seoul-1"), pings, 0.05));

@@ -6,7 +6,8 @@ with `ip netns exec NS chroot ROOT python3 supervise.py SPEC`). From the
 resolved unit (SPEC, JSON written by lab/services.ts) it does what systemd
 does for the rendered units: StateDirectory/RuntimeDirectory/LogsDirectory,
 ExecStartPre, ExecStart as User/Group with the unit's environment only,
-LimitNOFILE, Type=notify readiness through NOTIFY_SOCKET, Restart= with
+LimitNOFILE, Type=notify readiness through NOTIFY_SOCKET, Type=oneshot with
+RemainAfterExit=, Restart= with
 RestartSec=, and on SIGTERM a stop honouring KillMode= and TimeoutStopSec=.
 It is a child subreaper, so daemons that detach (Patroni's postmaster) stay
 its descendants, as they would stay in the unit's cgroup.
@@ -230,10 +231,30 @@ def stop_main(main):
         kill_all(signal.SIGKILL)
 
 
+def run_oneshot():
+    """Type=oneshot: ExecStartPre= and ExecStart= to completion; "exited" and
+    ready once they succeed (RemainAfterExit=yes keeps it so until stopped,
+    as systemd's "active (exited)"), "failed" otherwise."""
+    user, gid, _ = account()
+    make_dirs(SPEC["stateDirectories"] + SPEC["logsDirectories"], user.pw_uid, gid)
+    make_dirs(SPEC["runtimeDirectories"], user.pw_uid, gid)
+    ok = all(run_blocking(command) for command in SPEC["execStartPre"] + [SPEC["execStart"]])
+    write_status(state="exited" if ok else "failed", starts=status["starts"] + 1, ready=ok, lastExit="exit 0" if ok else "failed")
+    log("finished: %s" % ("ok" if ok else "failed"))
+    if ok and SPEC.get("remainAfterExit"):
+        while not stop_requested:
+            time.sleep(0.2)
+        write_status(state="stopped", ready=False)
+        log("stopped")
+    return 0
+
+
 def main():
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
+    if SPEC["type"] == "oneshot":
+        return run_oneshot()
     runtime = "/run/pgha-lab"
     notify_path = os.path.join(runtime, "notify-%s.sock" % SPEC["unit"])
     notify = None

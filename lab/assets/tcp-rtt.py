@@ -8,9 +8,10 @@
       connects (the connect time is one SYN/SYN-ACK round trip), then sends
       SIZE bytes (default 64) and waits for the echo, COUNT times, 20 ms
       apart; prints one JSON line {"connectMs": x, "rttMs": [...]}.
-  tcp-rtt.py bulk ADDRESS PORT MBYTES
+  tcp-rtt.py bulk ADDRESS PORT MBYTES [MSS]
       streams MBYTES through the echo server and reads them back; prints
       {"bytes": n, "seconds": s} (load for the delay line's throughput check).
+      MSS, when given, caps the segment size of both directions.
 """
 import json
 import socket
@@ -82,9 +83,14 @@ def probe(address, port, count, size):
     print(json.dumps({"connectMs": round(connect_ms, 3), "rttMs": rtts}), flush=True)
 
 
-def bulk(address, port, mbytes):
+def bulk(address, port, mbytes, mss=0):
     total = int(mbytes * 1024 * 1024)
-    sock = socket.create_connection((address, port), timeout=30)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if mss:
+        # Advertised in the SYN, so it bounds both directions' segments.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
+    sock.settimeout(30)
+    sock.connect((address, port))
     received = [0]
 
     def reader():
@@ -116,6 +122,6 @@ if __name__ == "__main__":
     elif mode == "probe":
         probe(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 64)
     elif mode == "bulk":
-        bulk(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+        bulk(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0)
     else:
         sys.exit(f"unknown mode {mode}")

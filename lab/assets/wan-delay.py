@@ -92,6 +92,7 @@ def parse_links(entries):
             # seconds per byte on the wire (0: no capacity limit)
             8.0 / (rate * 1e6) if rate else 0.0,
             max(0.0, float(spec.get("queueMs", 0))) / 1000.0,
+            max(0, int(spec.get("pathMtu", 0))),
         )
     return links
 
@@ -173,7 +174,7 @@ counters = {}
 # rounds of reads, and those in which some device still had packets waiting
 # after its READ_BATCH (a path's kernel queue not drained in one turn);
 # cpuSeconds: this process's CPU time (user + system).
-stats = {"passed": 0, "delayed": 0, "lost": 0, "overflow": 0, "writeErrors": 0, "queueDrops": 0, "lateMaxMs": 0.0, "lateSumMs": 0.0, "maxQueue": 0, "reloads": 0, "wakeups": 0, "rounds": 0, "fullRounds": 0, "cpuSeconds": 0.0}
+stats = {"passed": 0, "delayed": 0, "lost": 0, "overflow": 0, "writeErrors": 0, "queueDrops": 0, "mtuDrops": 0, "lateMaxMs": 0.0, "lateSumMs": 0.0, "maxQueue": 0, "reloads": 0, "wakeups": 0, "rounds": 0, "fullRounds": 0, "cpuSeconds": 0.0}
 started = time.monotonic()
 
 
@@ -197,7 +198,7 @@ def write_status():
         "scheduler": scheduler,
         "uptimeSeconds": round(time.monotonic() - started, 3),
         "queued": len(heap),
-        "links": {f"{s}>{d}": {"delayMs": v[0] * 1000, "jitterMs": v[1] * 1000, "loss": v[2], "rateMbit": round(8.0 / v[3] / 1e6, 3) if v[3] else 0, "queueMs": v[4] * 1000} for (s, d), v in links.items()},
+        "links": {f"{s}>{d}": {"delayMs": v[0] * 1000, "jitterMs": v[1] * 1000, "loss": v[2], "rateMbit": round(8.0 / v[3] / 1e6, 3) if v[3] else 0, "queueMs": v[4] * 1000, "pathMtu": v[5]} for (s, d), v in links.items()},
         "stats": stats,
         "pairs": {f"{s}>{d}": c for (s, d), c in counters.items()},
     }
@@ -241,7 +242,15 @@ def receive(fd, packet, now):
     if link is None:
         pass_through(fd, packet)
         return
-    delay, jitter, loss, per_byte, queue_limit = link
+    delay, jitter, loss, per_byte, queue_limit, path_mtu = link
+    # Too big for the path and not to be fragmented (DF, bit 0x40 of the
+    # flags byte): dropped, and no ICMP "fragmentation needed" goes back, as
+    # where ICMP is filtered. The sender's TCP keeps retransmitting the same
+    # segment: the path-MTU blackhole.
+    if path_mtu and len(packet) > path_mtu and packet[6] & 0x40:
+        stats["mtuDrops"] += 1
+        count(pair, "lost")
+        return
     if loss and rng.random() < loss:
         stats["lost"] += 1
         count(pair, "lost")
