@@ -374,6 +374,25 @@ describe("node secrets in SSM", () => {
       assert.ok(!/"Resource":"\*"[^}]*"Effect":"Allow"|"Effect":"Allow"[^}]*"Resource":"\*"/.test(policy.inputs.policy), "an Allow on *");
     }
   });
+
+  it("only a parameter's own node may decrypt it: every other node's role is denied kms:Decrypt for it (AmazonSSMManagedInstanceCore lets them fetch its ciphertext)", () => {
+    // IAM's glob (`*` spans `/`), as in kms:EncryptionContext:PARAMETER_ARN conditions.
+    const glob = (pattern: string, value: string) => new RegExp(`^${pattern.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*")}$`).test(value);
+    const parameters = of("aws:ssm/parameter:Parameter").map((p) => ({ name: p.inputs.name as string, region: world.regionOf(p)! }));
+    assert.ok(parameters.length >= 20);
+    for (const node of plan.nodes) {
+      const doc = JSON.parse(only(of("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs.role === iamName("test", node.name)), node.name).inputs.policy);
+      const deny = doc.Statement.find((s: any) => s.Effect === "Deny" && s.Action === "kms:Decrypt" && s.Resource === "*");
+      const allow = doc.Statement.find((s: any) => s.Effect === "Allow" && s.Action === "kms:Decrypt");
+      for (const p of parameters) {
+        const arn = `arn:aws:ssm:${p.region}:${MOCK_ACCOUNT_ID}:parameter${p.name}`;
+        const own = p.name.startsWith(`${node.parameterPath}/`);
+        assert.equal(!glob(deny.Condition.StringNotLike["kms:EncryptionContext:PARAMETER_ARN"], arn), !own, `${node.name} decrypting ${p.name}: deny`);
+        const allowed = allow.Condition.StringEquals["kms:ViaService"] === `ssm.${p.region}.amazonaws.com` && glob(allow.Condition.StringLike["kms:EncryptionContext:PARAMETER_ARN"], arn);
+        assert.equal(allowed, own, `${node.name} decrypting ${p.name}: allow`);
+      }
+    }
+  });
 });
 
 describe("instances", () => {
