@@ -1,8 +1,9 @@
 import { findNode, nodesWithRole, type NodePlan } from "../plan";
-import { clearEnvCache, clusterView, etcdEndpoints, leaderOf, observers, patronictl, postgresNodes, type ClusterAccess } from "./cluster";
+import { clearEnvCache, clusterView, etcdEndpoints, leaderOf, observers, patronictl, postgresNodes, type ClusterAccess } from "../checks/cluster";
 import { monotonicSeconds, sleep } from "./exec";
-import type { FaultInjector, NodeTransport } from "./transport";
-import { judgeTopology, quickHealth, type Topology } from "./verify";
+import type { NodeTransport } from "../checks/transport";
+import type { FaultInjector } from "./transport";
+import { judgeTopology, quickHealth, type Topology } from "../checks/readiness";
 import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer, type WriteAnalysis, type WriteRecord } from "./writer";
 
 /**

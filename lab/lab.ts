@@ -3,7 +3,7 @@ import * as path from "node:path";
 import { buildClusterPlan, type ClusterPlan } from "../plan";
 import { bootCluster, prepareClient, prepareRoot, type Logger, type NodeBootRecord } from "./boot";
 import { cleanupLab, leftoversExist, type CleanupReport } from "./cleanup";
-import type { ClusterAccess } from "./cluster";
+import type { ClusterAccess } from "../checks/cluster";
 import { exec } from "./exec";
 import { CLIENT, DEFAULT_STATE_DIR, hostLayout, labLayout, ROUTER_NS, type LabLayout } from "./layout";
 import { createNetwork } from "./netns";

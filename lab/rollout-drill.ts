@@ -5,11 +5,11 @@ import { normaliseSerial, serialOf, SERVED_SERIAL_SCRIPT, TLS_SERVERS } from "..
 import { LAB_PARAMS, stageParameters } from "./boot";
 import { runRollout, type RolloutReport } from "../ops/rollout";
 import { canonicalJson, dynamicSettings } from "../ops/dynamic-config";
-import { patroniRest, sqlOnNode, type ClusterAccess } from "./cluster";
+import { patroniRest, sqlOnNode, type ClusterAccess } from "../checks/cluster";
 import { monotonicSeconds, sleep } from "./exec";
 import { LAB_STACK, type LabContext } from "./lab";
 import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer } from "./writer";
-import { quickHealth } from "./verify";
+import { quickHealth } from "../checks/readiness";
 import { certificateSerial, loadIssuedPki, renewLeaves, writeParameterDirs } from "./pki";
 
 /**

@@ -1,13 +1,13 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { clearEnvCache } from "./cluster";
+import { clearEnvCache } from "../checks/cluster";
 import { DRILLS, prepareDrills, restoreBaseline, summarise, type DrillContext, type DrillDefinition, type DrillOutcome, type DrillSummary } from "./drills";
 import { waitFor } from "./exec";
 import type { LabContext } from "./lab";
 import { hostLayout } from "./layout";
 import { serviceLog } from "./services";
 import { LiveTable } from "./table";
-import { verifyCluster, type Verification } from "./verify";
+import { verifyCluster, type Verification } from "../checks/readiness";
 
 export const DRILL_COLUMNS = [
   { key: "n", title: "#", width: 2, align: "right" as const },

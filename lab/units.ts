@@ -4,6 +4,8 @@
  * splitting with $VAR / ${VAR} expansion (systemd.service(5) "Command lines").
  */
 
+import { parseEnvironmentFile } from "../checks/env-file";
+
 export type UnitFile = Map<string, Map<string, string[]>>;
 
 export function parseUnitFile(text: string): UnitFile {
@@ -28,21 +30,6 @@ export function parseUnitFile(text: string): UnitFile {
     else section.set(key, [...(section.get(key) ?? []), value]);
   }
   return unit;
-}
-
-/** KEY=VALUE lines of an EnvironmentFile (comments, `export`-less, optional quotes). */
-export function parseEnvironmentFile(text: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const raw of text.split("\n")) {
-    const line = raw.trim();
-    if (!line || line.startsWith("#") || line.startsWith(";")) continue;
-    const eq = line.indexOf("=");
-    if (eq <= 0) continue;
-    let value = line.slice(eq + 1).trim();
-    if ((value.startsWith('"') && value.endsWith('"')) || (value.startsWith("'") && value.endsWith("'"))) value = value.slice(1, -1);
-    env[line.slice(0, eq).trim()] = value;
-  }
-  return env;
 }
 
 /** Environment= values: space-separated assignments, each optionally double-quoted. */

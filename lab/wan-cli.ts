@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { InvalidArgumentError, type Command } from "commander";
-import { clearEnvCache } from "./cluster";
+import { clearEnvCache } from "../checks/cluster";
 import { DRILLS, median, type DrillSummary } from "./drills";
 import { labContext, labDown, labNamespaceNames, labNetworkUp, preflight } from "./lab";
 import { LabTransport } from "./transport";

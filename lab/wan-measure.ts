@@ -1,16 +1,16 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { NODE_PATHS, type ClusterPlan } from "../plan";
-import { clusterView, leaderOf, postgresNodes, sqlFromClient, type ClusterAccess } from "./cluster";
+import { clusterView, leaderOf, postgresNodes, sqlFromClient, type ClusterAccess } from "../checks/cluster";
 import { sleep } from "./exec";
 import type { LabContext } from "./lab";
 import { CLIENT, hostLayout } from "./layout";
 import { serviceLog } from "./services";
-import type { RunningCommand } from "./transport";
-import { parseEnvironmentFile } from "./units";
+import type { RunningCommand } from "../checks/transport";
+import { parseEnvironmentFile } from "../checks/env-file";
 import { moveLeaderTo } from "./drills";
 import { drillContext } from "./runner";
-import { quickHealth } from "./verify";
+import { quickHealth } from "../checks/readiness";
 import { clientRegion, configuredRttMs, haproxyNear, pingRtts, spread, type Spread } from "./wan";
 
 /**

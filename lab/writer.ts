@@ -1,7 +1,7 @@
-import type { ClusterAccess } from "./cluster";
-import { sqlOnNode } from "./cluster";
+import type { ClusterAccess } from "../checks/cluster";
+import { sqlOnNode } from "../checks/cluster";
 import { sleep } from "./exec";
-import type { RunningCommand } from "./transport";
+import type { RunningCommand } from "../checks/transport";
 
 export const WRITES_TABLE = "lab_writes";
 export const WRITER_PATH = "/etc/pgha-lab/writer.py";

@@ -7,16 +7,16 @@
  *
  * The stack's validated configuration arrives as JSON in PGHA_CONFIG (no
  * secret is part of it). Nodes are reached over SSM Run Command with the
- * caller's AWS credentials (those of `pulumi up`); the checks are the lab's
- * (lab/verify.ts) through ops/ssm-transport.ts.
+ * caller's AWS credentials (those of `pulumi up`); the checks are the ones
+ * the lab runs too (checks/readiness.ts), through ops/ssm-transport.ts.
  *
  * PGHA_SKIP_READINESS=1 in the environment of `pulumi up` skips both (an
  * emergency switch: the update then proves nothing about the cluster).
  */
 import { Command, InvalidArgumentError } from "commander";
 import { buildClusterPlan, NODE_PATHS, nodesWithRole, type ClusterPlan } from "../plan";
-import type { ClusterAccess } from "../lab/cluster";
-import type { NodeTransport } from "../lab/transport";
+import type { ClusterAccess } from "../checks/cluster";
+import type { NodeTransport } from "../checks/transport";
 import { runRollout, waitUntilReady } from "./rollout";
 import { SsmTransport, type SsmTarget } from "./ssm-transport";
 

@@ -1,14 +1,14 @@
 import { certificateFor, NODE_PATHS, nodesWithRole, PORTS, type ClusterPlan } from "../plan";
 import { PATH_MTU_UNIT } from "../cloud-init/systemd";
-import { clusterView, observers, patroniRest, patronictl, sqlOnNode, type ClusterAccess } from "../lab/cluster";
-import { verifyReadiness, type Check, type Verification } from "../lab/verify";
+import { clusterView, observers, patroniRest, patronictl, sqlOnNode, type ClusterAccess } from "../checks/cluster";
+import { verifyReadiness, type Check, type Verification } from "../checks/readiness";
 import { dynamicConfigPatch, dynamicSettings, patchedParameters, sameSetting, type DynamicSettings } from "./dynamic-config";
 import { changedFiles, desiredFiles, FILE_STATE_SCRIPT, parseFileStates, restartsPostgres, WRITE_FILE_SCRIPT, type DesiredFile, type FileEffect } from "./node-files";
 import { FILE_SERIAL_SCRIPT, fetchSecretsArgv, parseSecretFetchReport, SERVED_SERIAL_SCRIPT, serialOf, secretWork, type SecretFileWork } from "./node-secrets";
 
 /**
  * Rolling day-2 changes, one node at a time, each step gated by the
- * readiness checks (lab/verify.ts), through any NodeTransport:
+ * readiness checks (checks/readiness.ts), through any NodeTransport:
  *
  * 1. the cluster must be ready before anything is touched;
  * 2. Patroni's dynamic settings that differ from the plan are patched in one

@@ -1,6 +1,6 @@
 import { gunzipSync, gzipSync } from "node:zlib";
 import { CancelCommandCommand, GetCommandInvocationCommand, SendCommandCommand, SSMClient, type GetCommandInvocationCommandOutput } from "@aws-sdk/client-ssm";
-import type { NodeTransport, RunningCommand, RunOptions, RunResult, ServiceName } from "../lab/transport";
+import type { NodeTransport, RunningCommand, RunOptions, RunResult, ServiceName } from "../checks/transport";
 import { shellQuote } from "./shell";
 
 export { shellQuote };

@@ -22,13 +22,13 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, describe, test } from "node:test";
-import { clearEnvCache } from "../../lab/cluster";
+import { clearEnvCache } from "../../checks/cluster";
 import { DRILLS, prepareDrills, restoreBaseline, summarise, type DrillOutcome, type DrillSummary } from "../../lab/drills";
 import { DEFAULT_STATE_DIR } from "../../lab/layout";
 import { labContext, labDown, labUp, preflight, type LabContext } from "../../lab/lab";
 import { DRILL_COLUMNS, drillContext, summaryTable, waitHealthy } from "../../lab/runner";
 import { LiveTable } from "../../lab/table";
-import { verifyCluster, type Verification } from "../../lab/verify";
+import { verifyCluster, type Verification } from "../../checks/readiness";
 import { proofTable, proveWan, readWanSpec, wanOptionsFromEnv, type WanOptions, type WanProof } from "../../lab/wan";
 import { measurementsMarkdown, measureWan, type WanMeasurements } from "../../lab/wan-measure";
 

@@ -16,12 +16,12 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, describe, test } from "node:test";
-import { clearEnvCache } from "../../lab/cluster";
+import { clearEnvCache } from "../../checks/cluster";
 import { DEFAULT_STATE_DIR } from "../../lab/layout";
 import { labContext, labDown, labUp, preflight, type LabContext } from "../../lab/lab";
 import { changedLabPlan, renewalDrill, rolloutDrill, stageLabSecrets, type RenewalDrillResult, type RolloutDrillResult } from "../../lab/rollout-drill";
 import { waitHealthy } from "../../lab/runner";
-import { verifyReadiness } from "../../lab/verify";
+import { verifyReadiness } from "../../checks/readiness";
 import { awsAccess } from "../../ops/readiness";
 import { runRollout, type RolloutReport } from "../../ops/rollout";
 

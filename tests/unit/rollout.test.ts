@@ -12,8 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { buildClusterPlan, NODE_PATHS, type ClusterPlan } from "../../plan";
-import type { ClusterAccess } from "../../lab/cluster";
-import type { NodeTransport, RunOptions, RunResult, ServiceName } from "../../lab/transport";
+import type { ClusterAccess } from "../../checks/cluster";
+import type { NodeTransport, RunOptions, RunResult, ServiceName } from "../../checks/transport";
 import { canonicalJson, dynamicConfigPatch, dynamicSettings, dynamicSettingsHash, sameSetting } from "../../ops/dynamic-config";
 import { changedFiles, desiredFiles, FILE_STATE_SCRIPT, fileEffect, nodeFilesHash, parseFileStates, WRITE_FILE_SCRIPT, type DesiredFile } from "../../ops/node-files";
 import { certificateFor } from "../../plan";
@@ -322,8 +322,8 @@ describe("applyWork: one step on one node", () => {
   });
 });
 
-describe("readiness checks: the pure parts (lab/verify.ts)", () => {
-  const { judgeTopology, memberOfCertificate } = require("../../lab/verify") as typeof import("../../lab/verify");
+describe("readiness checks: the pure parts (checks/readiness.ts)", () => {
+  const { judgeTopology, memberOfCertificate } = require("../../checks/readiness") as typeof import("../../checks/readiness");
   const member = (name: string, role: string, state = "streaming") => ({ name, role, state, host: name, timeline: 3 });
   const members = ["pg-seoul-1", "pg-tokyo-1", "pg-singapore-1"];
 

@@ -1,6 +1,6 @@
 import { certificateFor, NODE_PATHS, nodesWithRole, type ClusterPlan, type NodePlan } from "../plan";
+import { parseEnvironmentFile } from "./env-file";
 import type { NodeTransport, RunResult } from "./transport";
-import { parseEnvironmentFile } from "./units";
 
 /**
  * Everything verification and drills ask the cluster, through a
