@@ -3,7 +3,8 @@ import { clearEnvCache, clusterView, etcdEndpoints, leaderOf, observers, patroni
 import { monotonicSeconds, sleep } from "./exec";
 import type { NodeTransport } from "../checks/transport";
 import type { FaultInjector } from "./transport";
-import { judgeTopology, quickHealth, type Topology } from "../checks/readiness";
+import { judgeTopology, type Topology } from "../checks/readiness";
+import { quickHealth } from "./verify";
 import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer, type WriteAnalysis, type WriteRecord } from "./writer";
 
 /**

@@ -9,7 +9,7 @@ import { patroniRest, sqlOnNode, type ClusterAccess } from "../checks/cluster";
 import { monotonicSeconds, sleep } from "./exec";
 import { LAB_STACK, type LabContext } from "./lab";
 import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer } from "./writer";
-import { quickHealth } from "../checks/readiness";
+import { quickHealth } from "./verify";
 import { certificateSerial, loadIssuedPki, renewLeaves, writeParameterDirs } from "./pki";
 
 /**

@@ -7,7 +7,8 @@ import type { LabContext } from "./lab";
 import { hostLayout } from "./layout";
 import { serviceLog } from "./services";
 import { LiveTable } from "./table";
-import { verifyCluster, type Verification } from "../checks/readiness";
+import type { Verification } from "../checks/readiness";
+import { verifyCluster } from "./verify";
 
 export const DRILL_COLUMNS = [
   { key: "n", title: "#", width: 2, align: "right" as const },

@@ -10,7 +10,7 @@ import type { RunningCommand } from "../checks/transport";
 import { parseEnvironmentFile } from "../checks/env-file";
 import { moveLeaderTo } from "./drills";
 import { drillContext } from "./runner";
-import { quickHealth } from "../checks/readiness";
+import { quickHealth } from "./verify";
 import { clientRegion, configuredRttMs, haproxyNear, pingRtts, spread, type Spread } from "./wan";
 
 /**

@@ -28,7 +28,8 @@ import { DEFAULT_STATE_DIR } from "../../lab/layout";
 import { labContext, labDown, labUp, preflight, type LabContext } from "../../lab/lab";
 import { DRILL_COLUMNS, drillContext, summaryTable, waitHealthy } from "../../lab/runner";
 import { LiveTable } from "../../lab/table";
-import { verifyCluster, type Verification } from "../../checks/readiness";
+import type { Verification } from "../../checks/readiness";
+import { verifyCluster } from "../../lab/verify";
 import { proofTable, proveWan, readWanSpec, wanOptionsFromEnv, type WanOptions, type WanProof } from "../../lab/wan";
 import { measurementsMarkdown, measureWan, type WanMeasurements } from "../../lab/wan-measure";
 
