@@ -27,8 +27,9 @@ import { resolveInRoot } from "./roots";
  * Each path has a capacity (WanOptions.rateMbit) and a buffer: packets
  * leave a path one after the other at that rate, then take its delay. Where
  * the milliseconds went without it (`lab wan bench --rate-mbit 0`, 5 runs):
- * not the CPU on average (the delay line used 56 % of a core) and not the
- * kernel's queue in front of it, but TCP's line-rate bursts. A burst of
+ * not the CPU on average (the delay line used 56 % of a core) and not one
+ * kernel queue shared by all paths (a device per path alone changed
+ * nothing), but TCP's line-rate bursts. A burst of
  * hundreds of segments fell due at once and was written back one packet at
  * a time (≈ 15 µs each); a packet of another path due meanwhile waited
  * behind it: written back 1.15 ms late on average, and ping Tokyo → Seoul
