@@ -32,10 +32,10 @@ import { resolveInRoot } from "./roots";
  * nothing), but TCP's line-rate bursts. A burst of
  * hundreds of segments fell due at once and was written back one packet at
  * a time (≈ 15 µs each); a packet of another path due meanwhile waited
- * behind it: written back 1.15 ms late on average, and ping Tokyo → Seoul
- * rose from 31.5 to 35.2 ms (p90 38.0) during a Seoul ⇄ Singapore transfer.
- * With departures paced at 100 Mbit/s no burst falls due at once: 0.06 ms
- * late on average, and the ping stays at 31.3 ms (p90 31.5).
+ * behind it: written back 1.2–3 ms late on average, and ping Tokyo → Seoul
+ * rose from 31.8 to 39.6 ms (median of 5 runs) during a Seoul ⇄ Singapore
+ * transfer. With departures paced at 100 Mbit/s no burst falls due at once:
+ * 0.12 ms late on average, and the ping stays at 31.6 ms (README table).
  *
  * Each ordered pair of regions also has a TUN device (and routing table) of
  * its own, as each inter-region path has its own queues on a real WAN, and
@@ -469,7 +469,7 @@ const PROBE_PORT = 7999;
 type ProbeServer = ReturnType<ProbeRunner["spawn"]>;
 
 /** Resolves once the TCP echo server printed "listening"; throws when it exits or stays silent for 10 s. */
-async function listening(server: ProbeServer): Promise<void> {
+export async function listening(server: ProbeServer): Promise<void> {
   const ready = new Promise<void>((resolve) => server.onLine((line) => line.trim() === "listening" && resolve()));
   const started = await Promise.race([ready.then(() => true), sleep(10_000).then(() => false), server.exited.then(() => false)]);
   if (!started) throw new Error(`the TCP echo server did not start: ${server.stderr().trim().slice(-300)}`);
@@ -712,9 +712,10 @@ export async function measureBulkIsolation(layout: LabLayout, runner: ProbeRunne
  * The margin for ping on an untouched path during the transfer, from the idle
  * figure of the same run: × 1.15 + 3 ms. On a loaded 2-core machine the
  * probes, the transfer and the delay line share the cores; this still
- * separates "isolated" (measured: the same median as idle, ± 0.5 ms) from
- * "queued behind the transfer" (unpaced, +3.7 ms median over 5 runs, +7.3 ms
- * in the worst).
+ * passes "isolated" (measured: within 1 ms of idle) with room, and fails a
+ * clearly queued path; unpaced paths measured +7.8 ms (+3.7 in an earlier
+ * set), at the edge of the bound, so `lab wan bench` is the measure and this
+ * only guards against gross regressions.
  */
 export function isolationHolds(m: BulkIsolation): boolean {
   return m.during.medianMs <= 1.15 * m.idle.medianMs + 3;

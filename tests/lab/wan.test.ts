@@ -31,6 +31,7 @@ import {
   installProbe,
   isolationHolds,
   judgeRtt,
+  listening,
   measureBulkIsolation,
   bulkIsolationLine,
   parsePingTimes,
@@ -200,7 +201,7 @@ describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_00
     const transfer = async (timeoutMs: number): Promise<{ code: number; mtuDrops: number; out: string }> => {
       const server = transport.spawn(to, ["python3", "/run/pgha-lab/tcp-rtt.py", "serve", ip(to), "7997", "60"]);
       try {
-        await new Promise<void>((resolve) => server.onLine((line) => line.trim() === "listening" && resolve()));
+        await listening(server);
         const before = (await delayLineStatus(net.layout))?.stats.mtuDrops ?? 0;
         const result = await transport.run(from, ["python3", "/run/pgha-lab/tcp-rtt.py", "bulk", ip(to), "7997", "16"], { timeoutMs });
         const after = (await delayLineStatus(net.layout))?.stats.mtuDrops ?? 0;
