@@ -331,15 +331,23 @@ export async function startWan(plan: ClusterPlan, layout: LabLayout, rootfs: str
   return spec;
 }
 
-/** Changes jitter/loss (and the seed) of the running delay line without dropping queued packets. */
+/** Changes jitter/loss (and the seed) of the running delay line without dropping queued packets; resolves once applied. */
 export async function retuneWan(layout: LabLayout, plan: ClusterPlan, options: WanOptions): Promise<WanSpec> {
   const current = readWanSpec(layout);
   const status = readStatus(layout);
   if (!current || !status || !(await namespacePids(ROUTER_NS)).includes(status.pid)) throw new Error("the WAN emulator is not running (bring the lab up with --wan)");
   const spec = wanSpec(plan, layout, options);
   fs.writeFileSync(routerFile(layout, DELAY_CONFIG), JSON.stringify(delayLineConfig(spec), null, 2));
+  const reloadsBefore = (await delayLineStatus(layout))?.stats.reloads ?? 0;
   process.kill(status.pid, "SIGHUP");
   fs.writeFileSync(layout.wanFile, JSON.stringify(spec, null, 2));
+  // Returns once the delay line has applied it: a probe sent right after must
+  // see the new links and the reseeded generators, however loaded the machine.
+  const deadline = Date.now() + 10_000;
+  while (((await delayLineStatus(layout))?.stats.reloads ?? 0) <= reloadsBefore) {
+    if (Date.now() > deadline) throw new Error("the WAN emulator did not apply the new settings within 10 s");
+    await sleep(25);
+  }
   return spec;
 }
 

@@ -28,8 +28,11 @@ Packets of a pair with no link entry (same region, non-IPv4, unknown
 addresses) are written back at once. Jitter is uniform in [-jitter, +jitter]
 but never reorders a pair's packets (a packet is released no earlier than the
 one before it on the same pair, as on a real path); loss drops a packet with
-that probability. The random generator is seeded: a given packet sequence
-sees the same losses and jitter on every run.
+that probability. Each pair has its own random generator, seeded from the
+seed and the pair's name: a given packet sequence on a pair sees the same
+losses and jitter on every run, whatever crosses the other pairs meanwhile
+(one shared generator let a stray packet on one path, or a reply overtaking
+the next request, shift every later draw on all the others).
 
 SIGHUP re-reads the links (delay/jitter/loss) and the seed from CONFIG.json
 without losing queued packets, and restarts the random generator from the
@@ -100,7 +103,18 @@ def parse_links(entries):
 cfg = load(config_path)
 subnets = parse_subnets(cfg["subnets"])
 links = parse_links(cfg.get("links", {}))
-rng = random.Random(int(cfg.get("seed", 1)))
+seed = int(cfg.get("seed", 1))
+rngs = {}
+
+
+def rng_of(pair):
+    rng = rngs.get(pair)
+    if rng is None:
+        # A str seed is hashed with SHA-512 by random.seed (version 2): the
+        # same on every run, whatever PYTHONHASHSEED is.
+        rng = rngs[pair] = random.Random(f"{seed}:{pair[0]}>{pair[1]}")
+    return rng
+
 status_path = cfg.get("status")
 
 region_cache = {}
@@ -251,7 +265,7 @@ def receive(fd, packet, now):
         stats["mtuDrops"] += 1
         count(pair, "lost")
         return
-    if loss and rng.random() < loss:
+    if loss and rng_of(pair).random() < loss:
         stats["lost"] += 1
         count(pair, "lost")
         return
@@ -275,7 +289,7 @@ def receive(fd, packet, now):
         departure = start + len(packet) * per_byte
         tx_free[pair] = departure
     if jitter:
-        delay = max(0.0, delay + rng.uniform(-jitter, jitter))
+        delay = max(0.0, delay + rng_of(pair).uniform(-jitter, jitter))
     release = departure + delay
     previous = last_release.get(pair, 0.0)
     if release < previous:
@@ -321,7 +335,8 @@ while not flags["stop"]:
         try:
             fresh = load(config_path)
             links = parse_links(fresh.get("links", {}))
-            rng = random.Random(int(fresh.get("seed", 1)))
+            seed = int(fresh.get("seed", 1))
+            rngs = {}
             stats["reloads"] += 1
         except Exception as error:  # keep the old links on a bad file
             sys.stderr.write(f"wan-delay: reload failed, keeping the old links: {error}\n")

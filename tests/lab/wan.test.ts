@@ -251,7 +251,6 @@ describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_00
     const { net, transport } = requireNet();
     const tokyo = net.layout.hosts.find((h) => h.name === "pg-tokyo-1")?.link.address as string;
     await retuneWan(net.layout, net.plan, { ...DEFAULT_WAN_OPTIONS, jitterMs: 5, lossPercent: 10, seed: 3 });
-    await new Promise((r) => setTimeout(r, 200));
     const lossy = await transport.run("pg-seoul-1", ["ping", "-n", "-c", "200", "-i", "0.02", "-W", "1", tokyo], { timeoutMs: 60_000 });
     const rtts = parsePingTimes(lossy.stdout);
     const lost = 1 - rtts.length / 200;
@@ -259,28 +258,35 @@ describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_00
     log(`jitter ±5 ms, loss 10 % per direction: ${(lost * 100).toFixed(1)} % of echo requests unanswered (expected ≈ 19 %), RTT median ${s.medianMs} ms, p10 ${s.p10Ms}, p90 ${s.p90Ms}, min ${s.minMs}, max ${s.maxMs}`);
     assert.ok(lost > 0.08 && lost < 0.32, `loss ${lost}`);
     assert.ok(s.medianMs >= 31 - 3 && s.medianMs <= 31 + 5, `median ${s.medianMs}`);
-    // Never below delay − jitter (a hard floor); the ceiling leaves the probes' scheduling slack of judgeRtt.
-    assert.ok(s.minMs >= 31 - 10 - 0.5 && s.maxMs <= 31 + 10 + 6, `range ${s.minMs}–${s.maxMs}`);
+    // Never below delay − jitter: a hard floor, as nothing can make a packet early. Above, one echo out of
+    // 160 scheduled late on a loaded machine must not decide (a CI run failed on it): the ceiling is on p90,
+    // with judgeRtt's slack (3 ms + 5 %); the max is logged above.
+    assert.ok(s.minMs >= 31 - 10 - 0.5, `min ${s.minMs}`);
+    assert.ok(s.p90Ms <= (31 + 10) * 1.05 + 3, `p90 ${s.p90Ms}`);
     assert.ok(s.p90Ms - s.p10Ms > 3, `jitter visible: p10 ${s.p10Ms}, p90 ${s.p90Ms}`);
 
-    const lostSeqs = async (): Promise<number[]> => {
+    const singapore = net.layout.hosts.find((h) => h.name === "pg-singapore-1")?.link.address as string;
+    const lostSeqs = async (crossTraffic: boolean): Promise<number[]> => {
       await retuneWan(net.layout, net.plan, { ...DEFAULT_WAN_OPTIONS, jitterMs: 0, lossPercent: 30, seed: 7 });
-      await new Promise((r) => setTimeout(r, 200));
+      // Traffic on other pairs meanwhile must not shift this pair's draws (each pair has its own generator).
+      const other = crossTraffic ? transport.run("pg-tokyo-1", ["ping", "-n", "-c", "70", "-i", "0.03", "-W", "1", singapore], { timeoutMs: 60_000 }) : undefined;
       const out = await transport.run("pg-seoul-1", ["ping", "-n", "-c", "40", "-i", "0.05", "-W", "1", tokyo], { timeoutMs: 60_000 });
+      await other;
       const got = new Set([...out.stdout.matchAll(/icmp_seq=(\d+)/g)].map((m) => Number(m[1])));
       return Array.from({ length: 40 }, (_, i) => i + 1).filter((seq) => !got.has(seq));
     };
-    const first = await lostSeqs();
-    const second = await lostSeqs();
-    log(`seed 7, loss 30 %: unanswered echo requests ${first.join(",")} and again ${second.join(",")}`);
+    const first = await lostSeqs(false);
+    const second = await lostSeqs(true);
+    log(`seed 7, loss 30 %: unanswered echo requests ${first.join(",")} and again, with Tokyo ⇄ Singapore pings meanwhile, ${second.join(",")}`);
     assert.ok(first.length > 0);
     assert.deepEqual(second, first, "the same seed and packet sequence lose the same packets");
 
     await retuneWan(net.layout, net.plan, DEFAULT_WAN_OPTIONS);
-    await new Promise((r) => setTimeout(r, 200));
-    const clean = spread(await pingRtts(transport, "pg-seoul-1", tokyo, 20));
-    assert.equal(clean.n, 20);
-    // Jitter off again: the spread collapses (p10–p90, so one late sample on a loaded machine does not decide).
-    assert.ok(judgeRtt(31, clean.medianMs) && clean.p90Ms - clean.p10Ms < 2, `back to 31 ms: ${JSON.stringify(clean)}`);
+    const clean = spread(await pingRtts(transport, "pg-seoul-1", tokyo, 40));
+    log(`jitter off again: ${JSON.stringify(clean)}`);
+    assert.equal(clean.n, 40, "no loss once it is off");
+    // Jitter off again: the spread collapses from about 11 ms (p10–p90 of ±5 ms each way) to the probes' own
+    // scheduling noise; 4 ms tells the two apart with room for a loaded machine's late samples.
+    assert.ok(judgeRtt(31, clean.medianMs) && clean.p90Ms - clean.p10Ms < 4, `back to 31 ms: ${JSON.stringify(clean)}`);
   });
 });
