@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time machine setup for the render tests and the lab (run as root):
-# host tools from Debian's archive, then the cached Debian 13 rootfs that
+# host tools from Debian's archive (also the linters npm test runs: shellcheck, pyflakes3), then the cached Debian 13 rootfs that
 # holds the real PostgreSQL 17, Patroni, etcd 3.5, HAProxy and cloud-init.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
@@ -8,7 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 need=()
-for tool in debootstrap:debootstrap ip:iproute2 unshare:util-linux openssl:openssl tar:tar shellcheck:shellcheck; do
+for tool in debootstrap:debootstrap ip:iproute2 unshare:util-linux openssl:openssl tar:tar shellcheck:shellcheck pyflakes3:python3-pyflakes; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
