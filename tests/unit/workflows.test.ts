@@ -9,8 +9,10 @@
  *   Debian's `shellcheck` package, installed by `npm run setup`);
  * - what the delivery design promises: actions pinned to commit SHAs, AWS
  *   only through OIDC, preview with a PR comment, up with the policy pack,
- *   ephemeral stacks upserted and destroyed with remove, the backend
- *   selectable, the Pulumi CLI matching the SDK;
+ *   ephemeral stacks upserted and destroyed with remove, a scheduled drift
+ *   check (preview --refresh --expect-no-changes) with read-only credentials,
+ *   comments and summaries that keep the change summary when cut, the
+ *   backend selectable, the Pulumi CLI matching the SDK;
  * - the ephemeral stack name and stack file (.github/scripts/ephemeral-stack.ts).
  */
 import assert from "node:assert/strict";
@@ -157,7 +159,7 @@ describe("pinning and credentials", () => {
         if (usesAwsCredentials(job)) {
           const roleArn = stepsOf(job).find((s) => s.uses === "./.github/actions/prepare")?.with?.["aws-role-arn"];
           // Each environment its own role: a branch's stack never holds production's credentials.
-          const expected = job.environment === "ephemeral" ? "EPHEMERAL" : job.environment === "production" ? "DEPLOY" : "PREVIEW";
+          const expected = ({ ephemeral: "EPHEMERAL", production: "DEPLOY", drift: "DRIFT" } as Record<string, string>)[job.environment] ?? "PREVIEW";
           assert.equal(roleArn, `\${{ vars.AWS_${expected}_ROLE_ARN }}`, `${file} ${name}`);
         }
       }
@@ -208,6 +210,50 @@ describe("what each workflow does", () => {
     assert.equal(step.with.command, "up");
     assert.equal(step.with.policyPacks, "policy");
     assert.equal(step.with.upsert, true);
+  });
+
+  it("checks the main stack for drift daily and by hand: preview --refresh --expect-no-changes, read-only, failing on any change", () => {
+    const drift = workflows["drift.yml"];
+    assert.ok(drift, "drift.yml is missing");
+    const [schedule] = drift.on.schedule;
+    assert.match(schedule.cron, /^\d+ \d+ \* \* \*$/, "once a day");
+    assert.ok(drift.on.workflow_dispatch !== undefined);
+    assert.deepEqual(Object.keys(drift.on).sort(), ["schedule", "workflow_dispatch"]);
+    // A queued drift check must never cancel a queued deploy.
+    assert.notEqual(drift.concurrency.group, main.concurrency.group);
+    assert.equal(drift.concurrency["cancel-in-progress"], false);
+    const jobs = jobsOf(drift);
+    assert.equal(jobs.length, 1);
+    const [, job] = jobs[0];
+    assert.deepEqual(job.permissions, { contents: "read", "id-token": "write" });
+    assert.equal(job.environment, "drift");
+    assert.equal(job.env.STACK, pr.jobs.preview.env.STACK, "the stack the pull requests preview and main deploys");
+    const [step] = pulumiSteps(job);
+    assert.equal(pulumiSteps(job).length, 1);
+    assert.equal(step.with.command, "preview");
+    assert.equal(step.with.refresh, true);
+    assert.equal(step.with["expect-no-changes"], true);
+    assert.equal(step.with["stack-name"], pulumiSteps(pr.jobs.preview)[0].with["stack-name"]);
+    assert.equal(step.with["comment-on-summary"], true, "the drift shows in the run's summary");
+    assert.equal(step.with.diff, true);
+    assert.equal(step.with["comment-on-pr"], undefined);
+    assert.equal(step.with.upsert, undefined, "a missing stack is an error, not something to create");
+    assert.equal(step["continue-on-error"], undefined, "a drift fails the job");
+    assert.equal(step.with["continue-on-error"], undefined, "a drift fails the job");
+  });
+
+  it("keeps the change summary in every pull-request comment and run summary (long output cut from the front)", () => {
+    let commenting = 0;
+    for (const [file, workflow] of Object.entries(workflows)) {
+      for (const [name, job] of jobsOf(workflow)) {
+        for (const step of pulumiSteps(job).filter((s) => s.with["comment-on-pr"] === true || s.with["comment-on-summary"] === true)) {
+          commenting++;
+          assert.equal(step.with["always-include-summary"], true, `${file} ${name}`);
+        }
+      }
+    }
+    assert.ok(commenting >= 4, `${commenting} commenting steps`);
+    assert.equal(pulumiSteps(pr.jobs.preview)[0].with["always-include-summary"], true);
   });
 
   it("deploys a labelled branch to its own upserted stack with the ephemeral policy config, and destroys it with remove on close", () => {
