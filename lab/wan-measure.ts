@@ -482,7 +482,7 @@ export async function measureWan(lab: LabContext, options: { steadySeconds: numb
   return { at: new Date().toISOString(), commitLatency: commit, pgbenchInitSeconds: initSeconds, syncVsAsync: matrix, etcd };
 }
 
-/** Markdown for the README/report. */
+/** Markdown for docs/lab.md and the report. */
 export function measurementsMarkdown(m: WanMeasurements): string {
   return [commitMarkdown(m.commitLatency), "", matrixMarkdown(m.syncVsAsync), "", etcdMarkdown(m.etcd)].join("\n");
 }

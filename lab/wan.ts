@@ -35,7 +35,7 @@ import { resolveInRoot } from "./roots";
  * behind it: written back 1.2–3 ms late on average, and ping Tokyo → Seoul
  * rose from 31.8 to 39.6 ms (median of 5 runs) during a Seoul ⇄ Singapore
  * transfer. With departures paced at 100 Mbit/s no burst falls due at once:
- * 0.12 ms late on average, and the ping stays at 31.6 ms (README table).
+ * 0.12 ms late on average, and the ping stays at 31.6 ms (docs/lab.md table).
  *
  * Each ordered pair of regions also has a TUN device (and routing table) of
  * its own, as each inter-region path has its own queues on a real WAN, and

@@ -25,7 +25,7 @@ import { ephemeralStackName, ephemeralTags, nodeBoundaryArn, PROJECT_ROOT, rende
 import { programGraph, type GraphResource, type ProgramGraph } from "../../policy/testing/program-graph";
 
 const AWS_DIR = join(__dirname, "..", "..", ".github", "aws");
-/** The account the documents are filled with, as the README's `fill` does with ACCOUNT_ID. */
+/** The account the documents are filled with, as docs/delivery.md's `fill` does with ACCOUNT_ID. */
 const ACCOUNT = "123456789012";
 type Statement = { Sid: string; Effect: string; Action: string | string[]; Resource: string | string[]; Condition?: Record<string, Record<string, string | string[]>> };
 const statements = (file: string): Statement[] => JSON.parse(readFileSync(join(AWS_DIR, file), "utf8").replaceAll("ACCOUNT_ID", ACCOUNT)).Statement;

@@ -5,7 +5,7 @@ import { describe, test } from "node:test";
 import ts from "typescript";
 
 /**
- * Which part of the project may import which (README "Layout"):
+ * Which part of the project may import which (docs/architecture.md "Layout"):
  *
  * - lab/ is the local lab: only lab/ itself and tests/ import it (what
  *   `pulumi up` runs must not depend on it);
