@@ -39,7 +39,9 @@ function proseLines(markdown: string): string[] {
       }
       return line;
     }
-    if (opener && opener[1][0] === fence[0] && opener[1].length >= fence.length && line.trim() === opener[1]) fence = undefined;
+    // A fence closes with the same character, at least as long, and nothing else on the line.
+    const closer = opener?.[1];
+    if (closer?.startsWith(fence[0]) && closer.length >= fence.length && line.trim() === closer) fence = undefined;
     return "";
   });
 }
