@@ -1,0 +1,364 @@
+/**
+ * The shape of the `pgha:` configuration, as one zod schema.
+ *
+ * Why zod 4 (and not TypeBox + ajv): it is one dependency with no runtime
+ * companions; the parsed type is inferred from the schema itself (checked
+ * below against plan/config.ts, so the two cannot drift); custom messages,
+ * defaults and refinements live next to the field they belong to; and
+ * `z.toJSONSchema` turns the same schema into the editor schema
+ * (plan/json-schema.ts), so there is no second description of the keys to keep
+ * in step. TypeBox would give JSON Schema first and types second, but needs
+ * ajv (plus ajv-formats and ajv-errors for our wording) to validate, and its
+ * error objects carry JSON pointers that we would remap anyway.
+ *
+ * Every message is a rule in the wording `formatProblem` prints after
+ * `pgha:<key> = <value>: `. Rules that relate fields of one object (a subnet
+ * inside its VPC, a zone of its region) are refinements here; they only run
+ * once the object's own fields parse, as the hand-written checks did. Rules
+ * across sections (overlaps, quorum, timing) stay in plan/validate.ts.
+ */
+import { z } from "zod";
+import { AWS_REGIONS, zoneBelongsToRegion } from "./aws-regions";
+import type { ClusterConfig } from "./config";
+import { DEFAULT_CONFIG } from "./defaults";
+import { blockWithin, parseIpv4, parseIpv4Cidr, type Ipv4Block } from "./net";
+
+export const NODE_ROLES = ["postgres", "etcd", "haproxy"] as const;
+export const ARCHITECTURES = ["amd64", "arm64"] as const;
+/** zod's enum wants a non-empty tuple; plan/aws-regions.ts keeps a plain list. */
+const AWS_REGION_NAMES = AWS_REGIONS as readonly [string, ...string[]];
+
+const NAME_PATTERN = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
+const SHA256_PATTERN = /^[0-9a-f]{64}$/;
+const INSTANCE_TYPE_PATTERN = /^[a-z0-9-]+\.[a-z0-9]+$/;
+/** `arn:<partition>:iam::<12-digit account>:policy/<path/name>` (IAM's path and name characters). */
+const IAM_POLICY_ARN = /^arn:aws(-[a-z]+)*:iam::\d{12}:policy\/([\w+=,.@-]+\/)*[\w+=,.@-]{1,128}$/;
+/** Written without the `i` flag: JSON Schema patterns carry no flags, so the editor schema must mean the same. */
+const NOT_AWS_PREFIXED = /^(?![aA][wW][sS]:)/;
+
+/** Parameters the renderers own; letting users set them would break TLS, archiving or replication. */
+export const MANAGED_PARAMETERS: readonly string[] = [
+  "ssl",
+  "ssl_cert_file",
+  "ssl_key_file",
+  "ssl_ca_file",
+  "archive_mode",
+  "archive_command",
+  "wal_level",
+  "hot_standby",
+  "wal_log_hints",
+  "listen_addresses",
+  "port",
+  "password_encryption",
+  "synchronous_standby_names",
+];
+
+type Path = (string | number)[];
+
+/**
+ * A rule broken by a value the user may not have written (a default, or a
+ * count), so the problem line carries it instead of the input at `path`.
+ */
+function fail(ctx: z.RefinementCtx, path: Path, value: unknown, rule: string): void {
+  ctx.addIssue({ code: "custom", path, message: rule, params: { value }, continue: false });
+}
+
+/**
+ * A broken field rule. `continue: false` marks the field as failed, so the
+ * enclosing object's refinements (which read it as valid) are skipped: zod
+ * runs them after a refinement's issue unless told otherwise.
+ */
+function reject(ctx: z.RefinementCtx, rule: string): void {
+  ctx.addIssue({ code: "custom", message: rule, continue: false });
+}
+
+const NON_EMPTY = "must be a non-empty string";
+
+/** A non-empty string; the pattern is only tried on one. */
+function text(pattern?: RegExp, rule?: string) {
+  const base = z.string({ error: NON_EMPTY }).min(1, { error: NON_EMPTY, abort: true });
+  return pattern ? base.regex(pattern, rule ?? `must match ${pattern}`) : base;
+}
+
+function whole(min: number, max: number) {
+  const range = `must be between ${min} and ${max}`;
+  // z.int() refuses whole numbers beyond 2^53 as too big: that is a range problem, not a fraction.
+  const notWhole = (issue: { code: string }) => (issue.code === "too_big" || issue.code === "too_small" ? range : "must be a whole number");
+  return z.int({ error: notWhole }).min(min, range).max(max, range);
+}
+
+const flag = () => z.boolean({ error: "must be true or false" });
+
+function list<T extends z.ZodType>(item: T, minLength = 0) {
+  return z.array(item, { error: "must be a list" }).min(minLength, `must hold at least ${minLength} item(s)`);
+}
+
+/** An object whose keys must all be known: a typo is reported, never ignored. */
+function section<Shape extends z.ZodRawShape>(shape: Shape, notAnObject: string) {
+  const unknownKey = `unknown key; expected one of ${Object.keys(shape).join(", ")}`;
+  return z.strictObject(shape, { error: (issue) => (issue.code === "unrecognized_keys" ? unknownKey : notAnObject) });
+}
+
+/** One of a fixed list, saying "non-empty string" first when it is not even that. */
+function oneOf<const T extends readonly [string, ...string[]]>(values: T, rule: string) {
+  return z.enum(values, { error: (issue) => (typeof issue.input === "string" && issue.input !== "" ? rule : NON_EMPTY) });
+}
+
+/** An IPv4 CIDR with no host bits; `prefixRule` adds a rule on the prefix length. */
+function cidr(prefixRule?: (block: Ipv4Block) => string | undefined) {
+  return text().superRefine((value, ctx) => {
+    const parsed = parseIpv4Cidr(value);
+    if (parsed === "syntax") reject(ctx, "must be an IPv4 CIDR such as 10.1.0.0/16");
+    else if (parsed === "host-bits") reject(ctx, "has host bits set; give the network address of the block");
+    else {
+      const rule = prefixRule?.(parsed);
+      if (rule) reject(ctx, rule);
+    }
+  });
+}
+
+/** A CIDR the field schema has already accepted. */
+const block = (cidrText: string): Ipv4Block => parseIpv4Cidr(cidrText) as Ipv4Block;
+
+const instanceType = () => text(INSTANCE_TYPE_PATTERN, "must be an EC2 instance type such as m6i.large");
+
+const subnetSchema = section(
+  { cidr: cidr(), availabilityZone: text().describe("Availability zone of the region, e.g. ap-northeast-2a.") },
+  "must be an object with cidr and availabilityZone",
+);
+
+const rolesSchema = list(oneOf(NODE_ROLES, `must be one of ${NODE_ROLES.join(", ")}`), 1).superRefine((roles, ctx) => {
+  if (new Set(roles).size !== roles.length) fail(ctx, [], roles, "lists a role twice");
+});
+
+const nodeSchema = section(
+  {
+    name: text(NAME_PATTERN, "must be 2-32 lower-case letters, digits or dashes (it becomes the hostname)"),
+    privateIp: text()
+      .refine((ip) => parseIpv4(ip) !== undefined, { message: "must be an IPv4 address such as 10.1.0.10", abort: true })
+      .meta({ format: "ipv4", description: "Fixed private address inside one of the region's subnets." }),
+    roles: rolesSchema.describe("What runs on the node."),
+    instanceType: instanceType().optional().describe("EC2 instance type; defaults to instances.postgresType or instances.haproxyType by role."),
+    failoverPriority: whole(0, 100).optional().describe("Patroni failover_priority: the highest healthy candidate wins; 0 never promotes."),
+  },
+  "must be an object with name, privateIp and roles",
+).superRefine((node, ctx) => {
+  if (node.failoverPriority !== undefined && !node.roles.includes("postgres")) {
+    fail(ctx, ["failoverPriority"], node.failoverPriority, "only applies to nodes with the postgres role");
+  }
+});
+
+const regionSchema = section(
+  {
+    name: text(NAME_PATTERN, "must be 2-32 lower-case letters, digits or dashes, starting with a letter"),
+    awsRegion: oneOf(AWS_REGION_NAMES, "is not an AWS region this program knows (e.g. ap-northeast-2)"),
+    vpcCidr: cidr((vpc) => (vpc.prefixLength < 16 || vpc.prefixLength > 28 ? "AWS allows VPC CIDRs from /16 to /28" : undefined)),
+    subnets: list(subnetSchema, 1),
+    natSubnetCidr: cidr((nat) => (nat.prefixLength > 28 ? "AWS subnets must be /28 or larger" : undefined)),
+    nodes: list(nodeSchema, 1),
+  },
+  "must be an object with name, awsRegion, vpcCidr, subnets, natSubnetCidr and nodes",
+).superRefine((region, ctx) => {
+  const vpc = block(region.vpcCidr);
+  const inside = `must lie inside the region's vpcCidr ${vpc.cidr}`;
+  region.subnets.forEach((subnet, s) => {
+    if (!blockWithin(block(subnet.cidr), vpc)) fail(ctx, ["subnets", s, "cidr"], subnet.cidr, inside);
+    if (!zoneBelongsToRegion(subnet.availabilityZone, region.awsRegion)) {
+      fail(ctx, ["subnets", s, "availabilityZone"], subnet.availabilityZone, `must be a zone of ${region.awsRegion} (e.g. ${region.awsRegion}a)`);
+    }
+  });
+  if (!blockWithin(block(region.natSubnetCidr), vpc)) fail(ctx, ["natSubnetCidr"], region.natSubnetCidr, inside);
+});
+
+const defaults = DEFAULT_CONFIG;
+
+const versionsSchema = section(
+  {
+    postgresMajor: whole(13, 99).default(defaults.versions.postgresMajor),
+    patroni: text(
+      /^4\.\d+(\.(\d+|\*))?(-[0-9A-Za-z.+~]+)?$|^4\.\d+\.\*$/,
+      "must be a Patroni 4 apt version or pattern such as 4.1.* (Patroni 4 vocabulary is rendered)",
+    ).default(defaults.versions.patroni),
+    postgresPackage: text().default(defaults.versions.postgresPackage),
+    etcd: text(/^3\.5\.\d+$/, "must be an etcd 3.5.x release such as 3.5.21 (the product is built and tested on 3.5)").default(defaults.versions.etcd),
+    etcdSha256: z
+      .partialRecord(z.enum(ARCHITECTURES), text(SHA256_PATTERN, "must be 64 lower-case hex digits (sha256sum of the release archive)"), {
+        // zod's typings leave out the unrecognized_keys issue an enum-keyed record raises for a key outside the enum.
+        error: (issue) =>
+          (issue.code as string) === "unrecognized_keys"
+            ? `architecture must be one of ${ARCHITECTURES.join(", ")}`
+            : "must map an architecture (amd64, arm64) to a SHA-256",
+      })
+      .default(defaults.versions.etcdSha256)
+      .describe("sha256sum of etcd-v<etcd>-linux-<arch>.tar.gz per architecture; given, it replaces the default map."),
+  },
+  "must be an object",
+)
+  .superRefine((versions, ctx) => {
+    const major = versions.postgresMajor;
+    if (!versions.postgresPackage.startsWith(`${major}.`)) {
+      fail(ctx, ["postgresPackage"], versions.postgresPackage, `must be a version of PostgreSQL ${major} (versions.postgresMajor), such as ${major}.*`);
+    }
+  })
+  .prefault({});
+
+const seconds = () => whole(1, 3600);
+
+const patroniSchema = section(
+  {
+    scope: text(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, "must be letters, digits, dots, dashes or underscores").default(defaults.patroni.scope),
+    namespace: text(/^\/([A-Za-z0-9_.-]+\/)*$/, "must start and end with / (an etcd key prefix such as /db/)").default(defaults.patroni.namespace),
+    ttl: seconds().default(defaults.patroni.ttl).describe("Leader lock TTL in seconds (Patroni requires >= 20)."),
+    loopWait: seconds().default(defaults.patroni.loopWait),
+    retryTimeout: seconds().default(defaults.patroni.retryTimeout),
+    synchronousMode: flag().default(defaults.patroni.synchronousMode),
+    synchronousModeStrict: flag().default(defaults.patroni.synchronousModeStrict),
+    synchronousNodeCount: whole(1, 64).default(defaults.patroni.synchronousNodeCount),
+    maximumLagOnFailover: whole(0, Number.MAX_SAFE_INTEGER).default(defaults.patroni.maximumLagOnFailover),
+    parameters: z
+      .record(
+        z.string().regex(/^[a-z_][a-z0-9_.]*$/, "is not a PostgreSQL parameter name"),
+        z.union([z.string(), z.number(), z.boolean()], { error: "must be a string, number or boolean" }),
+        { error: "must map PostgreSQL parameter names to values" },
+      )
+      .superRefine((parameters, ctx) => {
+        for (const [name, setting] of Object.entries(parameters)) {
+          if (MANAGED_PARAMETERS.includes(name)) {
+            fail(ctx, [name], setting, "is managed by this program (TLS, archiving and replication settings are rendered from the plan)");
+          }
+        }
+      })
+      .default(defaults.patroni.parameters)
+      .describe("Extra PostgreSQL parameters (Patroni dynamic configuration); TLS, archiving and replication ones are refused."),
+  },
+  "must be an object",
+).prefault({});
+
+const rttRule = "must be a round-trip time in milliseconds between 0 and 1000";
+
+const etcdSchema = section(
+  {
+    rttMs: z
+      .record(z.string(), z.number({ error: rttRule }).gt(0, rttRule).max(1000, rttRule), {
+        error: "must map region pairs such as seoul-tokyo to milliseconds",
+      })
+      .default(defaults.etcd.rttMs)
+      .describe("Measured round trips between regions in ms, keyed <region>-<region>; heartbeat and election timeout follow."),
+    autoCompactionRetention: whole(1, 10_000_000).default(defaults.etcd.autoCompactionRetention),
+    quotaBackendBytes: whole(16 * 1024 * 1024, 8 * 1024 * 1024 * 1024).default(defaults.etcd.quotaBackendBytes),
+    heartbeatIntervalMs: whole(10, 10_000).optional().describe("Set with electionTimeoutMs to override the RTT derivation."),
+    electionTimeoutMs: whole(50, 1_000_000).optional().describe("Set with heartbeatIntervalMs; at least 5 x heartbeat, at most 50000."),
+  },
+  "must be an object",
+).prefault({});
+
+const port = () => whole(1024, 65535);
+const checkMs = () => whole(100, 60_000);
+const checkCount = () => whole(1, 10);
+
+const haproxySchema = section(
+  {
+    primaryPort: port().default(defaults.haproxy.primaryPort),
+    replicaPort: port().default(defaults.haproxy.replicaPort),
+    synchronousPort: port().default(defaults.haproxy.synchronousPort),
+    statsPort: port().default(defaults.haproxy.statsPort),
+    checkIntervalMs: checkMs().default(defaults.haproxy.checkIntervalMs),
+    checkFastIntervalMs: checkMs().default(defaults.haproxy.checkFastIntervalMs),
+    checkFall: checkCount().default(defaults.haproxy.checkFall),
+    checkRise: checkCount().default(defaults.haproxy.checkRise),
+    maxConnections: whole(10, 1_000_000).default(defaults.haproxy.maxConnections),
+  },
+  "must be an object",
+).prefault({});
+
+const cidrList = () =>
+  list(cidr((allowed) => (allowed.prefixLength === 0 ? "0.0.0.0/0 is never allowed; list the networks that need access" : undefined)));
+
+const accessSchema = section(
+  {
+    applicationCidrs: cidrList().default(defaults.access.applicationCidrs).describe("Networks that may reach HAProxy's PostgreSQL listeners."),
+    adminCidrs: cidrList().default(defaults.access.adminCidrs).describe("Networks that may open the HAProxy stats page."),
+  },
+  "must be an object",
+).prefault({});
+
+const instancesSchema = section(
+  {
+    postgresType: instanceType().default(defaults.instances.postgresType),
+    haproxyType: instanceType().default(defaults.instances.haproxyType),
+    architecture: oneOf(ARCHITECTURES, `must be one of ${ARCHITECTURES.join(", ")}`)
+      .default(defaults.instances.architecture)
+      .describe("CPU architecture of every instance type (selects the AMI and the etcd archive)."),
+    rootVolumeGiB: whole(8, 16384).default(defaults.instances.rootVolumeGiB),
+    dataVolumeGiB: whole(1, 16384).default(defaults.instances.dataVolumeGiB),
+    protectDataVolumes: flag().default(defaults.instances.protectDataVolumes),
+    amiOverrides: z
+      .record(
+        // A plain string key (not an enum) keeps the parsed type Record<string, string>; the enum is there for editors.
+        z
+          .string()
+          .refine((region) => AWS_REGIONS.includes(region), { message: "key is not an AWS region", abort: true })
+          .meta({ enum: [...AWS_REGIONS] }),
+        text(/^ami-[0-9a-f]{8,17}$/, "must be an AMI id such as ami-0123456789abcdef0"),
+        { error: "must map AWS regions to AMI ids" },
+      )
+      .default(defaults.instances.amiOverrides)
+      .describe("AMI per AWS region (default: Canonical's Ubuntu 24.04 LTS)."),
+  },
+  "must be an object",
+).prefault({});
+
+const tagKeyRule = "tag keys are 1-128 characters and may not start with aws:";
+const MAX_TAGS = 40;
+
+const tagsSchema = z
+  .record(
+    z.string().min(1, tagKeyRule).max(128, tagKeyRule).regex(NOT_AWS_PREFIXED, tagKeyRule),
+    z.string({ error: "tag values are strings of at most 256 characters" }).max(256, "tag values are strings of at most 256 characters"),
+    { error: "must map tag keys to string values" },
+  )
+  .superRefine((tags, ctx) => {
+    const count = Object.keys(tags).length;
+    if (count > MAX_TAGS) fail(ctx, [], `${count} tags`, `at most ${MAX_TAGS} tags (AWS allows 50 per resource; the program sets up to 10 itself)`);
+  })
+  .default(defaults.tags);
+
+const iamSchema = section(
+  {
+    nodePermissionsBoundaryArn: z
+      .string({ error: "must be an IAM managed policy ARN arn:<partition>:iam::<12-digit account>:policy/<path/name>" })
+      .regex(IAM_POLICY_ARN, "must be an IAM managed policy ARN arn:<partition>:iam::<12-digit account>:policy/<path/name>")
+      .optional()
+      .describe("Managed policy set as the permissions boundary of every node role; unset, no boundary."),
+  },
+  "must be an object such as {nodePermissionsBoundaryArn: ...}",
+).prefault({});
+
+/** The whole `pgha:` namespace: every key optional, sections merged key by key over plan/defaults.ts, lists replacing the default. */
+export const configSchema = section(
+  {
+    regions: list(regionSchema, 1).default(defaults.regions).describe("Every region of the cluster (replaces the default three)."),
+    versions: versionsSchema.describe("PostgreSQL, Patroni and etcd versions and the etcd archive checksums."),
+    patroni: patroniSchema.describe("Patroni settings; ttl >= 20 and loopWait + 2 x retryTimeout <= ttl."),
+    etcd: etcdSchema.describe("etcd timing (derived from rttMs unless given) and storage."),
+    haproxy: haproxySchema.describe("HAProxy listener ports, health checks and connection limit."),
+    access: accessSchema.describe("Networks allowed to reach HAProxy; never 0.0.0.0/0."),
+    instances: instancesSchema.describe("EC2 instance types, architecture, volumes and AMIs."),
+    parameterPrefix: text(/^(\/[A-Za-z0-9_.-]+)+$/, "must be an SSM path such as /pgha (slash-separated, no trailing slash)")
+      .default(defaults.parameterPrefix)
+      .describe("Root of every SSM parameter path; the stack name is appended."),
+    tags: tagsSchema.describe("Extra tags on every AWS resource."),
+    iam: iamSchema.describe("IAM settings of the node roles."),
+  },
+  "must be an object of pgha:* keys",
+).prefault({});
+
+/** The top-level keys the schema knows, in the order users read them. */
+export const SCHEMA_KEYS = Object.keys(configSchema.unwrap().shape) as (keyof ClusterConfig)[];
+
+// The parsed type is the documented one (plan/config.ts), both ways: a field
+// added to one and not the other fails the typecheck here.
+type Parsed = z.output<typeof configSchema>;
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const parsedIsClusterConfig: Same<Parsed, ClusterConfig> = true;
+void parsedIsClusterConfig;
