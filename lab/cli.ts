@@ -1,20 +1,20 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Command, InvalidArgumentError } from "commander";
+import { Command } from "commander";
 import { clearEnvCache } from "../checks/cluster";
 import { DRILLS, selectDrills, type DrillSummary } from "./drills";
 import { CLIENT, DEFAULT_STATE_DIR, hostLayout } from "./layout";
 import { hostProcesses } from "./services";
 import { acquireLabLock } from "./lock";
-import { labContext, labDown, labNamespaceNames, labUp, preflight } from "./lab";
-import { existingNamespaces } from "./netns";
+import { labContext, labDown, labUp, preflight } from "./lab";
 import { runDrills, summaryTable, waitHealthy } from "./runner";
 import type { Check, Verification } from "../checks/readiness";
 import { verifyCluster } from "./verify";
 import { ensureWritesTable, WRITER_PATH } from "./writer";
 import { readWanSpec, wanHealth, wanOptionsFromEnv, type WanSpec } from "./wan";
 import { nonNegativeNumber, registerWanCommands, wanUpOptions } from "./wan-cli";
+import { LOCK_FREE_COMMANDS, positiveInt, registerSessionCommands, requireUp as requireLabUp } from "./session";
 
 const program = new Command();
 program
@@ -22,11 +22,13 @@ program
   .description("Local lab: boots the rendered cluster configuration in network namespaces on this machine and drills failover.")
   .option("--state-dir <dir>", "where the lab keeps roots, PKI, logs and state", DEFAULT_STATE_DIR);
 
-// One lab command at a time on this machine (see lab/lock.ts); `wan compare` only reads reports.
+// One lab command at a time on this machine (see lab/lock.ts); `wan compare` only reads reports, and
+// psql/exec/logs are for use beside a running session (lab/session.ts).
 program.hook("preAction", (_root, action) => {
   const words = [action.name()];
   for (let c = action.parent; c && c !== program; c = c.parent) words.unshift(c.name());
-  if (words.join(" ") !== "wan compare") acquireLabLock(`npm run lab -- ${words.join(" ")}`);
+  const command = words.join(" ");
+  if (command !== "wan compare" && !LOCK_FREE_COMMANDS.includes(command)) acquireLabLock(`npm run lab -- ${command}`);
 });
 
 const stamp = (): string => new Date().toISOString().slice(11, 19);
@@ -46,18 +48,7 @@ function upRecordPath(): string {
 
 /** `status` and `drill` need a lab that `up` built and that is still there. */
 async function requireUp(): Promise<void> {
-  const lab = labContext(stateDir());
-  const present = new Set(await existingNamespaces());
-  const missing = labNamespaceNames(lab.layout).filter((ns) => !present.has(ns));
-  if (!fs.existsSync(lab.layout.stateFile) || missing.length) {
-    throw new Error(`the lab is not up${missing.length ? ` (missing namespaces: ${missing.join(", ")})` : ""}: run \`npm run lab -- up\``);
-  }
-}
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("must be a positive integer");
-  return n;
+  await requireLabUp(stateDir());
 }
 
 export interface UpRecord {
@@ -206,6 +197,7 @@ export function buildReport(summaries: DrillSummary[], repeat: number, seconds: 
 }
 
 registerWanCommands(program, stateDir);
+registerSessionCommands(program, stateDir);
 
 program.parseAsync(process.argv).catch((error: Error) => {
   say(`error: ${error.message}`);

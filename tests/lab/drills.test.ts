@@ -19,6 +19,7 @@
  * no leader change.
  */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -135,6 +136,31 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 19 * 60_000 }, 
     for (const id of ["tls: etcd", "tls: patroni", "tls: postgres"]) {
       assert.ok(verification.checks.some((c) => c.id.startsWith(id)), `TLS probes for ${id} ran`);
     }
+  });
+
+  test("lab CLI beside the running lab: exec patronictl list, logs patroni, psql through another region's HAProxy", { timeout: 60_000 }, async () => {
+    const current = requireLab();
+    // The commands people type (lab/README.md), run as they would be; they take no lab lock, which this file holds.
+    const npm = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+      new Promise((resolve) => {
+        execFile("npm", ["run", "lab", "--", ...args], { cwd: path.join(__dirname, "..", ".."), env: { ...process.env, PGHA_LAB_DIR: STATE_DIR }, timeout: 50_000 }, (error, stdout, stderr) =>
+          resolve({ code: error ? (typeof error.code === "number" ? error.code : -1) : 0, stdout, stderr }),
+        );
+      });
+    const [list, logs, psql] = await Promise.all([
+      npm(["exec", "pg-seoul-1", "--", "patronictl", "list"]),
+      npm(["logs", "pg-seoul-1", "patroni"]),
+      npm(["psql", "--via", "haproxy-2", "--", "-c", "select 1"]),
+    ]);
+    assert.equal(list.code, 0, `exec patronictl list: ${list.stderr}`);
+    for (const node of current.plan.nodes.filter((n) => n.roles.has("postgres"))) assert.match(list.stdout, new RegExp(`\\b${node.name}\\b`), list.stdout);
+    assert.match(list.stdout, /\bLeader\b/, list.stdout);
+    assert.match(list.stdout, /\bSync Standby\b/, list.stdout);
+    assert.equal(logs.code, 0, `logs: ${logs.stderr}`);
+    assert.match(logs.stdout, / INFO: /, `no Patroni line in the last 100 of pg-seoul-1's patroni log:\n${logs.stdout}`);
+    assert.equal(psql.code, 0, `psql: ${psql.stderr}`);
+    assert.match(psql.stdout, /^\s*1\s*$/m, psql.stdout);
+    assert.match(psql.stdout, /\(1 row\)/, psql.stdout);
   });
 
   if (WAN) {
