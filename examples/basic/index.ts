@@ -34,9 +34,17 @@ function clusterInput(): ClusterConfigInput {
   return input;
 }
 
+/**
+ * The plan's `stack` names the cluster's account-wide resources: IAM roles
+ * `pgha-<stack>-<node>` and SSM paths `<parameterPrefix>/<stack>/…`. The
+ * project name in it keeps this program's `dev` apart from another project's
+ * `dev` in the same AWS account.
+ */
+const clusterName = config.get("clusterName") ?? `${pulumi.getProject()}-${pulumi.getStack()}`;
+
 function clusterPlan(): ClusterPlan {
   try {
-    return buildClusterPlan(clusterInput(), { stack: pulumi.getStack() });
+    return buildClusterPlan(clusterInput(), { stack: clusterName });
   } catch (error) {
     // One line per problem and no stack trace; nothing has been created yet.
     // The keys in the message are the package's (pgha:access…), not db:.

@@ -5,9 +5,10 @@
  * unpacked as node_modules/pgha-multiregion of a temporary copy of
  * examples/basic. Then:
  *
- * - examples/basic type-checks against the packed declarations, resolving the
- *   bare name through "exports" (the example's moduleResolution is node16):
- *   a missing export or a changed type fails here;
+ * - examples/basic and the example in docs/packaging.md type-check against
+ *   the packed declarations, resolving the bare name through "exports" (the
+ *   example's moduleResolution is node16): a missing export or a changed
+ *   type fails here;
  * - plain node (no tsx) loads the packed entry without a Pulumi engine (so
  *   importing creates no resource) and renders every node's user-data of
  *   Pulumi.dev.yaml byte for byte as the sources do — which needs the boot
@@ -149,9 +150,14 @@ describe(`the ${PACKAGE} package, consumed by examples/basic`, () => {
     );
   });
 
-  it("type-checks examples/basic against the packed declarations", () => {
+  it("type-checks examples/basic and the docs' example against the packed declarations", () => {
     writeFileSync(join(consumer, "package-api.ts"), API_GUARD);
-    writeFileSync(join(consumer, "tsconfig.check.json"), JSON.stringify({ extends: "./tsconfig.json", files: ["index.ts", "package-api.ts"] }));
+    // The usage shown in docs/packaging.md compiles too.
+    const blocks = [...readFileSync(join(ROOT, "docs", "packaging.md"), "utf8").matchAll(/^```ts\n([\s\S]*?)^```$/gm)].map((match) => match[1] ?? "");
+    const snippet = blocks.find((block) => block.includes(`from "${PACKAGE}"`));
+    assert.ok(snippet, "docs/packaging.md has no TypeScript example importing the package");
+    writeFileSync(join(consumer, "docs-example.ts"), snippet);
+    writeFileSync(join(consumer, "tsconfig.check.json"), JSON.stringify({ extends: "./tsconfig.json", files: ["index.ts", "package-api.ts", "docs-example.ts"] }));
     run(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "--noEmit", "-p", join(consumer, "tsconfig.check.json")], consumer);
   });
 
