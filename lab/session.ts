@@ -275,6 +275,8 @@ export function registerSessionCommands(program: Command, stateDir: () => string
         throw new Error(`no unit ${JSON.stringify(unit)} with logs on ${node} (units: ${units.map((u) => u.replace(/\.service$/, "")).join(", ")})`);
       }
       const command = logs.command(wanted, { lines: options.lines, follow: options.follow === true });
-      process.exitCode = command.on === "host" ? await runAttached(command.argv) : await runOnNode(up.transport, node, command.argv, {});
+      const code = command.on === "host" ? await runAttached(command.argv) : await runOnNode(up.transport, node, command.argv, {});
+      // Ctrl-C is how one stops following: not a failure.
+      process.exitCode = options.follow && code === 128 + os.constants.signals.SIGINT ? 0 : code;
     });
 }

@@ -20,7 +20,7 @@ import type { NodeTransport, RunResult } from "../../checks/transport";
 import { CLIENT_FILES, labContext, labPlan } from "../../lab/lab";
 import { hostLayout, labLayout } from "../../lab/layout";
 import { serviceLog } from "../../lab/services";
-import { execOptions, psqlCommand, psqlTarget, unitLogs, unitName } from "../../lab/session";
+import { execOptions, psqlCommand, psqlTarget, runAttached, unitLogs, unitName } from "../../lab/session";
 
 const ROOT = path.join(__dirname, "..", "..");
 const CLI = path.join(ROOT, "lab", "cli.ts");
@@ -128,6 +128,23 @@ describe("logs: where a unit's logs are", () => {
   it("under systemd: journalctl -u UNIT on the node", () => {
     const logs = unitLogs(host, fakeTransport({}), "systemd");
     assert.deepEqual(logs.command(["patroni.service"], { lines: 20, follow: true }), { on: "node", argv: ["journalctl", "--no-pager", "-n", "20", "-u", "patroni.service", "-f"] });
+  });
+});
+
+describe("running attached", () => {
+  it("passes the exit status through, 128 + the signal when killed", async () => {
+    assert.equal(await runAttached(["sh", "-c", "exit 3"]), 3);
+    assert.equal(await runAttached(["sh", "-c", "exit 0"]), 0);
+    assert.equal(await runAttached(["sh", "-c", "kill -TERM $$"]), 128 + os.constants.signals.SIGTERM);
+  });
+
+  it("gives the child this process's stdin (psql and shells read the terminal)", async () => {
+    // Where this runs stdin may be a terminal, a pipe or /dev/null: the child must see the same file.
+    const mine = fs.statSync("/proc/self/fd/0", { throwIfNoEntry: false });
+    if (!mine) return;
+    const out = path.join(tmp, "stdin-inode");
+    assert.equal(await runAttached(["sh", "-c", `stat -L -c %d:%i /proc/self/fd/0 > ${out}`]), 0);
+    assert.equal(fs.readFileSync(out, "utf8").trim(), `${mine.dev}:${mine.ino}`);
   });
 });
 
