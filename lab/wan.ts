@@ -505,7 +505,7 @@ export interface RttRow {
   /** Configured RTT (0 inside a region). */
   expectedMs: number;
   rtt: Spread;
-  /** See {@link judgeRtt}. Not judged for tcp-connect (one sample). */
+  /** See {@link judgeRtt}: on the median for ping, on the p10 for tcp; not judged for tcp-connect (one sample). */
   ok: boolean;
   judged: boolean;
 }
@@ -587,7 +587,10 @@ export async function proveWan(plan: ClusterPlan, layout: LabLayout, runner: Pro
     const expectedMs = configuredRttMs(plan, a.region, b.region);
     const rtt = spread(samples);
     const judged = kind !== "tcp-connect";
-    const ok = samples.length > 0 && (!judged || judgeRtt(expectedMs, rtt.medianMs));
+    // The TCP echo is answered in user space on both ends: at load average 12 on this 2-core machine its median
+    // was 5.8 ms over (ping, answered by the kernel, +0.4) while its p10 stayed at the configured RTT. So TCP is
+    // judged on p10: a link that carries extra delay raises every sample, the p10 included.
+    const ok = samples.length > 0 && (!judged || judgeRtt(expectedMs, kind === "tcp" ? rtt.p10Ms : rtt.medianMs));
     rows.push({ kind, from: a.name, to: b.name, fromRegion: a.region, toRegion: b.region, expectedMs, rtt, ok, judged });
     log(`${ok ? "ok  " : "FAIL"} ${kind.padEnd(11)} ${a.name} → ${b.name}: median ${rtt.medianMs.toFixed(2)} ms (min ${rtt.minMs.toFixed(2)}, max ${rtt.maxMs.toFixed(2)}, n ${rtt.n}), configured ${expectedMs} ms`);
   };
