@@ -521,6 +521,57 @@ describe("rejections", () => {
       value: "me",
       rule: /may not start with aws:/,
     },
+    // Maps whose keys are checked too, and values the user did not write
+    {
+      name: "an etcd checksum for an unknown architecture",
+      input: { versions: { etcdSha256: { ...DEFAULT_CONFIG.versions.etcdSha256, riscv64: "a".repeat(64) } } },
+      key: "versions.etcdSha256.riscv64",
+      value: "a".repeat(64),
+      rule: /^architecture must be one of amd64, arm64$/,
+    },
+    {
+      name: "a PostgreSQL parameter whose name is not one",
+      input: { patroni: { parameters: { Work_Mem: "64MB" } } },
+      key: "patroni.parameters.Work_Mem",
+      value: "64MB",
+      rule: /^is not a PostgreSQL parameter name$/,
+    },
+    {
+      name: "an AMI override keyed by something that is not an AWS region",
+      input: { instances: { amiOverrides: { "mars-1": "ami-0123456789abcdef0" } } },
+      key: "instances.amiOverrides.mars-1",
+      value: "ami-0123456789abcdef0",
+      rule: /^key is not an AWS region$/,
+    },
+    {
+      name: "more than 40 tags (the value is the count)",
+      input: { tags: Object.fromEntries(Array.from({ length: 41 }, (_, i) => [`team-${i}`, "x"])) },
+      key: "tags",
+      value: "41 tags",
+      rule: /^at most 40 tags /,
+    },
+    {
+      // The value on the line is the default the user left in place, not what they wrote.
+      name: "postgresMajor 16 with the default postgresPackage 17.*",
+      input: { versions: { postgresMajor: 16 } },
+      key: "versions.postgresPackage",
+      value: "17.*",
+      rule: /^must be a version of PostgreSQL 16 \(versions\.postgresMajor\), such as 16\.\*$/,
+    },
+    {
+      name: "a whole number beyond 2^53 is out of range, not a fraction",
+      input: { patroni: { maximumLagOnFailover: 1e20 } },
+      key: "patroni.maximumLagOnFailover",
+      value: 1e20,
+      rule: /^must be between 0 and 9007199254740991$/,
+    },
+    {
+      name: "a list where the pgha: keys should be",
+      input: [],
+      key: "(root)",
+      value: [],
+      rule: /^must be an object of pgha:\* keys$/,
+    },
     // IAM: the node roles' permissions boundary
     ...[
       ["the unfilled ACCOUNT_ID placeholder", "arn:aws:iam::ACCOUNT_ID:policy/pgha-ephemeral-node-boundary"],
@@ -616,6 +667,14 @@ describe("several mistakes at once", () => {
     assert.deepEqual(
       error.message.split("\n").map((line) => line.slice(0, line.indexOf(" = "))),
       ["pgha:regoins", "pgha:instances.dataVolumeGiB"],
+    );
+  });
+
+  test("an unknown key comes before the other problems of its section", () => {
+    const error = configErrorOf({ patroni: { ttl: "20", loop_wait: 5 }, haproxy: { checkFall: 0 } });
+    assert.deepEqual(
+      error.message.split("\n").map((line) => line.slice(0, line.indexOf(" = "))),
+      ["pgha:patroni.loop_wait", "pgha:patroni.ttl", "pgha:haproxy.checkFall"],
     );
   });
 
