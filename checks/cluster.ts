@@ -55,7 +55,9 @@ export function nodeByIp(plan: ClusterPlan, ip: string): NodePlan | undefined {
 
 /** Connected postgres nodes, preferring `prefer`. */
 export function observers(access: ClusterAccess, prefer?: string): string[] {
-  const names = postgresNodes(access.plan).map((n) => n.name).filter((n) => !access.isolated.has(n));
+  const names = postgresNodes(access.plan)
+    .map((n) => n.name)
+    .filter((n) => !access.isolated.has(n));
   return prefer && names.includes(prefer) ? [prefer, ...names.filter((n) => n !== prefer)] : names;
 }
 
@@ -110,7 +112,23 @@ export async function patroniRest(access: ClusterAccess, node: string, urlPath: 
   const cert = certificateFor(access.plan.certificates, node, "patroni-rest");
   const result = await access.transport.run(
     node,
-    ["curl", "-sS", "-m", String(Math.ceil(timeoutMs / 1000)), "-o", "-", "-w", "\n%{http_code}", "--cacert", NODE_PATHS.caCert, "--cert", cert.certPath, "--key", cert.keyPath, `https://127.0.0.1:8008${urlPath}`],
+    [
+      "curl",
+      "-sS",
+      "-m",
+      String(Math.ceil(timeoutMs / 1000)),
+      "-o",
+      "-",
+      "-w",
+      "\n%{http_code}",
+      "--cacert",
+      NODE_PATHS.caCert,
+      "--cert",
+      cert.certPath,
+      "--key",
+      cert.keyPath,
+      `https://127.0.0.1:8008${urlPath}`,
+    ],
     { user: cert.owner, timeoutMs: timeoutMs + 2000 },
   );
   const lines = result.stdout.split("\n");
@@ -153,9 +171,16 @@ export function leaderOf(members: MemberView[]): MemberView | undefined {
 
 /** SQL on a node over its local socket as postgres (peer auth). Rows as arrays of fields. */
 export async function sqlOnNode(access: ClusterAccess, node: string, sql: string, timeoutMs = 15_000): Promise<string[][]> {
-  const result = await access.transport.run(node, ["psql", "-h", NODE_PATHS.postgresSocketDir, "-U", "postgres", "-d", "postgres", "-AtqX", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql], { user: "postgres", timeoutMs });
+  const result = await access.transport.run(
+    node,
+    ["psql", "-h", NODE_PATHS.postgresSocketDir, "-U", "postgres", "-d", "postgres", "-AtqX", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+    { user: "postgres", timeoutMs },
+  );
   if (result.code !== 0) throw new Error(`psql on ${node} failed: ${result.stderr.trim()}`);
-  return result.stdout.split("\n").filter((line) => line.length > 0).map((line) => line.split("\t"));
+  return result.stdout
+    .split("\n")
+    .filter((line) => line.length > 0)
+    .map((line) => line.split("\t"));
 }
 
 /** SQL from the application side over TCP as the superuser (TLS). */
@@ -198,7 +223,7 @@ export async function etcdEndpoints(access: ClusterAccess, observer: string): Pr
     let error: string | undefined;
     try {
       const rows = JSON.parse(health.stdout) as { health: boolean; error?: string }[];
-      healthy = rows.length === 1 && rows[0]?.health === true;
+      healthy = rows.length === 1 && rows[0]?.health;
       error = rows[0]?.error;
     } catch {
       error = (health.stderr || health.stdout).trim().split("\n").at(-1);
@@ -215,4 +240,3 @@ export async function etcdEndpoints(access: ClusterAccess, observer: string): Pr
   }
   return out;
 }
-

@@ -33,7 +33,8 @@ export function judgeTopology(members: MemberView[], expectedMembers: string[], 
   const others = members.filter((m) => m.role !== "leader" && m.role !== "sync_standby");
   if (leaders.length !== 1) problems.push(`${leaders.length} leaders (${leaders.map((m) => m.name).join(", ") || "none"})`);
   else if (leaders[0]?.state !== "running") problems.push(`leader ${leaders[0]?.name} is ${leaders[0]?.state}`);
-  if (syncs.length !== expectedSync) problems.push(`${syncs.length} sync standbys (${syncs.map((m) => m.name).join(", ") || "none"})${expectedSync !== 1 ? `, expected ${expectedSync}` : ""}`);
+  if (syncs.length !== expectedSync)
+    problems.push(`${syncs.length} sync standbys (${syncs.map((m) => m.name).join(", ") || "none"})${expectedSync !== 1 ? `, expected ${expectedSync}` : ""}`);
   for (const m of [...syncs, ...others]) if (m.state !== "streaming") problems.push(`${m.name} (${m.role}) is ${m.state}, not streaming`);
   for (const m of others) if (m.role !== "replica") problems.push(`${m.name} has role ${m.role}`);
   const missing = expectedMembers.filter((name) => !members.some((m) => m.name === name));
@@ -56,11 +57,12 @@ export async function checkReplication(access: ClusterAccess, topology: Topology
   const rows = await sqlOnNode(access, topology.leader, "select application_name, state, sync_state from pg_stat_replication order by 1");
   const problems: string[] = [];
   const sync = rows.filter((r) => r[2] === "sync" || r[2] === "quorum");
-  const syncNames = sync.map((r) => r[0] as string).sort();
+  const syncNames = sync.map((r) => r[0]).sort();
   if (sync.length !== topology.syncStandbys.length) problems.push(`${sync.length} rows with sync_state sync`);
-  else if (JSON.stringify(syncNames) !== JSON.stringify([...topology.syncStandbys].sort())) problems.push(`sync_state=sync is ${syncNames.join(",")}, Patroni says ${topology.syncStandbys.join(",")}`);
+  else if (JSON.stringify(syncNames) !== JSON.stringify([...topology.syncStandbys].sort()))
+    problems.push(`sync_state=sync is ${syncNames.join(",")}, Patroni says ${topology.syncStandbys.join(",")}`);
   const expected = [...topology.syncStandbys, ...topology.replicas].sort();
-  const got = rows.map((r) => r[0] as string).sort();
+  const got = rows.map((r) => r[0]).sort();
   if (JSON.stringify(expected) !== JSON.stringify(got)) problems.push(`walsenders for ${got.join(",")}, expected ${expected.join(",")}`);
   for (const r of rows) if (r[1] !== "streaming") problems.push(`${r[0]} is ${r[1]}`);
   return { id: "replication", ok: problems.length === 0, detail: problems.join("; ") || rows.map((r) => `${r[0]}=${r[2]}`).join(" ") };
@@ -73,8 +75,12 @@ export async function checkReplication(access: ClusterAccess, topology: Topology
  */
 export async function checkLag(access: ClusterAccess, topology: Topology, maxLagBytes: number): Promise<Check> {
   if (!topology.leader) return { id: "lag", ok: false, detail: "no leader" };
-  const rows = await sqlOnNode(access, topology.leader, "select application_name, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn), -1)::bigint from pg_stat_replication order by 1");
-  const lag = new Map(rows.map((r) => [r[0] as string, Number(r[1])]));
+  const rows = await sqlOnNode(
+    access,
+    topology.leader,
+    "select application_name, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn), -1)::bigint from pg_stat_replication order by 1",
+  );
+  const lag = new Map(rows.map((r) => [r[0], Number(r[1])]));
   const problems: string[] = [];
   for (const member of [...topology.syncStandbys, ...topology.replicas]) {
     const bytes = lag.get(member);
@@ -145,8 +151,16 @@ export async function checkHaproxy(access: ClusterAccess, topology: Topology, ha
   const standbys = topology.syncStandbys.length ? topology.syncStandbys : topology.syncStandby ? [topology.syncStandby] : [];
   const ports = [
     { port: plan.config.haproxy.primaryPort, role: "primary", want: (server: string | undefined, recovery?: boolean) => recovery !== true && server === topology.leader },
-    { port: plan.config.haproxy.replicaPort, role: "replica", want: (server: string | undefined, recovery?: boolean) => recovery !== false && [...standbys, ...topology.replicas].includes(server ?? "") },
-    { port: plan.config.haproxy.synchronousPort, role: "sync standby", want: (server: string | undefined, recovery?: boolean) => recovery !== false && standbys.includes(server ?? "") },
+    {
+      port: plan.config.haproxy.replicaPort,
+      role: "replica",
+      want: (server: string | undefined, recovery?: boolean) => recovery !== false && [...standbys, ...topology.replicas].includes(server ?? ""),
+    },
+    {
+      port: plan.config.haproxy.synchronousPort,
+      role: "sync standby",
+      want: (server: string | undefined, recovery?: boolean) => recovery !== false && standbys.includes(server ?? ""),
+    },
   ];
   const nodes = nodesWithRole(plan, "haproxy").filter((n) => !haproxies || haproxies.includes(n.name));
   await Promise.all(
@@ -182,7 +196,10 @@ export interface Verification {
  * overrides the plan's sync standby count and maximum lag (a rolling change
  * judges the cluster by the settings it is running with until they change).
  */
-export async function verifyReadiness(access: ClusterAccess, options: { haproxies?: string[]; expect?: { syncStandbys?: number; maxLagBytes?: number } } = {}): Promise<Verification> {
+export async function verifyReadiness(
+  access: ClusterAccess,
+  options: { haproxies?: string[]; expect?: { syncStandbys?: number; maxLagBytes?: number } } = {},
+): Promise<Verification> {
   const { patroni } = access.plan.config;
   const expectedSync = options.expect?.syncStandbys ?? (patroni.synchronousMode ? patroni.synchronousNodeCount : 0);
   const maxLag = options.expect?.maxLagBytes ?? patroni.maximumLagOnFailover;
@@ -193,7 +210,11 @@ export async function verifyReadiness(access: ClusterAccess, options: { haproxie
   } catch (error) {
     checks.push({ id: "patroni /cluster", ok: false, detail: (error as Error).message });
   }
-  const topology = judgeTopology(members, postgresNodes(access.plan).map((n) => n.name), expectedSync);
+  const topology = judgeTopology(
+    members,
+    postgresNodes(access.plan).map((n) => n.name),
+    expectedSync,
+  );
   checks.push({
     id: "topology",
     ok: topology.problems.length === 0 && members.length > 0,

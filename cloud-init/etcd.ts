@@ -49,9 +49,7 @@ export function renderEtcdConfig(plan: ClusterPlan, node: NodePlan): string {
 
 /** etcdctl's environment on a node: every member, mTLS with the node's client certificate. */
 export function renderEtcdctlEnv(plan: ClusterPlan, node: NodePlan): string {
-  const client = node.roles.has("postgres")
-    ? certificateFor(plan.certificates, node.name, "etcd-client")
-    : certificateFor(plan.certificates, node.name, "etcd-member");
+  const client = node.roles.has("postgres") ? certificateFor(plan.certificates, node.name, "etcd-client") : certificateFor(plan.certificates, node.name, "etcd-member");
   const lines = [
     `ETCDCTL_API=3`,
     `ETCDCTL_ENDPOINTS=${plan.etcd.members.map((m) => m.clientUrl).join(",")}`,

@@ -23,14 +23,20 @@ export function haproxySections(plan: ClusterPlan, node: NodePlan): HaproxySecti
   const members = patroniMembers(plan);
   const checkTiming: HaproxyDirective = [
     "default-server",
-    "inter", `${haproxy.checkIntervalMs}ms`,
-    "fastinter", `${haproxy.checkFastIntervalMs}ms`,
-    "downinter", `${haproxy.checkFastIntervalMs}ms`,
-    "fall", haproxy.checkFall,
-    "rise", haproxy.checkRise,
+    "inter",
+    `${haproxy.checkIntervalMs}ms`,
+    "fastinter",
+    `${haproxy.checkFastIntervalMs}ms`,
+    "downinter",
+    `${haproxy.checkFastIntervalMs}ms`,
+    "fall",
+    haproxy.checkFall,
+    "rise",
+    haproxy.checkRise,
     // A member that stops being primary must not keep its sessions: clients
     // reconnect and land on the new primary.
-    "on-marked-down", "shutdown-sessions",
+    "on-marked-down",
+    "shutdown-sessions",
   ];
   const listeners = haproxyListeners(plan).map((listener): HaproxySection => ({
     header: ["listen", listener.name],
@@ -48,10 +54,21 @@ export function haproxySections(plan: ClusterPlan, node: NodePlan): HaproxySecti
       // the check goes to the REST API over TLS, verifies the member's
       // certificate and name, and presents HAProxy's client certificate.
       ...members.map((member): HaproxyDirective => [
-        "server", member.name, `${member.privateIp}:${PORTS.postgres}`,
-        "check", "port", PORTS.patroniRest,
-        "check-ssl", "verify", "required", "ca-file", NODE_PATHS.caCert, "verifyhost", member.name,
-        "crt", client.bundlePath as string,
+        "server",
+        member.name,
+        `${member.privateIp}:${PORTS.postgres}`,
+        "check",
+        "port",
+        PORTS.patroniRest,
+        "check-ssl",
+        "verify",
+        "required",
+        "ca-file",
+        NODE_PATHS.caCert,
+        "verifyhost",
+        member.name,
+        "crt",
+        client.bundlePath as string,
       ]),
     ],
   }));
@@ -104,7 +121,5 @@ export function haproxySections(plan: ClusterPlan, node: NodePlan): HaproxySecti
 }
 
 export function renderHaproxyConfig(plan: ClusterPlan, node: NodePlan): string {
-  return emitHaproxyConfig(haproxySections(plan, node), [
-    `HAProxy for ${plan.config.patroni.scope} on ${node.name}; rendered by pgha, do not edit on the node.`,
-  ]);
+  return emitHaproxyConfig(haproxySections(plan, node), [`HAProxy for ${plan.config.patroni.scope} on ${node.name}; rendered by pgha, do not edit on the node.`]);
 }

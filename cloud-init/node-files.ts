@@ -21,11 +21,7 @@ export function aptPins(plan: ClusterPlan): string {
   const { versions } = plan.config;
   const stanzas = [
     [`Package: patroni`, `Pin: version ${versions.patroni}`, `Pin-Priority: 1001`],
-    [
-      `Package: postgresql-${versions.postgresMajor} postgresql-client-${versions.postgresMajor}`,
-      `Pin: version ${versions.postgresPackage}`,
-      `Pin-Priority: 1001`,
-    ],
+    [`Package: postgresql-${versions.postgresMajor} postgresql-client-${versions.postgresMajor}`, `Pin: version ${versions.postgresPackage}`, `Pin-Priority: 1001`],
   ];
   return `${stanzas.map((lines) => lines.join("\n")).join("\n\n")}\n`;
 }

@@ -65,7 +65,7 @@ export function renderNeedrestartConf(plan: ClusterPlan, node: NodePlan): string
   });
   return [
     "# pgha: the cluster's services are restarted by the rollout, one node at a time, never by needrestart",
-    "# after an automatic upgrade (they show as \"Service restarts being deferred\").",
+    '# after an automatic upgrade (they show as "Service restarts being deferred").',
     ...entries,
     "",
   ].join("\n");

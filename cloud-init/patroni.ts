@@ -1,13 +1,4 @@
-import {
-  certificateFor,
-  CLUSTER_USERS,
-  NODE_PATHS,
-  nodesWithRole,
-  PORTS,
-  postgresPaths,
-  type ClusterPlan,
-  type NodePlan,
-} from "../plan";
+import { certificateFor, CLUSTER_USERS, NODE_PATHS, nodesWithRole, PORTS, postgresPaths, type ClusterPlan, type NodePlan } from "../plan";
 import { dumpYaml } from "./yaml";
 
 /**
@@ -37,10 +28,7 @@ function clusterParameters(plan: ClusterPlan): Record<string, string | number | 
  * inside them). Patroni itself uses the local socket with peer auth.
  */
 function pgHba(plan: ClusterPlan): string[] {
-  const fromCluster = plan.clusterCidrs.flatMap((cidr) => [
-    `hostssl replication ${CLUSTER_USERS.replication} ${cidr} scram-sha-256`,
-    `hostssl all all ${cidr} scram-sha-256`,
-  ]);
+  const fromCluster = plan.clusterCidrs.flatMap((cidr) => [`hostssl replication ${CLUSTER_USERS.replication} ${cidr} scram-sha-256`, `hostssl all all ${cidr} scram-sha-256`]);
   return [
     `local all ${CLUSTER_USERS.superuser} peer`,
     `local all all scram-sha-256`,

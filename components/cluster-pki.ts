@@ -1,16 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
-import {
-  CA_PLAN,
-  KEY_ALGORITHM,
-  LEAF_EARLY_RENEWAL_HOURS,
-  LEAF_VALIDITY_HOURS,
-  type CertificatePlan,
-  type ParameterValue,
-  type PasswordId,
-  type PasswordPlan,
-} from "../plan";
+import { CA_PLAN, KEY_ALGORITHM, LEAF_EARLY_RENEWAL_HOURS, LEAF_VALIDITY_HOURS, type CertificatePlan, type ParameterValue, type PasswordId, type PasswordPlan } from "../plan";
 import { TYPE_PREFIX } from "./naming";
 
 /** Arguments of {@link ClusterPki}. */

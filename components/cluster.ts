@@ -145,7 +145,16 @@ export class PgHaCluster extends pulumi.ComponentResource {
       const security = new NodeSecurity(`${name}-${node.name}-security`, { plan, node, vpcId: network.vpcId, stack, provider }, { parent: this });
       const secrets = new NodeSecrets(
         `${name}-${node.name}-secrets`,
-        { node, secrets: secretsPlan, values: pki, stack, accountId: identity.accountId, partition: partition.partition, provider, permissionsBoundary: plan.config.iam.nodePermissionsBoundaryArn },
+        {
+          node,
+          secrets: secretsPlan,
+          values: pki,
+          stack,
+          accountId: identity.accountId,
+          partition: partition.partition,
+          provider,
+          permissionsBoundary: plan.config.iam.nodePermissionsBoundaryArn,
+        },
         { parent: this },
       );
       nodeSecrets.push(secrets);
@@ -161,9 +170,7 @@ export class PgHaCluster extends pulumi.ComponentResource {
         provider,
       };
       const launched =
-        nodeKind(node) === "patroni"
-          ? new PatroniNode(`${name}-${node.name}`, nodeArgs, { parent: this })
-          : new HaproxyNode(`${name}-${node.name}`, nodeArgs, { parent: this });
+        nodeKind(node) === "patroni" ? new PatroniNode(`${name}-${node.name}`, nodeArgs, { parent: this }) : new HaproxyNode(`${name}-${node.name}`, nodeArgs, { parent: this });
       privateIps.push(launched.privateIp);
       instanceIds[node.name] = launched.instanceId;
       launchedNodes.push(launched);

@@ -90,7 +90,7 @@ export class MeshPeering extends pulumi.ComponentResource {
       bootPath(accepter).push(acceptance);
       const afterAcceptance = (side: pulumi.CustomResourceOptions): pulumi.CustomResourceOptions => ({ ...side, dependsOn: [acceptance] });
 
-      const addRoutes = (from: PeeredRegion, to: PeeredRegion, side: pulumi.CustomResourceOptions) =>
+      const addRoutes = (from: PeeredRegion, to: PeeredRegion, side: pulumi.CustomResourceOptions) => {
         from.privateRouteTableIds.forEach((routeTableId, index) => {
           const route = new aws.ec2.Route(
             `${prefix}-route-${from.name}-${index}`,
@@ -99,6 +99,7 @@ export class MeshPeering extends pulumi.ComponentResource {
           );
           bootPath(from).push(route);
         });
+      };
       addRoutes(requester, accepter, onRequester);
       addRoutes(accepter, requester, onAccepter);
 

@@ -131,12 +131,7 @@ export interface NodeInstanceArgs {
  * when the plan changes it, the update fails before the instance is touched
  * (see {@link launchIdentityChange}).
  */
-export function launchNodeInstance(
-  name: string,
-  args: NodeInstanceArgs,
-  userData: pulumi.Input<string>,
-  parent: pulumi.Resource,
-): aws.ec2.Instance {
+export function launchNodeInstance(name: string, args: NodeInstanceArgs, userData: pulumi.Input<string>, parent: pulumi.Resource): aws.ec2.Instance {
   const { plan, node } = args;
   const tags = nodeTags(plan.stack, node);
   // The identity the instance was launched with, kept in state: a Stash's

@@ -188,9 +188,7 @@ export class NodeSecrets extends pulumi.ComponentResource {
         name: "read-own-parameters",
         policy: pulumi
           .all([args.partition, args.accountId])
-          .apply(([partition, accountId]) =>
-            JSON.stringify(nodeParameterPolicy({ partition, accountId, awsRegion: node.awsRegion, parameterPath: node.parameterPath })),
-          ),
+          .apply(([partition, accountId]) => JSON.stringify(nodeParameterPolicy({ partition, accountId, awsRegion: node.awsRegion, parameterPath: node.parameterPath }))),
       },
       child,
     );

@@ -44,7 +44,19 @@ export function regionInstances(plan: ClusterPlan, ids: Record<string, string>):
 
 /** The shell command line of one mode (`gate` or `rollout`). */
 export function readinessCommandLine(mode: "gate" | "rollout", stack: string, instances: Record<string, Record<string, string>>, timeoutSeconds: number): string {
-  return ["node", "--import", "tsx", READINESS_SCRIPT, mode, "--stack", shellQuote(stack), "--region-instances", shellQuote(JSON.stringify(instances)), "--timeout", String(timeoutSeconds)].join(" ");
+  return [
+    "node",
+    "--import",
+    "tsx",
+    READINESS_SCRIPT,
+    mode,
+    "--stack",
+    shellQuote(stack),
+    "--region-instances",
+    shellQuote(JSON.stringify(instances)),
+    "--timeout",
+    String(timeoutSeconds),
+  ].join(" ");
 }
 
 /**
@@ -90,9 +102,9 @@ export class ReadinessGate extends pulumi.ComponentResource {
     const stepTimeout = args.stepTimeoutSeconds ?? 600;
     this.dynamicSettingsHash = dynamicSettingsHash(plan);
     this.nodeFilesHash = nodeFilesHash(plan);
-    this.certificatesHash = pulumi.all(args.certificatePems).apply((pems) => certificatesHash(pems as Record<string, string>));
+    this.certificatesHash = pulumi.all(args.certificatePems).apply((pems) => certificatesHash(pems));
 
-    const instances = pulumi.all(args.instanceIds).apply((ids) => regionInstances(plan, ids as Record<string, string>));
+    const instances = pulumi.all(args.instanceIds).apply((ids) => regionInstances(plan, ids));
     const environment = { PGHA_CONFIG: canonicalJson(plan.config) };
     const gateLine = instances.apply((byRegion) => readinessCommandLine("gate", plan.stack, byRegion, gateTimeout));
     const rolloutLine = instances.apply((byRegion) => readinessCommandLine("rollout", plan.stack, byRegion, stepTimeout));

@@ -74,14 +74,9 @@ export class RegionNetwork extends pulumi.ComponentResource {
     validateRegionNetworkArgs(args);
     const { region, stack, provider } = args;
     const child: pulumi.CustomResourceOptions = { parent: this, provider };
-    const tags = (suffix: string, extra: Record<string, string> = {}) =>
-      stackTags(stack, { Name: `pgha-${stack}-${region.name}${suffix}`, "pgha:region": region.name, ...extra });
+    const tags = (suffix: string, extra: Record<string, string> = {}) => stackTags(stack, { Name: `pgha-${stack}-${region.name}${suffix}`, "pgha:region": region.name, ...extra });
 
-    const vpc = new aws.ec2.Vpc(
-      `${name}-vpc`,
-      { cidrBlock: region.vpcCidr, enableDnsHostnames: true, enableDnsSupport: true, tags: tags("") },
-      child,
-    );
+    const vpc = new aws.ec2.Vpc(`${name}-vpc`, { cidrBlock: region.vpcCidr, enableDnsHostnames: true, enableDnsSupport: true, tags: tags("") }, child);
 
     new aws.ec2.DefaultSecurityGroup(`${name}-default-sg`, { vpcId: vpc.id, ingress: [], egress: [], tags: tags("-default-unused") }, child);
 
@@ -112,11 +107,7 @@ export class RegionNetwork extends pulumi.ComponentResource {
 
     // Private side: one route table for every private subnet, default route via NAT.
     const privateRouteTable = new aws.ec2.RouteTable(`${name}-private-rt`, { vpcId: vpc.id, tags: tags("-private") }, child);
-    const privateDefault = new aws.ec2.Route(
-      `${name}-private-default`,
-      { routeTableId: privateRouteTable.id, destinationCidrBlock: "0.0.0.0/0", natGatewayId: nat.id },
-      child,
-    );
+    const privateDefault = new aws.ec2.Route(`${name}-private-default`, { routeTableId: privateRouteTable.id, destinationCidrBlock: "0.0.0.0/0", natGatewayId: nat.id }, child);
 
     const subnetIds: Record<string, pulumi.Output<string>> = {};
     for (const planned of region.subnets) {

@@ -39,8 +39,11 @@ export function nodeIngressRules(plan: ClusterPlan, nodeName: string): IngressRu
     if (cidr.endsWith("/0")) throw new Error(`security: refusing ${cidr} as a source for port ${port} on ${node.name}`);
     if (!rules.some((rule) => rule.port === port && rule.cidr === cidr)) rules.push({ port, cidr, description });
   };
-  const fromNodes = (port: number, what: string, sources: NodePlan[]) =>
-    sources.forEach((source) => add(port, hostCidr(source.privateIp), `${what} from ${source.name}`));
+  const fromNodes = (port: number, what: string, sources: NodePlan[]) => {
+    sources.forEach((source) => {
+      add(port, hostCidr(source.privateIp), `${what} from ${source.name}`);
+    });
+  };
 
   if (node.roles.has("postgres")) {
     const clients = others.filter((other) => hasAny(other, ["postgres", "haproxy"]));
@@ -48,8 +51,16 @@ export function nodeIngressRules(plan: ClusterPlan, nodeName: string): IngressRu
     fromNodes(PORTS.patroniRest, "Patroni REST API", clients);
   }
   if (node.roles.has("etcd")) {
-    fromNodes(PORTS.etcdClient, "etcd client", others.filter((other) => hasAny(other, ["postgres", "etcd"])));
-    fromNodes(PORTS.etcdPeer, "etcd peer", others.filter((other) => other.roles.has("etcd")));
+    fromNodes(
+      PORTS.etcdClient,
+      "etcd client",
+      others.filter((other) => hasAny(other, ["postgres", "etcd"])),
+    );
+    fromNodes(
+      PORTS.etcdPeer,
+      "etcd peer",
+      others.filter((other) => other.roles.has("etcd")),
+    );
   }
   if (node.roles.has("haproxy")) {
     const { haproxy, access } = plan.config;

@@ -28,7 +28,9 @@ export const LAB_PARAMS = "/run/pgha-lab/params";
 export function stageParameters(host: HostLayout, paramsDir: string): () => void {
   const inside = mkdirInRoot(host.root, LAB_PARAMS);
   fs.cpSync(paramsDir, inside, { recursive: true });
-  return () => fs.rmSync(inside, { recursive: true, force: true });
+  return () => {
+    fs.rmSync(inside, { recursive: true, force: true });
+  };
 }
 
 /** Prepares a host root: overlay, /proc, /dev, /dev/shm, /run, /tmp, the tmpfiles.d directories and the supervisor. */
@@ -48,7 +50,13 @@ async function writeFiles(transport: LabTransport, host: HostLayout, userData: P
   for (const file of userData.writeFiles.filter((f) => !f.defer)) writeFileInRoot(host.root, readAccounts(host.root), file);
   for (const user of userData.users) {
     if (readAccounts(host.root).users.has(user.name)) continue;
-    const argv = ["useradd", ...(user.system ? ["--system"] : []), ...(user.homedir ? ["--home-dir", user.homedir, "--no-create-home"] : []), ...(user.shell ? ["--shell", user.shell] : []), user.name];
+    const argv = [
+      "useradd",
+      ...(user.system ? ["--system"] : []),
+      ...(user.homedir ? ["--home-dir", user.homedir, "--no-create-home"] : []),
+      ...(user.shell ? ["--shell", user.shell] : []),
+      user.name,
+    ];
     await inRoot(transport, host, argv);
     record.notes.push(`created account ${user.name} (users:)`);
   }
@@ -168,7 +176,9 @@ async function waitReady(host: HostLayout, unit: string, timeoutMs: number): Pro
     if (status && (status.state === "failed" || status.state === "exited")) break;
     await sleep(200);
   }
-  throw new Error(`${host.name}: ${unit} did not become ready within ${timeoutMs / 1000} s (state ${serviceStatus(host, unit)?.state ?? "?"}); last log lines:\n${tail(serviceLog(host, unit))}`);
+  throw new Error(
+    `${host.name}: ${unit} did not become ready within ${timeoutMs / 1000} s (state ${serviceStatus(host, unit)?.state ?? "?"}); last log lines:\n${tail(serviceLog(host, unit))}`,
+  );
 }
 
 /**
@@ -258,4 +268,3 @@ export function prepareClient(client: HostLayout, files: { caCert: string; forei
   fs.chmodSync(path.join(dir, "foreign-client.key"), 0o600);
   fs.copyFileSync(path.join(__dirname, "assets", "writer.py"), path.join(dir, "writer.py"));
 }
-

@@ -54,6 +54,7 @@ chroot "$work" apt-get clean
 umount "$work/proc"
 trap - EXIT
 {
+  # shellcheck disable=SC2016 # dpkg-query's own ${field} format, not shell expansion
   chroot "$work" dpkg-query -W -f '${Package} ${Version}\n' "${packages[@]}"
 } > "$work/.pgha-versions"
 touch "$work/.pgha-complete"

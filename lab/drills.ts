@@ -93,18 +93,22 @@ async function poll<T>(timeoutMs: number, probe: () => Promise<T | undefined>, i
 export async function waitBaseline(ctx: DrillContext, timeoutMs = HEALTH_BUDGET_MS): Promise<Topology> {
   const { access } = ctx;
   let last = "";
-  const topology = await poll(timeoutMs, async () => {
-    const health = await quickHealth(access);
-    last = health.detail;
-    if (!health.ok) return undefined;
-    const endpoints = await etcdEndpoints(access, observers(access)[0] as string);
-    const bad = endpoints.filter((e) => !e.healthy);
-    if (bad.length) {
-      last = `etcd unhealthy: ${bad.map((e) => e.member).join(", ")}`;
-      return undefined;
-    }
-    return health.topology;
-  }, 1000);
+  const topology = await poll(
+    timeoutMs,
+    async () => {
+      const health = await quickHealth(access);
+      last = health.detail;
+      if (!health.ok) return undefined;
+      const endpoints = await etcdEndpoints(access, observers(access)[0]);
+      const bad = endpoints.filter((e) => !e.healthy);
+      if (bad.length) {
+        last = `etcd unhealthy: ${bad.map((e) => e.member).join(", ")}`;
+        return undefined;
+      }
+      return health.topology;
+    },
+    1000,
+  );
   if (!topology) throw new Error(`cluster not back to a healthy baseline within ${timeoutMs / 1000} s: ${last}`);
   return topology;
 }
@@ -120,7 +124,9 @@ export async function restoreBaseline(ctx: DrillContext): Promise<Topology> {
   const healed = await ctx.faults.healAll();
   if (healed.length) ctx.log(`reconnected ${healed.join(", ")} (left cut by an earlier run)`);
   for (const node of access.plan.nodes) {
-    const units = [node.roles.has("etcd") ? "etcd.service" : "", node.roles.has("postgres") ? "patroni.service" : "", node.roles.has("haproxy") ? "haproxy.service" : ""].filter(Boolean);
+    const units = [node.roles.has("etcd") ? "etcd.service" : "", node.roles.has("postgres") ? "patroni.service" : "", node.roles.has("haproxy") ? "haproxy.service" : ""].filter(
+      Boolean,
+    );
     for (const unit of units) if (!(await ctx.transport.serviceActive(node.name, unit))) await ctx.transport.startService(node.name, unit);
   }
   return waitBaseline(ctx);
@@ -128,13 +134,13 @@ export async function restoreBaseline(ctx: DrillContext): Promise<Topology> {
 
 /** Patroni 4 vocabulary: --leader/--candidate (never --master). */
 async function switchover(ctx: DrillContext, leader: string, candidate: string): Promise<void> {
-  const observer = observers(ctx.access, candidate)[0] as string;
+  const observer = observers(ctx.access, candidate)[0];
   const result = await patronictl(ctx.access, observer, ["switchover", "--leader", leader, "--candidate", candidate, "--force"], 90_000);
   if (result.code !== 0) throw new Error(`patronictl switchover --leader ${leader} --candidate ${candidate} failed: ${(result.stderr || result.stdout).trim()}`);
 }
 
 async function setSyncNodeCount(ctx: DrillContext, count: number): Promise<void> {
-  const observer = observers(ctx.access)[0] as string;
+  const observer = observers(ctx.access)[0];
   const result = await patronictl(ctx.access, observer, ["edit-config", "--set", `synchronous_node_count=${count}`, "--force"]);
   if (result.code !== 0) throw new Error(`patronictl edit-config synchronous_node_count=${count} failed: ${(result.stderr || result.stdout).trim()}`);
 }
@@ -224,9 +230,18 @@ async function withWriter<T>(ctx: DrillContext, drill: string, repetition: numbe
  * that instant counts: an INSERT already in flight when a server is killed
  * can be acknowledged a moment later, which is not a recovery.
  */
-async function waitRecovery(ctx: DrillContext, writer: Writer, instant: number, accept: (server: string | undefined) => boolean, what: string, onConnectionFrom?: number): Promise<boolean> {
+async function waitRecovery(
+  ctx: DrillContext,
+  writer: Writer,
+  instant: number,
+  accept: (server: string | undefined) => boolean,
+  what: string,
+  onConnectionFrom?: number,
+): Promise<boolean> {
   const started = Date.now();
-  const timer = setInterval(() => ctx.progress(`${what}: ${((Date.now() - started) / 1000).toFixed(0)} s, ${writer.acks().length} acks`), 1000);
+  const timer = setInterval(() => {
+    ctx.progress(`${what}: ${((Date.now() - started) / 1000).toFixed(0)} s, ${writer.acks().length} acks`);
+  }, 1000);
   const firstCounted = (records: WriteRecord[]): number => (onConnectionFrom === undefined ? 0 : records.findIndex((r) => r.event === "connected" && r.t >= onConnectionFrom));
   try {
     return await writer.waitUntil((records) => {
@@ -253,7 +268,11 @@ function logMark(ctx: DrillContext, node: string): number {
 function rewindEvidence(ctx: DrillContext, node: string, mark: number): { verdict: string; lines: string[] } {
   const text = ctx.serviceLog?.(node, "patroni.service");
   if (text === undefined) return { verdict: "unknown", lines: [] };
-  const lines = text.slice(mark).split("\n").filter((l) => /rewind|reinitializ|timeline=|removing data directory/i.test(l)).map((l) => l.slice(0, 200));
+  const lines = text
+    .slice(mark)
+    .split("\n")
+    .filter((l) => /rewind|reinitializ|timeline=|removing data directory/i.test(l))
+    .map((l) => l.slice(0, 200));
   const all = lines.join("\n");
   let verdict = "no rewind needed";
   if (/running pg_rewind/i.test(all)) verdict = /pg_rewind exit code=0|rewind.*successful/i.test(all) || !/fail/i.test(all) ? "pg_rewind ran" : "pg_rewind ran and failed";
@@ -262,7 +281,12 @@ function rewindEvidence(ctx: DrillContext, node: string, mark: number): { verdic
 }
 
 /** A host-loss style drill: cut `victims`, expect writes to resume on another member. */
-async function lossDrill(ctx: DrillContext, id: string, repetition: number, options: { victims: (t: Topology) => string[]; writerAvoidRegion?: string; rejoin?: boolean }): Promise<DrillOutcome> {
+async function lossDrill(
+  ctx: DrillContext,
+  id: string,
+  repetition: number,
+  options: { victims: (t: Topology) => string[]; writerAvoidRegion?: string; rejoin?: boolean },
+): Promise<DrillOutcome> {
   const result = outcome(id, repetition);
   const baseline = await waitBaseline(ctx);
   const oldPrimary = baseline.leader as string;
@@ -289,12 +313,19 @@ async function lossDrill(ctx: DrillContext, id: string, repetition: number, opti
       await ctx.faults.reconnect(victims);
       victims.forEach((v) => ctx.access.isolated.delete(v));
       const t = Date.now();
-      const rejoined = await poll(HEALTH_BUDGET_MS, async () => {
-        const view = await clusterView(ctx.access, newPrimary);
-        const topo = judgeTopology(view.members, postgresNodes(ctx.access.plan).map((n) => n.name));
-        const old = view.members.find((m) => m.name === oldPrimary);
-        return old && old.state === "streaming" && topo.problems.length === 0 ? topo : undefined;
-      }, 500);
+      const rejoined = await poll(
+        HEALTH_BUDGET_MS,
+        async () => {
+          const view = await clusterView(ctx.access, newPrimary);
+          const topo = judgeTopology(
+            view.members,
+            postgresNodes(ctx.access.plan).map((n) => n.name),
+          );
+          const old = view.members.find((m) => m.name === oldPrimary);
+          return old && old.state === "streaming" && topo.problems.length === 0 ? topo : undefined;
+        },
+        500,
+      );
       result.details.rejoinSeconds = (Date.now() - t) / 1000;
       if (!rejoined) result.problems.push(`${oldPrimary} did not rejoin as a streaming replica within ${HEALTH_BUDGET_MS / 1000} s`);
       else result.details.topologyAfterRejoin = { leader: rejoined.leader, syncStandby: rejoined.syncStandby, replicas: rejoined.replicas };
@@ -405,7 +436,9 @@ export const DRILLS: DrillDefinition[] = [
           ctx.progress(`etcd ${victim.name} down: ${Math.round((window - Date.now()) / 1000)} s left, ${writer.acks().length} acks`);
           await sleep(1000);
         }
-        const remaining = (await etcdEndpoints(ctx.access, observers(ctx.access, victim.node === oldPrimary ? undefined : oldPrimary).find((n) => n !== victim.node) ?? oldPrimary)).filter((e) => e.member !== victim.name);
+        const remaining = (
+          await etcdEndpoints(ctx.access, observers(ctx.access, victim.node === oldPrimary ? undefined : oldPrimary).find((n) => n !== victim.node) ?? oldPrimary)
+        ).filter((e) => e.member !== victim.name);
         result.details.quorum = remaining.map((e) => `${e.member}:${e.healthy ? "healthy" : "unhealthy"}${e.isLeader ? " (leader)" : ""}`);
         if (remaining.some((e) => !e.healthy)) result.problems.push("remaining etcd members not healthy");
         if (!remaining.some((e) => e.isLeader)) result.problems.push("no raft leader among the remaining members");
@@ -417,7 +450,8 @@ export const DRILLS: DrillDefinition[] = [
         // Measured gaps here are ≈ 0.1 s. A stall the etcd loss caused would be Patroni demoting the primary
         // (≥ ttl) or PostgreSQL waiting for it; 5 s (ttl / 4) still catches that, while a writer descheduled
         // for a moment on a loaded 2-core machine does not fail the drill.
-        if (result.maxGapAfterSeconds > STALL_LIMIT_SECONDS) result.problems.push(`writes stalled for ${result.maxGapAfterSeconds.toFixed(1)} s while etcd had quorum (limit ${STALL_LIMIT_SECONDS} s)`);
+        if (result.maxGapAfterSeconds > STALL_LIMIT_SECONDS)
+          result.problems.push(`writes stalled for ${result.maxGapAfterSeconds.toFixed(1)} s while etcd had quorum (limit ${STALL_LIMIT_SECONDS} s)`);
       });
       await restoreInto(ctx, result, () => ctx.transport.startService(victim.node, "etcd.service"));
       result.ok = result.problems.length === 0;
@@ -505,7 +539,7 @@ export function median(values: number[]): number | undefined {
   if (!values.length) return undefined;
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 export function summarise(definition: DrillDefinition, outcomes: DrillOutcome[]): DrillSummary {

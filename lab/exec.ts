@@ -20,7 +20,7 @@ export function exec(argv: string[], options: ExecOptions = {}): Promise<ExecRes
   return new Promise((resolve) => {
     const spawnOptions: SpawnOptions = { stdio: ["pipe", "pipe", "pipe"], cwd: options.cwd };
     if (options.env) spawnOptions.env = options.env;
-    const child = spawn(argv[0] as string, argv.slice(1), spawnOptions);
+    const child = spawn(argv[0], argv.slice(1), spawnOptions);
     let stdout = "";
     let stderr = "";
     let timedOut = false;
@@ -39,7 +39,9 @@ export function exec(argv: string[], options: ExecOptions = {}): Promise<ExecRes
       if (timer) clearTimeout(timer);
       resolve({ code, stdout, stderr: stderr + extra, timedOut });
     };
-    child.on("error", (error) => finish(127, `${error.message}\n`));
+    child.on("error", (error) => {
+      finish(127, `${error.message}\n`);
+    });
     child.on("close", (code, signal) => {
       if (timedOut) finish(124, `timed out after ${options.timeoutMs} ms: ${argv.join(" ")}\n`);
       else finish(code ?? 128 + (signal ? signalNumber(signal) : 0));

@@ -39,7 +39,8 @@ export async function preflight(): Promise<string> {
   if (typeof process.getuid === "function" && process.getuid() !== 0) throw new Error("the lab needs root (network namespaces, mounts, chroot): run it as root");
   acquireLabLock(path.relative(process.cwd(), process.argv[1] ?? "lab") || "lab");
   if (process.env.PGHA_ROOTFS) {
-    if (!fs.existsSync(path.join(process.env.PGHA_ROOTFS, ".pgha-complete"))) throw new Error(`PGHA_ROOTFS=${process.env.PGHA_ROOTFS} is not a complete rootfs (no .pgha-complete)`);
+    if (!fs.existsSync(path.join(process.env.PGHA_ROOTFS, ".pgha-complete")))
+      throw new Error(`PGHA_ROOTFS=${process.env.PGHA_ROOTFS} is not a complete rootfs (no .pgha-complete)`);
     return process.env.PGHA_ROOTFS;
   }
   const script = path.join(__dirname, "build-rootfs.sh");
@@ -136,7 +137,8 @@ async function resetState(stateDir: string, layout: LabLayout, rootfs: string, l
     const report = await cleanupLab(stateDir, owned, log);
     if (report.problems.length) throw new Error(`cleanup left things behind: ${report.problems.join("; ")}`);
   }
-  for (const dir of [path.join(stateDir, "hosts"), path.join(stateDir, "router"), layout.wanFile, layout.pkiDir, layout.paramsDir]) fs.rmSync(dir, { recursive: true, force: true });
+  for (const dir of [path.join(stateDir, "hosts"), path.join(stateDir, "router"), layout.wanFile, layout.pkiDir, layout.paramsDir])
+    fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   fs.writeFileSync(layout.stateFile, JSON.stringify({ rootfs, startedAt: new Date().toISOString(), pid: process.pid, namespaces: owned }, null, 2));
 }

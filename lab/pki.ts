@@ -51,7 +51,17 @@ async function selfSignedCa(dir: string, name: string, subject: string, uses: Tl
   const { keyUsage } = opensslUsages(uses);
   fs.writeFileSync(
     cnf,
-    ["[req]", "distinguished_name = dn", "prompt = no", "[dn]", "[ext]", "basicConstraints = critical,CA:TRUE", `keyUsage = critical,${keyUsage.join(",")}`, "subjectKeyIdentifier = hash", ""].join("\n"),
+    [
+      "[req]",
+      "distinguished_name = dn",
+      "prompt = no",
+      "[dn]",
+      "[ext]",
+      "basicConstraints = critical,CA:TRUE",
+      `keyUsage = critical,${keyUsage.join(",")}`,
+      "subjectKeyIdentifier = hash",
+      "",
+    ].join("\n"),
   );
   await ecKey(key);
   await run(["openssl", "req", "-x509", "-new", "-key", key, "-subj", subject, "-days", String(days), "-sha256", "-config", cnf, "-extensions", "ext", "-out", cert]);
@@ -86,7 +96,28 @@ async function signLeaf(dir: string, ca: { cert: string; key: string }, id: stri
   fs.writeFileSync(ext, `${lines.join("\n")}\n`);
   await run(["openssl", "req", "-new", "-key", key, "-subj", `/CN=${spec.commonName}`, "-out", csr]);
   const serial = `0x${crypto.randomBytes(16).toString("hex")}`;
-  await run(["openssl", "x509", "-req", "-in", csr, "-CA", ca.cert, "-CAkey", ca.key, "-set_serial", serial, "-days", String(spec.days), "-sha256", "-extfile", ext, "-extensions", "ext", "-out", cert]);
+  await run([
+    "openssl",
+    "x509",
+    "-req",
+    "-in",
+    csr,
+    "-CA",
+    ca.cert,
+    "-CAkey",
+    ca.key,
+    "-set_serial",
+    serial,
+    "-days",
+    String(spec.days),
+    "-sha256",
+    "-extfile",
+    ext,
+    "-extensions",
+    "ext",
+    "-out",
+    cert,
+  ]);
   fs.rmSync(csr);
   return { cert, key };
 }
@@ -104,7 +135,13 @@ export function randomAlphanumeric(length: number): string {
   return out;
 }
 
-const leafSpec = (c: CertificatePlan): LeafSpec => ({ commonName: c.commonName, dnsNames: c.dnsNames, ipAddresses: c.ipAddresses, uses: c.allowedUses, days: Math.ceil(LEAF_VALIDITY_HOURS / 24) });
+const leafSpec = (c: CertificatePlan): LeafSpec => ({
+  commonName: c.commonName,
+  dnsNames: c.dnsNames,
+  ipAddresses: c.ipAddresses,
+  uses: c.allowedUses,
+  days: Math.ceil(LEAF_VALIDITY_HOURS / 24),
+});
 
 /** Two cores: a few openssl runs at a time. */
 async function forEachLeaf(certificates: CertificatePlan[], action: (c: CertificatePlan) => Promise<void>): Promise<void> {
@@ -132,7 +169,10 @@ export async function renewLeaves(plan: ClusterPlan, pki: IssuedPki, ids?: strin
 /** The serial of a PEM certificate file, upper-case hex as `openssl x509 -serial` prints it. */
 export async function certificateSerial(certFile: string): Promise<string> {
   const out = await run(["openssl", "x509", "-in", certFile, "-noout", "-serial"]);
-  return out.trim().replace(/^serial=/, "").toUpperCase();
+  return out
+    .trim()
+    .replace(/^serial=/, "")
+    .toUpperCase();
 }
 
 /** Issues everything the plan needs into `dir` (wiped first). */
@@ -146,7 +186,13 @@ export async function issuePki(plan: ClusterPlan, dir: string, foreignClientIp: 
   const foreignDir = path.join(dir, "foreign");
   fs.mkdirSync(foreignDir, { mode: 0o700 });
   const foreignCa = await selfSignedCa(foreignDir, "ca", "/O=intruder/CN=foreign lab CA", CA_PLAN.allowedUses, 30);
-  const foreignClient = await leaf(foreignDir, foreignCa, "client", { commonName: "intruder client", dnsNames: ["localhost"], ipAddresses: [foreignClientIp], uses: ["digital_signature", "client_auth"], days: 30 });
+  const foreignClient = await leaf(foreignDir, foreignCa, "client", {
+    commonName: "intruder client",
+    dnsNames: ["localhost"],
+    ipAddresses: [foreignClientIp],
+    uses: ["digital_signature", "client_auth"],
+    days: 30,
+  });
   const passwords = new Map<string, string>();
   for (const password of plan.passwords) passwords.set(password.id, randomAlphanumeric(password.length));
   fs.writeFileSync(path.join(dir, "passwords.json"), JSON.stringify(Object.fromEntries(passwords), null, 2), { mode: 0o600 });
@@ -162,7 +208,14 @@ export function loadIssuedPki(plan: ClusterPlan, dir: string): IssuedPki {
   };
   const passwords = new Map(Object.entries(JSON.parse(fs.readFileSync(file("passwords.json"), "utf8")) as Record<string, string>));
   const leaves = new Map(plan.certificates.map((c) => [c.id, { cert: file(`${c.id}.crt`), key: file(`${c.id}.key`) }]));
-  return { dir, caCert: file("ca.crt"), caKey: file("ca.key"), leaves, foreign: { caCert: file("foreign/ca.crt"), cert: file("foreign/client.crt"), key: file("foreign/client.key") }, passwords };
+  return {
+    dir,
+    caCert: file("ca.crt"),
+    caKey: file("ca.key"),
+    leaves,
+    foreign: { caCert: file("foreign/ca.crt"), cert: file("foreign/client.crt"), key: file("foreign/client.key") },
+    passwords,
+  };
 }
 
 /** The value an SSM parameter would hold, exactly as Pulumi would store it. */
@@ -211,8 +264,8 @@ export async function describeCertificate(certFile: string): Promise<{ dns: stri
     return match?.[1]?.trim() ?? "";
   };
   const san = after("X509v3 Subject Alternative Name");
-  const dns = [...san.matchAll(/DNS:([^,\s]+)/g)].map((m) => m[1] as string);
-  const ips = [...san.matchAll(/IP Address:([^,\s]+)/g)].map((m) => m[1] as string);
+  const dns = [...san.matchAll(/DNS:([^,\s]+)/g)].map((m) => m[1]);
+  const ips = [...san.matchAll(/IP Address:([^,\s]+)/g)].map((m) => m[1]);
   const names: Record<string, string> = {
     "Digital Signature": "digitalSignature",
     "Key Encipherment": "keyEncipherment",
@@ -221,7 +274,12 @@ export async function describeCertificate(certFile: string): Promise<{ dns: stri
     "TLS Web Server Authentication": "serverAuth",
     "TLS Web Client Authentication": "clientAuth",
   };
-  const mapList = (line: string): string[] => line.split(",").map((s) => s.trim()).filter(Boolean).map((s) => names[s] ?? s);
+  const mapList = (line: string): string[] =>
+    line
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean)
+      .map((s) => names[s] ?? s);
   const curve = /NIST CURVE: (\S+)|ASN1 OID: (\S+)/.exec(text);
   return { dns, ips, keyUsage: mapList(after("X509v3 Key Usage")), extendedKeyUsage: mapList(after("X509v3 Extended Key Usage")), curve: curve?.[1] ?? curve?.[2] ?? "" };
 }

@@ -69,7 +69,7 @@ export async function nodeEffects(access: ClusterAccess, parameterNames: string[
     const file = load(await access.transport.readFile(node, NODE_PATHS.patroniConfig)) as { bootstrap?: { dcs?: Record<string, unknown> } };
     effects.push({
       node,
-      parameters: Object.fromEntries(rows.map((r) => [r[0] as string, r[1] as string])),
+      parameters: Object.fromEntries(rows.map((r) => [r[0], r[1]])),
       pendingRestart: Number(pending[0]?.[0] ?? -1),
       patroni: rest.status === 200 ? (JSON.parse(rest.body) as Record<string, unknown>) : {},
       fileDcs: file.bootstrap?.dcs ?? {},
@@ -131,7 +131,8 @@ export async function rolloutDrill(
   const analysis = analyseWrites(writer.records, start || monotonicSeconds());
   const missing = newPrimary ? await missingAcks(access, newPrimary, writer) : writer.acks().map((r) => r.seq as number);
   if (!newPrimary) problems.push("no leader after the rollout");
-  const split = newPrimary && newPrimary !== oldPrimary ? splitBrainAcks(writer.records, (desired.nodes.find((n) => n.name === oldPrimary) as { privateIp: string }).privateIp, start) : [];
+  const split =
+    newPrimary && newPrimary !== oldPrimary ? splitBrainAcks(writer.records, (desired.nodes.find((n) => n.name === oldPrimary) as { privateIp: string }).privateIp, start) : [];
   if (missing.length) problems.push(`RPO: ${missing.length} acknowledged writes missing on ${newPrimary} (seq ${missing.slice(0, 10).join(", ")})`);
   if (split.length) problems.push(`split brain: ${split.length} writes acknowledged by ${oldPrimary} after ${newPrimary} took over`);
   if (analysis.unsafe) problems.push(`${analysis.unsafe} writes acknowledged with a cancelled synchronous-replication wait`);
@@ -146,8 +147,10 @@ export async function rolloutDrill(
       if (effect.parameters[name] !== value) problems.push(`${effect.node}: ${name} = ${effect.parameters[name]}, expected ${value}`);
     }
     for (const [key, value] of Object.entries(expect.patroni)) {
-      if (JSON.stringify(effect.patroni[key]) !== JSON.stringify(value)) problems.push(`${effect.node}: Patroni reports ${key} = ${JSON.stringify(effect.patroni[key])}, expected ${JSON.stringify(value)}`);
-      if (JSON.stringify(effect.fileDcs[key]) !== JSON.stringify(value)) problems.push(`${effect.node}: patroni.yml bootstrap.dcs.${key} = ${JSON.stringify(effect.fileDcs[key])}, expected ${JSON.stringify(value)}`);
+      if (JSON.stringify(effect.patroni[key]) !== JSON.stringify(value))
+        problems.push(`${effect.node}: Patroni reports ${key} = ${JSON.stringify(effect.patroni[key])}, expected ${JSON.stringify(value)}`);
+      if (JSON.stringify(effect.fileDcs[key]) !== JSON.stringify(value))
+        problems.push(`${effect.node}: patroni.yml bootstrap.dcs.${key} = ${JSON.stringify(effect.fileDcs[key])}, expected ${JSON.stringify(value)}`);
     }
     if (effect.pendingRestart !== 0) problems.push(`${effect.node}: ${effect.pendingRestart} setting(s) still pending a restart`);
     if (canonicalJson(effect.fileDcs) !== canonicalJson(wanted)) problems.push(`${effect.node}: patroni.yml bootstrap.dcs differs from the plan`);
@@ -179,7 +182,14 @@ export async function rolloutDrill(
  */
 export function stageLabSecrets(lab: LabContext): { secretSource: { args: string[] }; unstage: () => void } {
   const removals = lab.plan.nodes.map((node) => stageParameters(lab.transport.host(node.name), path.join(lab.layout.paramsDir, node.name)));
-  return { secretSource: { args: ["--from-dir", LAB_PARAMS] }, unstage: () => removals.forEach((remove) => remove()) };
+  return {
+    secretSource: { args: ["--from-dir", LAB_PARAMS] },
+    unstage: () => {
+      removals.forEach((remove) => {
+        remove();
+      });
+    },
+  };
 }
 
 /** HAProxy's runtime API: the certificate it has loaded for a file (its check client certificate), not the file on disk. */
@@ -203,9 +213,17 @@ export async function servedCertificates(lab: LabContext): Promise<ServedCertifi
       const certificate = certificateFor(lab.plan.certificates, node.name, server.serves).id;
       const client = server.client ? certificateFor(lab.plan.certificates, node.name, server.client) : undefined;
       const extra = [...(client ? ["-cert", client.certPath, "-key", client.keyPath] : []), ...(server.starttls ? ["-starttls", server.starttls] : [])];
-      const result = await lab.transport.run(node.name, ["sh", "-c", SERVED_SERIAL_SCRIPT, "probe", `${node.privateIp}:${server.port}`, NODE_PATHS.caCert, ...extra], { timeoutMs: 20_000 });
+      const result = await lab.transport.run(node.name, ["sh", "-c", SERVED_SERIAL_SCRIPT, "probe", `${node.privateIp}:${server.port}`, NODE_PATHS.caCert, ...extra], {
+        timeoutMs: 20_000,
+      });
       const serial = serialOf(result.stdout);
-      return { node: node.name, what: server.what, port: server.port, certificate, ...(serial ? { serial } : { error: `exit ${result.code}: ${result.stderr.trim().slice(-200)}` }) };
+      return {
+        node: node.name,
+        what: server.what,
+        port: server.port,
+        certificate,
+        ...(serial ? { serial } : { error: `exit ${result.code}: ${result.stderr.trim().slice(-200)}` }),
+      };
     }),
   );
   return Promise.all(probes);
@@ -218,7 +236,11 @@ export async function haproxyLoadedSerials(lab: LabContext): Promise<{ node: str
       const cert = certificateFor(lab.plan.certificates, node.name, "haproxy-check");
       const result = await lab.transport.run(node.name, ["python3", "-c", HAPROXY_LOADED_CERT_SCRIPT, cert.bundlePath as string], { timeoutMs: 10_000 });
       const serial = /^Serial:\s*(\S+)/m.exec(result.stdout)?.[1];
-      return { node: node.name, certificate: cert.id, ...(serial ? { serial: normaliseSerial(serial) } : { error: `exit ${result.code}: ${(result.stderr || result.stdout).trim().slice(-200)}` }) };
+      return {
+        node: node.name,
+        certificate: cert.id,
+        ...(serial ? { serial: normaliseSerial(serial) } : { error: `exit ${result.code}: ${(result.stderr || result.stdout).trim().slice(-200)}` }),
+      };
     }),
   );
 }
@@ -254,12 +276,14 @@ export async function renewalDrill(lab: LabContext, deployed: ClusterPlan, log: 
   const before = await serialsOf();
   const servedBefore = await servedCertificates(lab);
   const haproxyBefore = await haproxyLoadedSerials(lab);
-  for (const served of servedBefore) if (served.serial !== before[served.certificate]) problems.push(`before: ${served.node} ${served.what} serves ${served.serial ?? served.error}, its file has ${before[served.certificate]}`);
+  for (const served of servedBefore)
+    if (served.serial !== before[served.certificate])
+      problems.push(`before: ${served.node} ${served.what} serves ${served.serial ?? served.error}, its file has ${before[served.certificate]}`);
 
   const renewed = await renewLeaves(lab.plan, pki);
   writeParameterDirs(lab.plan, pki, lab.layout.paramsDir);
   const after = await serialsOf();
-  const serials = Object.fromEntries(lab.plan.certificates.map((c) => [c.id, { before: before[c.id] as string, after: after[c.id] as string }]));
+  const serials = Object.fromEntries(lab.plan.certificates.map((c) => [c.id, { before: before[c.id], after: after[c.id] }]));
   for (const [id, s] of Object.entries(serials)) if (s.before === s.after) problems.push(`${id}: renewal kept serial ${s.before}`);
   log(`renewed ${renewed.length} leaf certificates (same CA, same keys, new serials); parameter directories rewritten`);
 
@@ -278,7 +302,8 @@ export async function renewalDrill(lab: LabContext, deployed: ClusterPlan, log: 
     if (served.serial !== want) problems.push(`${served.node} ${served.what} (${served.port}) serves ${served.serial ?? served.error}, expected the renewed ${want}`);
   }
   const haproxyAfter = await haproxyLoadedSerials(lab);
-  for (const h of haproxyAfter) if (h.serial !== after[h.certificate]) problems.push(`${h.node}: HAProxy has ${h.serial ?? h.error} loaded, expected the renewed ${after[h.certificate]}`);
+  for (const h of haproxyAfter)
+    if (h.serial !== after[h.certificate]) problems.push(`${h.node}: HAProxy has ${h.serial ?? h.error} loaded, expected the renewed ${after[h.certificate]}`);
   const health = await quickHealth(lab.access).catch((error: Error) => ({ ok: false, detail: error.message, topology: undefined }));
   if (!health.ok) problems.push(`not healthy after the renewal: ${health.detail}`);
   const t = health.topology;

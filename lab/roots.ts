@@ -113,11 +113,11 @@ export function readAccounts(root: string): Accounts {
   const groups = new Map<string, number>();
   for (const line of fs.readFileSync(resolveInRoot(root, "/etc/passwd"), "utf8").split("\n")) {
     const f = line.split(":");
-    if (f.length >= 7) users.set(f[0] as string, { uid: Number(f[2]), gid: Number(f[3]), home: f[5] as string });
+    if (f.length >= 7) users.set(f[0], { uid: Number(f[2]), gid: Number(f[3]), home: f[5] });
   }
   for (const line of fs.readFileSync(resolveInRoot(root, "/etc/group"), "utf8").split("\n")) {
     const f = line.split(":");
-    if (f.length >= 3) groups.set(f[0] as string, Number(f[2]));
+    if (f.length >= 3) groups.set(f[0], Number(f[2]));
   }
   return { users, groups };
 }
@@ -161,11 +161,14 @@ export function replayTmpfiles(root: string, accounts: Accounts): string[] {
   for (const dir of ["/usr/lib/tmpfiles.d", "/etc/tmpfiles.d"]) {
     const resolved = resolveInRoot(root, dir);
     if (!fs.existsSync(resolved)) continue;
-    for (const name of fs.readdirSync(resolved).filter((n) => n.endsWith(".conf")).sort()) {
+    for (const name of fs
+      .readdirSync(resolved)
+      .filter((n) => n.endsWith(".conf"))
+      .sort()) {
       for (const raw of fs.readFileSync(path.join(resolved, name), "utf8").split("\n")) {
         const fields = raw.trim().split(/\s+/);
-        if (fields.length < 2 || !["d", "D"].includes(fields[0] as string)) continue;
-        const target = fields[1] as string;
+        if (fields.length < 2 || !["d", "D"].includes(fields[0])) continue;
+        const target = fields[1];
         if (!target.startsWith("/run/") && !target.startsWith("/tmp/")) continue;
         const mode = fields[2] && fields[2] !== "-" ? parseInt(fields[2], 8) : 0o755;
         const user = fields[3] && fields[3] !== "-" ? fields[3] : "root";

@@ -24,7 +24,9 @@ export const DRILL_COLUMNS = [
 
 export function drillContext(lab: LabContext, progress: (phase: string) => void, logFile: string): DrillContext {
   fs.mkdirSync(path.dirname(logFile), { recursive: true });
-  const log = (line: string): void => fs.appendFileSync(logFile, `${new Date().toISOString()} ${line}\n`);
+  const log = (line: string): void => {
+    fs.appendFileSync(logFile, `${new Date().toISOString()} ${line}\n`);
+  };
   return {
     access: lab.access,
     transport: lab.transport,
@@ -46,12 +48,17 @@ export function drillContext(lab: LabContext, progress: (phase: string) => void,
 
 /** Waits until `status` passes completely (boot-to-healthy). */
 export async function waitHealthy(lab: LabContext, timeoutMs: number, onAttempt?: (v: Verification) => void): Promise<Verification> {
-  return waitFor("the cluster to pass every status check", timeoutMs, async () => {
-    clearEnvCache();
-    const verification = await verifyCluster(lab.access);
-    onAttempt?.(verification);
-    return verification.ok ? verification : undefined;
-  }, 2000);
+  return waitFor(
+    "the cluster to pass every status check",
+    timeoutMs,
+    async () => {
+      clearEnvCache();
+      const verification = await verifyCluster(lab.access);
+      onAttempt?.(verification);
+      return verification.ok ? verification : undefined;
+    },
+    2000,
+  );
 }
 
 function fmt(value: number | undefined, digits = 2): string {
@@ -61,7 +68,13 @@ function fmt(value: number | undefined, digits = 2): string {
 /** Runs the drills N times each, live table on stderr, and returns the summaries. */
 export async function runDrills(lab: LabContext, drills: DrillDefinition[], repeat: number, logFile: string, table = new LiveTable(DRILL_COLUMNS)): Promise<DrillSummary[]> {
   let current = -1;
-  const ctx = drillContext(lab, (phase) => table.update(current, { state: phase }), logFile);
+  const ctx = drillContext(
+    lab,
+    (phase) => {
+      table.update(current, { state: phase });
+    },
+    logFile,
+  );
   await restoreBaseline(ctx);
   await prepareDrills(ctx);
   const summaries: DrillSummary[] = [];
@@ -74,7 +87,19 @@ export async function runDrills(lab: LabContext, drills: DrillDefinition[], repe
       try {
         result = await drill.run(ctx, rep);
       } catch (error) {
-        result = { drill: drill.id, repetition: rep, ok: false, problems: [(error as Error).message], rpoMissing: 0, splitBrainAcks: 0, acked: 0, unknownOutcome: 0, unsafeAcks: 0, maxGapAfterSeconds: 0, details: {} };
+        result = {
+          drill: drill.id,
+          repetition: rep,
+          ok: false,
+          problems: [(error as Error).message],
+          rpoMissing: 0,
+          splitBrainAcks: 0,
+          acked: 0,
+          unknownOutcome: 0,
+          unsafeAcks: 0,
+          maxGapAfterSeconds: 0,
+          details: {},
+        };
         // Leave the cluster healthy for the next drill if at all possible.
         await restoreBaseline(ctx).catch((e: Error) => result.problems.push(`restore failed: ${e.message}`));
       }
@@ -100,7 +125,9 @@ export function summaryTable(summaries: DrillSummary[]): string {
   for (const s of summaries) {
     const rpo = Math.max(0, ...s.repetitions.map((r) => r.rpoMissing));
     const split = s.repetitions.reduce((sum, r) => sum + r.splitBrainAcks, 0);
-    lines.push(`${s.id.padEnd(20)}  ${String(s.repetitions.length).padStart(4)}  ${fmt(s.rto.medianSeconds).padStart(12)}  ${fmt(s.rto.maxSeconds).padStart(9)}  ${String(rpo).padStart(7)}  ${String(split).padStart(5)}  ${s.ok ? "ok" : "FAIL"}`);
+    lines.push(
+      `${s.id.padEnd(20)}  ${String(s.repetitions.length).padStart(4)}  ${fmt(s.rto.medianSeconds).padStart(12)}  ${fmt(s.rto.maxSeconds).padStart(9)}  ${String(rpo).padStart(7)}  ${String(split).padStart(5)}  ${s.ok ? "ok" : "FAIL"}`,
+    );
   }
   return lines.join("\n");
 }

@@ -24,7 +24,7 @@ export interface ServiceStatus {
 
 export function installSupervisor(host: HostLayout): void {
   const dir = mkdirInRoot(host.root, `${LAB_RUN}/units`);
-  void dir;
+  dir;
   fs.copyFileSync(path.join(__dirname, "assets", "supervise.py"), resolveInRoot(host.root, SUPERVISOR));
 }
 

@@ -58,10 +58,13 @@ export class LiveTable {
         this.out.write(`${this.header()}\n`);
         this.drawn = 1;
       }
-      this.out.write(`${this.format(this.rows[index] as Record<string, string>)}\n`);
+      this.out.write(`${this.format(this.rows[index])}\n`);
       return;
     }
-    if (!this.timer) this.timer = setTimeout(() => this.redraw(), 200);
+    if (!this.timer)
+      this.timer = setTimeout(() => {
+        this.redraw();
+      }, 200);
   }
 
   redraw(): void {

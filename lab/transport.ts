@@ -52,15 +52,23 @@ export class LabTransport implements NodeTransport, FaultInjector {
 
   spawn(node: string, argv: string[], options: RunOptions = {}): RunningCommand {
     const [command, ...args] = this.commandLine(node, argv, options);
-    const child: ChildProcess = spawn(command as string, args, { stdio: ["pipe", "pipe", "pipe"], env: { PATH: BASE_PATH } });
+    const child: ChildProcess = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], env: { PATH: BASE_PATH } });
     let stderr = "";
     child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
       stderr = (stderr + chunk).slice(-20_000);
     });
     const lines = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
     const handlers: ((line: string) => void)[] = [];
-    lines.on("line", (line) => handlers.forEach((handler) => handler(line)));
-    const exited = new Promise<number>((resolve) => child.on("close", (code, signal) => resolve(code ?? (signal ? 128 : 0))));
+    lines.on("line", (line) => {
+      handlers.forEach((handler) => {
+        handler(line);
+      });
+    });
+    const exited = new Promise<number>((resolve) =>
+      child.on("close", (code, signal) => {
+        resolve(code ?? (signal ? 128 : 0));
+      }),
+    );
     if (options.input !== undefined) child.stdin?.end(options.input);
     return {
       onLine: (handler) => void handlers.push(handler),
@@ -141,7 +149,7 @@ export function processIsService(p: { exe: string; cmdline: string[] }, service:
     case "postgres":
       return base === "postgres";
     case "patroni":
-      return /python3/.test(base) && p.cmdline.some((arg) => arg.endsWith("/patroni") || arg === "patroni");
+      return base.includes("python3") && p.cmdline.some((arg) => arg.endsWith("/patroni") || arg === "patroni");
     case "etcd":
       return base === "etcd";
     case "haproxy":

@@ -17,8 +17,8 @@ export function parseUnitFile(text: string): UnitFile {
     if (!line || line.startsWith("#") || line.startsWith(";")) continue;
     const header = /^\[(.+)\]$/.exec(line);
     if (header) {
-      section = unit.get(header[1] as string) ?? new Map<string, string[]>();
-      unit.set(header[1] as string, section);
+      section = unit.get(header[1]) ?? new Map<string, string[]>();
+      unit.set(header[1], section);
       continue;
     }
     const eq = line.indexOf("=");
@@ -49,7 +49,7 @@ export function splitWords(text: string): string[] {
   let inWord = false;
   let quote: '"' | "'" | undefined;
   for (let i = 0; i < text.length; i++) {
-    const ch = text[i] as string;
+    const ch = text[i];
     if (quote) {
       if (ch === quote) quote = undefined;
       else if (ch === "\\" && quote === '"' && i + 1 < text.length) current += text[++i];
@@ -98,12 +98,15 @@ export function parseCommandLine(value: string, env: Record<string, string>, spe
     rest = rest.slice(1);
   }
   const prefixName = specifiers.unit.replace(/\.[^.]+$/, "").replace(/@.*$/, "");
-  rest = rest.replace(/%([%nNpH])/g, (_, s: string) => ({ "%": "%", n: specifiers.unit, N: specifiers.unit.replace(/\.[^.]+$/, ""), p: prefixName, H: specifiers.host })[s] as string);
+  rest = rest.replace(
+    /%([%nNpH])/g,
+    (_, s: string) => ({ "%": "%", n: specifiers.unit, N: specifiers.unit.replace(/\.[^.]+$/, ""), p: prefixName, H: specifiers.host })[s] as string,
+  );
   const argv: string[] = [];
   for (const word of splitWords(rest)) {
     const whole = /^\$([A-Za-z_][A-Za-z0-9_]*)$/.exec(word);
     if (whole) {
-      argv.push(...(env[whole[1] as string] ?? "").split(/\s+/).filter(Boolean));
+      argv.push(...(env[whole[1]] ?? "").split(/\s+/).filter(Boolean));
       continue;
     }
     argv.push(word.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => env[name] ?? ""));
@@ -156,9 +159,29 @@ export interface ServiceSpec {
 }
 
 const HANDLED = new Set([
-  "Type", "User", "Group", "Environment", "EnvironmentFile", "ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload",
-  "RemainAfterExit", "Restart", "RestartSec", "KillMode", "TimeoutStopSec", "TimeoutStartSec", "LimitNOFILE", "WorkingDirectory",
-  "StateDirectory", "StateDirectoryMode", "RuntimeDirectory", "RuntimeDirectoryMode", "LogsDirectory", "LogsDirectoryMode",
+  "Type",
+  "User",
+  "Group",
+  "Environment",
+  "EnvironmentFile",
+  "ExecStartPre",
+  "ExecStart",
+  "ExecStartPost",
+  "ExecReload",
+  "RemainAfterExit",
+  "Restart",
+  "RestartSec",
+  "KillMode",
+  "TimeoutStopSec",
+  "TimeoutStartSec",
+  "LimitNOFILE",
+  "WorkingDirectory",
+  "StateDirectory",
+  "StateDirectoryMode",
+  "RuntimeDirectory",
+  "RuntimeDirectoryMode",
+  "LogsDirectory",
+  "LogsDirectoryMode",
 ]);
 
 /**
@@ -188,7 +211,10 @@ export function serviceSpec(unitName: string, text: string, host: string, readFi
   if (starts.length !== 1) throw new Error(`${unitName}: expected exactly one ExecStart=, found ${starts.length}`);
   const dirs = (key: string, base: string): { path: string; mode: number }[] => {
     const mode = parseInt(one(`${key}Mode`) ?? "0755", 8);
-    return (service.get(key) ?? []).flatMap((v) => v.split(/\s+/)).filter(Boolean).map((d) => ({ path: `${base}/${d}`, mode }));
+    return (service.get(key) ?? [])
+      .flatMap((v) => v.split(/\s+/))
+      .filter(Boolean)
+      .map((d) => ({ path: `${base}/${d}`, mode }));
   };
   const limit = one("LimitNOFILE");
   const ignored: string[] = [];
@@ -203,7 +229,7 @@ export function serviceSpec(unitName: string, text: string, host: string, readFi
     group: one("Group"),
     env,
     execStartPre: commands("ExecStartPre"),
-    execStart: starts[0] as CommandLine,
+    execStart: starts[0],
     execStartPost: commands("ExecStartPost"),
     remainAfterExit: ["yes", "true", "on", "1"].includes((one("RemainAfterExit") ?? "no").toLowerCase()),
     restart: one("Restart") ?? "no",

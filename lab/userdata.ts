@@ -33,7 +33,8 @@ export function parseUserData(text: string): ParsedUserData {
     const entry = raw as Record<string, unknown>;
     const where = `write_files[${index}] ${String(entry.path)}`;
     if (typeof entry.path !== "string" || !entry.path.startsWith("/")) problems.push(`${where}: path must be an absolute path string`);
-    if (entry.permissions !== undefined && typeof entry.permissions !== "string") problems.push(`${where}: permissions must be a string such as '0644', got ${typeof entry.permissions} ${String(entry.permissions)}`);
+    if (entry.permissions !== undefined && typeof entry.permissions !== "string")
+      problems.push(`${where}: permissions must be a string such as '0644', got ${typeof entry.permissions} ${String(entry.permissions)}`);
     if (entry.owner !== undefined && typeof entry.owner !== "string") problems.push(`${where}: owner must be a string`);
     let content = entry.content === undefined ? "" : entry.content;
     if (typeof content !== "string") {
@@ -56,7 +57,7 @@ export function parseUserData(text: string): ParsedUserData {
   const runcmd: string[][] = [];
   for (const [index, raw] of ((doc.runcmd as unknown[]) ?? []).entries()) {
     if (typeof raw === "string") runcmd.push(["/bin/sh", "-c", raw]);
-    else if (Array.isArray(raw) && raw.every((part) => typeof part === "string")) runcmd.push(raw as string[]);
+    else if (Array.isArray(raw) && raw.every((part) => typeof part === "string")) runcmd.push(raw);
     else problems.push(`runcmd[${index}]: must be a string or a list of strings, got ${JSON.stringify(raw)}`);
   }
   const users: ParsedUserData["users"] = [];

@@ -68,9 +68,17 @@ export async function checkTls(access: ClusterAccess): Promise<Check[]> {
       checks.push({ id: `tls: ${id} refused`, ok: refused(probe), detail: `curl exit ${probe.exit}, HTTP ${probe.http} ${probe.error}` });
     }
     const plain = await sqlFromClient(access, pgNode.privateIp, PORTS.postgres, "select 1", { sslmode: "disable" });
-    checks.push({ id: `tls: postgres ${pgNode.privateIp}:${PORTS.postgres} without TLS refused`, ok: plain.code !== 0, detail: plain.code !== 0 ? plain.stderr.trim().split("\n")[0] ?? "" : "plain-text connection accepted" });
+    checks.push({
+      id: `tls: postgres ${pgNode.privateIp}:${PORTS.postgres} without TLS refused`,
+      ok: plain.code !== 0,
+      detail: plain.code !== 0 ? (plain.stderr.trim().split("\n")[0] ?? "") : "plain-text connection accepted",
+    });
     const verified = await sqlFromClient(access, pgNode.privateIp, PORTS.postgres, "select 1", { sslmode: "verify-ca" });
-    checks.push({ id: `tls: postgres ${pgNode.privateIp}:${PORTS.postgres} certificate chains to the cluster CA`, ok: verified.code === 0, detail: verified.code === 0 ? "verify-ca ok" : verified.stderr.trim().split("\n")[0] ?? "" });
+    checks.push({
+      id: `tls: postgres ${pgNode.privateIp}:${PORTS.postgres} certificate chains to the cluster CA`,
+      ok: verified.code === 0,
+      detail: verified.code === 0 ? "verify-ca ok" : (verified.stderr.trim().split("\n")[0] ?? ""),
+    });
     const positive = await patroniRest(access, pgNode.name, "/patroni");
     checks.push({ id: `tls: patroni REST with the cluster's client cert accepted (control)`, ok: positive.status === 200, detail: `HTTP ${positive.status}` });
   }
@@ -104,7 +112,10 @@ export async function verifyCluster(access: ClusterAccess, options: { tls?: bool
 /** A cheaper health probe for polling: REST /cluster topology plus pg_stat_replication. */
 export async function quickHealth(access: ClusterAccess): Promise<{ ok: boolean; topology: Topology; detail: string }> {
   const view = await clusterView(access);
-  const topology = judgeTopology(view.members, postgresNodes(access.plan).map((n) => n.name));
+  const topology = judgeTopology(
+    view.members,
+    postgresNodes(access.plan).map((n) => n.name),
+  );
   if (topology.problems.length) return { ok: false, topology, detail: topology.problems.join("; ") };
   const replication = await checkReplication(access, topology);
   return { ok: replication.ok, topology, detail: replication.detail };

@@ -7,7 +7,19 @@ import { labContext, labDown, labNamespaceNames, labNetworkUp, preflight } from 
 import { LabTransport } from "./transport";
 import { existingNamespaces } from "./netns";
 import { bulkIsolationLine, measureBulkIsolation, quantile, wanOptionsFromEnv, type BulkIsolation } from "./wan";
-import { delayLineStatus, healPartitions, listPartitions, partitionRegions, proofTable, proveWan, readWanSpec, retuneWan, wanHealth, DEFAULT_WAN_OPTIONS, type WanOptions } from "./wan";
+import {
+  delayLineStatus,
+  healPartitions,
+  listPartitions,
+  partitionRegions,
+  proofTable,
+  proveWan,
+  readWanSpec,
+  retuneWan,
+  wanHealth,
+  DEFAULT_WAN_OPTIONS,
+  type WanOptions,
+} from "./wan";
 import { etcdMarkdown, etcdStability, measurementsMarkdown, measureWan } from "./wan-measure";
 
 /** `lab wan ...`: the WAN emulator's switches, its proof and the measurements (lab/wan.ts, lab/wan-measure.ts). */
@@ -34,7 +46,8 @@ async function requireUp(stateDir: string): Promise<ReturnType<typeof labContext
   const lab = labContext(stateDir);
   const present = new Set(await existingNamespaces());
   const missing = labNamespaceNames(lab.layout).filter((ns) => !present.has(ns));
-  if (!fs.existsSync(lab.layout.stateFile) || missing.length) throw new Error(`the lab is not up${missing.length ? ` (missing namespaces: ${missing.join(", ")})` : ""}: run \`npm run lab -- up --wan\``);
+  if (!fs.existsSync(lab.layout.stateFile) || missing.length)
+    throw new Error(`the lab is not up${missing.length ? ` (missing namespaces: ${missing.join(", ")})` : ""}: run \`npm run lab -- up --wan\``);
   return lab;
 }
 
@@ -49,7 +62,10 @@ interface ReportLike {
 
 /** LAN and WAN drill reports side by side (RTO median/max, RPO, split brain, result). */
 export function compareDrills(lan: ReportLike, wan: ReportLike): string {
-  const lines = ["| drill | runs LAN / WAN | RTO LAN: median (min–max) | RTO WAN: median (min–max) | RPO LAN / WAN | split brain LAN / WAN | result LAN / WAN |", "|---|---|---|---|---|---|---|"];
+  const lines = [
+    "| drill | runs LAN / WAN | RTO LAN: median (min–max) | RTO WAN: median (min–max) | RPO LAN / WAN | split brain LAN / WAN | result LAN / WAN |",
+    "|---|---|---|---|---|---|---|",
+  ];
   const ids = [...new Set([...(lan.drills ?? []), ...(wan.drills ?? [])].map((d) => d.id))];
   const rto = (d?: DrillSummary): string => {
     const values = (d?.repetitions ?? []).map((r) => r.rtoSeconds).filter((v): v is number => v !== undefined);
@@ -62,7 +78,9 @@ export function compareDrills(lan: ReportLike, wan: ReportLike): string {
   for (const id of ids) {
     const a = lan.drills?.find((d) => d.id === id);
     const b = wan.drills?.find((d) => d.id === id);
-    lines.push(`| ${DRILLS.findIndex((d) => d.id === id) + 1} ${(a ?? b)?.title ?? id} | ${a?.repetitions.length ?? "-"} / ${b?.repetitions.length ?? "-"} | ${rto(a)} | ${rto(b)} | ${rpo(a)} / ${rpo(b)} | ${split(a)} / ${split(b)} | ${result(a)} / ${result(b)} |`);
+    lines.push(
+      `| ${DRILLS.findIndex((d) => d.id === id) + 1} ${(a ?? b)?.title ?? id} | ${a?.repetitions.length ?? "-"} / ${b?.repetitions.length ?? "-"} | ${rto(a)} | ${rto(b)} | ${rpo(a)} / ${rpo(b)} | ${split(a)} / ${split(b)} | ${result(a)} / ${result(b)} |`,
+    );
   }
   return lines.join("\n");
 }
@@ -78,7 +96,11 @@ export function registerWanCommands(program: Command, stateDir: () => string): v
       const health = await wanHealth(lab.layout);
       process.stdout.write(`${health.ok ? "ok  " : "FAIL"}  ${health.detail}\n`);
       const spec = readWanSpec(lab.layout);
-      if (spec) for (const l of spec.links) process.stdout.write(`      ${l.from} → ${l.to}: one way ${l.oneWayMs} ms (RTT ${l.rttMs})${l.jitterMs ? ` ±${l.jitterMs}` : ""}${l.lossPercent ? `, loss ${l.lossPercent}%` : ""}\n`);
+      if (spec)
+        for (const l of spec.links)
+          process.stdout.write(
+            `      ${l.from} → ${l.to}: one way ${l.oneWayMs} ms (RTT ${l.rttMs})${l.jitterMs ? ` ±${l.jitterMs}` : ""}${l.lossPercent ? `, loss ${l.lossPercent}%` : ""}\n`,
+          );
       const status = spec ? await delayLineStatus(lab.layout) : undefined;
       if (status) process.stdout.write(`${JSON.stringify({ scheduler: status.scheduler, stats: status.stats, pairs: status.pairs }, null, 2)}\n`);
       process.exitCode = health.ok ? 0 : 1;
@@ -132,7 +154,12 @@ export function registerWanCommands(program: Command, stateDir: () => string): v
       requireWan(lab);
       const current = readWanSpec(lab.layout)?.options ?? DEFAULT_WAN_OPTIONS;
       if (options.loss !== undefined && options.loss > 100) throw new InvalidArgumentError("--loss is a percentage (0–100)");
-      const spec = await retuneWan(lab.layout, lab.plan, { ...current, jitterMs: options.jitter ?? current.jitterMs, lossPercent: options.loss ?? current.lossPercent, seed: options.seed ?? current.seed });
+      const spec = await retuneWan(lab.layout, lab.plan, {
+        ...current,
+        jitterMs: options.jitter ?? current.jitterMs,
+        lossPercent: options.loss ?? current.lossPercent,
+        seed: options.seed ?? current.seed,
+      });
       say(`WAN now: jitter ±${spec.options.jitterMs} ms, loss ${spec.options.lossPercent}%, seed ${spec.options.seed}`);
     });
 
@@ -171,7 +198,9 @@ export function registerWanCommands(program: Command, stateDir: () => string): v
 
   wan
     .command("bench")
-    .description("the delay line under a 64 MiB bulk transfer, N times: ping on another path idle vs during, throughput, the delay line's CPU and lateness (median, min–max); on the lab's network alone unless a WAN lab is up")
+    .description(
+      "the delay line under a 64 MiB bulk transfer, N times: ping on another path idle vs during, throughput, the delay line's CPU and lateness (median, min–max); on the lab's network alone unless a WAN lab is up",
+    )
     .option("--runs <n>", "repetitions", (v) => Number(v), 5)
     .option("--mbytes <n>", "size of each transfer", (v) => Number(v), 64)
     .option("--rate-mbit <n>", "per-path capacity when this command brings up its own network (0: unlimited)", nonNegativeNumber)
@@ -182,7 +211,10 @@ export function registerWanCommands(program: Command, stateDir: () => string): v
       const dir = stateDir();
       const present = new Set(await existingNamespaces());
       const labUp = labNamespaceNames(labContext(dir).layout).every((ns) => present.has(ns)) && readWanSpec(labContext(dir).layout) !== undefined;
-      const wanOptions = { ...(wanOptionsFromEnv({ ...process.env, PGHA_LAB_WAN: "1" }) ?? DEFAULT_WAN_OPTIONS), ...(options.rateMbit !== undefined ? { rateMbit: options.rateMbit } : {}) };
+      const wanOptions = {
+        ...(wanOptionsFromEnv({ ...process.env, PGHA_LAB_WAN: "1" }) ?? DEFAULT_WAN_OPTIONS),
+        ...(options.rateMbit !== undefined ? { rateMbit: options.rateMbit } : {}),
+      };
       if (labUp && options.rateMbit !== undefined) throw new Error("--rate-mbit only applies when the bench brings up its own network; the running lab has its own settings");
       const layout = labUp ? labContext(dir).layout : (await labNetworkUp(dir, say, { wan: wanOptions })).layout;
       const settings = readWanSpec(layout)?.options ?? wanOptions;
@@ -197,19 +229,52 @@ export function registerWanCommands(program: Command, stateDir: () => string): v
       } finally {
         if (!labUp) await labDown(dir, say);
       }
-      const figure = (label: string, unit: string, values: number[]): string => `| ${label} | ${quantile(values, 0.5).toFixed(2)} ${unit} | ${Math.min(...values).toFixed(2)}–${Math.max(...values).toFixed(2)} |`;
+      const figure = (label: string, unit: string, values: number[]): string =>
+        `| ${label} | ${quantile(values, 0.5).toFixed(2)} ${unit} | ${Math.min(...values).toFixed(2)}–${Math.max(...values).toFixed(2)} |`;
       const lines = [
         `${options.runs} runs, ${options.mbytes} MiB each, per-path capacity ${settings.rateMbit || "unlimited"} Mbit/s, buffer ${settings.queueMs} ms`,
         "| figure | median | min–max |",
         "|---|---:|---:|",
-        figure("ping tokyo → seoul, idle (median of 40)", "ms", runs.map((m) => m.idle.medianMs)),
-        figure("ping tokyo → seoul, during the transfer (median of 40)", "ms", runs.map((m) => m.during.medianMs)),
-        figure("  the same, p90", "ms", runs.map((m) => m.during.p90Ms)),
-        figure("transfer, each way", "MiB/s", runs.map((m) => m.bulk.mibPerSecond)),
-        figure("packets through the delay line", "/s", runs.map((m) => m.delayLine.packetsPerSecond)),
-        figure("delay line CPU", "% of a core", runs.map((m) => m.delayLine.cpuShare * 100)),
-        figure("written back after the due time, mean", "ms", runs.map((m) => m.delayLine.lateMeanMs)),
-        figure("tail drops on the transfer's paths", "packets", runs.map((m) => m.delayLine.queueDrops)),
+        figure(
+          "ping tokyo → seoul, idle (median of 40)",
+          "ms",
+          runs.map((m) => m.idle.medianMs),
+        ),
+        figure(
+          "ping tokyo → seoul, during the transfer (median of 40)",
+          "ms",
+          runs.map((m) => m.during.medianMs),
+        ),
+        figure(
+          "  the same, p90",
+          "ms",
+          runs.map((m) => m.during.p90Ms),
+        ),
+        figure(
+          "transfer, each way",
+          "MiB/s",
+          runs.map((m) => m.bulk.mibPerSecond),
+        ),
+        figure(
+          "packets through the delay line",
+          "/s",
+          runs.map((m) => m.delayLine.packetsPerSecond),
+        ),
+        figure(
+          "delay line CPU",
+          "% of a core",
+          runs.map((m) => m.delayLine.cpuShare * 100),
+        ),
+        figure(
+          "written back after the due time, mean",
+          "ms",
+          runs.map((m) => m.delayLine.lateMeanMs),
+        ),
+        figure(
+          "tail drops on the transfer's paths",
+          "packets",
+          runs.map((m) => m.delayLine.queueDrops),
+        ),
       ];
       fs.mkdirSync(path.dirname(options.report), { recursive: true });
       fs.writeFileSync(options.report, JSON.stringify({ wan: settings, runs }, null, 2));

@@ -65,7 +65,7 @@ function readPgbenchLogs(lab: LabContext, prefix: string): number[] {
     for (const line of fs.readFileSync(file, "utf8").split("\n")) {
       const fields = line.trim().split(/\s+/);
       // client_id transaction_no time script_no time_epoch time_us; time is "failed"/"skipped" when not committed.
-      if (fields.length >= 6 && /^\d+$/.test(fields[2] as string)) latencies.push(Number(fields[2]) / 1000);
+      if (fields.length >= 6 && /^\d+$/.test(fields[2])) latencies.push(Number(fields[2]) / 1000);
     }
     fs.rmSync(file, { force: true });
   }
@@ -75,9 +75,25 @@ function readPgbenchLogs(lab: LabContext, prefix: string): number[] {
 let runCounter = 0;
 
 /** One pgbench run from the client namespace through HAProxy :5000. */
-export async function pgbench(lab: LabContext, options: { clients: number; seconds: number; mode: "sync" | "async"; script?: string; builtin?: string; rate?: number }): Promise<PgbenchResult> {
+export async function pgbench(
+  lab: LabContext,
+  options: { clients: number; seconds: number; mode: "sync" | "async"; script?: string; builtin?: string; rate?: number },
+): Promise<PgbenchResult> {
   const prefix = `/tmp/pgbench-wan-${process.pid}-${++runCounter}`;
-  const argv = [PGBENCH, "-n", "-M", "prepared", "-c", String(options.clients), "-j", String(Math.min(options.clients, 2)), "-T", String(options.seconds), "--log", `--log-prefix=${prefix}`];
+  const argv = [
+    PGBENCH,
+    "-n",
+    "-M",
+    "prepared",
+    "-c",
+    String(options.clients),
+    "-j",
+    String(Math.min(options.clients, 2)),
+    "-T",
+    String(options.seconds),
+    "--log",
+    `--log-prefix=${prefix}`,
+  ];
   if (options.script) argv.push("-f", options.script);
   else argv.push("-b", options.builtin ?? "simple-update");
   if (options.rate) argv.push("-R", String(options.rate));
@@ -220,7 +236,14 @@ interface EtcdMemberSnapshot {
   error?: string;
 }
 
-const METRICS = ["etcd_server_leader_changes_seen_total", "etcd_server_heartbeat_send_failures_total", "etcd_server_slow_apply_total", "etcd_server_proposals_failed_total", "etcd_server_slow_read_indexes_total", "etcd_server_proposals_committed_total"];
+const METRICS = [
+  "etcd_server_leader_changes_seen_total",
+  "etcd_server_heartbeat_send_failures_total",
+  "etcd_server_slow_apply_total",
+  "etcd_server_proposals_failed_total",
+  "etcd_server_slow_read_indexes_total",
+  "etcd_server_proposals_committed_total",
+];
 
 async function etcdEnv(access: ClusterAccess, node: string): Promise<{ env: Record<string, string>; owner: string }> {
   const env = parseEnvironmentFile(await access.transport.readFile(node, NODE_PATHS.etcdctlEnv));
@@ -239,11 +262,19 @@ async function snapshotMember(lab: LabContext, member: { name: string; node: str
     const { env, owner } = await etcdEnv(lab.access, member.node);
     const rest = { ...env };
     delete rest.ETCDCTL_ENDPOINTS;
-    const status = await lab.transport.run(member.node, ["etcdctl", `--endpoints=${member.clientUrl}`, "endpoint", "status", "-w", "json", "--command-timeout=3s"], { user: owner, env: rest, timeoutMs: 15_000 });
+    const status = await lab.transport.run(member.node, ["etcdctl", `--endpoints=${member.clientUrl}`, "endpoint", "status", "-w", "json", "--command-timeout=3s"], {
+      user: owner,
+      env: rest,
+      timeoutMs: 15_000,
+    });
     snap.raftTerm = Number(/"raft_term":(\d+)/.exec(status.stdout)?.[1] ?? NaN);
     snap.leader = /"leader":(\d+)/.exec(status.stdout)?.[1];
     snap.memberId = /"member_id":(\d+)/.exec(status.stdout)?.[1];
-    const metrics = await lab.transport.run(member.node, ["curl", "-sS", "-m", "5", "--cacert", env.ETCDCTL_CACERT ?? "", "--cert", env.ETCDCTL_CERT ?? "", "--key", env.ETCDCTL_KEY ?? "", `${member.clientUrl}/metrics`], { user: owner, timeoutMs: 15_000 });
+    const metrics = await lab.transport.run(
+      member.node,
+      ["curl", "-sS", "-m", "5", "--cacert", env.ETCDCTL_CACERT ?? "", "--cert", env.ETCDCTL_CERT ?? "", "--key", env.ETCDCTL_KEY ?? "", `${member.clientUrl}/metrics`],
+      { user: owner, timeoutMs: 15_000 },
+    );
     for (const line of metrics.stdout.split("\n")) {
       const m = /^([a-z_]+)(\{[^}]*\})? ([0-9.eE+-]+)$/.exec(line.trim());
       if (!m) continue;
@@ -346,7 +377,7 @@ export async function etcdStability(lab: LabContext, seconds: number, work?: () 
   const leaderStart = leaderOf(viewStart.members);
   const leadersSeen = new Set<string>(leaderStart ? [leaderStart.name] : []);
   const load: string[] = ["Patroni's own etcd writes (every member, every loop_wait)", "etcdctl put every 500 ms"];
-  const putNode = members[0]?.node as string;
+  const putNode = members[0]?.node;
   const { env, owner } = await etcdEnv(lab.access, putNode);
   const puts = etcdPutLoop(lab, putNode, env, owner, seconds);
   const putCounts = { ok: 0, failed: 0 };
@@ -394,8 +425,8 @@ export async function etcdStability(lab: LabContext, seconds: number, work?: () 
   if (leaderEnd) leadersSeen.add(leaderEnd.name);
   const problems: string[] = [];
   const rows = members.map((m, i) => {
-    const a = start[i] as EtcdMemberSnapshot;
-    const b = end[i] as EtcdMemberSnapshot;
+    const a = start[i];
+    const b = end[i];
     const delta = (name: string): number => (b.metrics[name] ?? 0) - (a.metrics[name] ?? 0);
     const peerRttMs: Record<string, number> = {};
     for (const [peer, e] of Object.entries(b.peerRtt)) {
@@ -464,20 +495,28 @@ export async function placePrimaryNearClient(lab: LabContext, progress: (line: s
 }
 
 /** All of point 3 except the drills: commit latency and sync/async inside one etcd stability window. */
-export async function measureWan(lab: LabContext, options: { steadySeconds: number; pgbenchSeconds: number; clients?: number[]; progress?: (line: string) => void }): Promise<WanMeasurements> {
+export async function measureWan(
+  lab: LabContext,
+  options: { steadySeconds: number; pgbenchSeconds: number; clients?: number[]; progress?: (line: string) => void },
+): Promise<WanMeasurements> {
   const progress = options.progress ?? (() => undefined);
   // Before the window: a switchover is a leader change of Patroni's, not of etcd's, but keep the window clean.
   await placePrimaryNearClient(lab, progress);
   let commit: CommitLatency | undefined;
   let initSeconds = 0;
   let matrix: PgbenchResult[] = [];
-  const etcd = await etcdStability(lab, options.steadySeconds, async () => {
-    progress(`single-client commit latency (${options.pgbenchSeconds} s)`);
-    commit = await commitLatency(lab, options.pgbenchSeconds);
-    progress("pgbench -i -s 1");
-    initSeconds = await pgbenchInit(lab);
-    matrix = await syncVsAsync(lab, options.clients ?? [1, 8, 32], options.pgbenchSeconds, progress);
-  }, progress);
+  const etcd = await etcdStability(
+    lab,
+    options.steadySeconds,
+    async () => {
+      progress(`single-client commit latency (${options.pgbenchSeconds} s)`);
+      commit = await commitLatency(lab, options.pgbenchSeconds);
+      progress("pgbench -i -s 1");
+      initSeconds = await pgbenchInit(lab);
+      matrix = await syncVsAsync(lab, options.clients ?? [1, 8, 32], options.pgbenchSeconds, progress);
+    },
+    progress,
+  );
   if (!commit) throw new Error("internal: commit latency not measured");
   return { at: new Date().toISOString(), commitLatency: commit, pgbenchInitSeconds: initSeconds, syncVsAsync: matrix, etcd };
 }
@@ -496,20 +535,34 @@ export function commitMarkdown(c: CommitLatency): string {
 
 export function matrixMarkdown(rows: PgbenchResult[]): string {
   const lines = ["| clients | mode | tps | latency median ms | p90 ms | max ms | transactions |", "|---:|---|---:|---:|---:|---:|---:|"];
-  for (const r of rows) lines.push(`| ${r.clients} | ${r.mode} | ${r.tps.toFixed(1)} | ${r.latency.medianMs.toFixed(2)} | ${r.latency.p90Ms.toFixed(2)} | ${r.latency.maxMs.toFixed(2)} | ${r.transactions} |`);
+  for (const r of rows)
+    lines.push(
+      `| ${r.clients} | ${r.mode} | ${r.tps.toFixed(1)} | ${r.latency.medianMs.toFixed(2)} | ${r.latency.p90Ms.toFixed(2)} | ${r.latency.maxMs.toFixed(2)} | ${r.transactions} |`,
+    );
   return lines.join("\n");
 }
 
 export function etcdMarkdown(e: EtcdStability): string {
   const lines: string[] = [];
-  lines.push(`etcd (heartbeat ${e.heartbeatIntervalMs} ms, election ${e.electionTimeoutMs} ms) over ${e.seconds} s: ${e.ok ? "no leader change" : `PROBLEMS: ${e.problems.join("; ")}`}`);
+  lines.push(
+    `etcd (heartbeat ${e.heartbeatIntervalMs} ms, election ${e.electionTimeoutMs} ms) over ${e.seconds} s: ${e.ok ? "no leader change" : `PROBLEMS: ${e.problems.join("; ")}`}`,
+  );
   lines.push("");
-  lines.push("| member | raft term start→end | leader changes | heartbeat send failures | slow applies | proposals committed | etcd peer probe ms (new TLS connection each: ≈ 2 RTT over the WAN) | log events |");
+  lines.push(
+    "| member | raft term start→end | leader changes | heartbeat send failures | slow applies | proposals committed | etcd peer probe ms (new TLS connection each: ≈ 2 RTT over the WAN) | log events |",
+  );
   lines.push("|---|---|---:|---:|---:|---:|---|---|");
   for (const r of e.members) {
-    const events = Object.entries(r.logEvents).map(([k, v]) => `${k}: ${v}`).join(", ") || "none";
-    lines.push(`| ${r.member} | ${r.raftTermStart}→${r.raftTermEnd} | ${r.leaderChangesSeen} | ${r.heartbeatSendFailures} | ${r.slowApplies} | ${r.proposalsCommitted} | ${Object.values(r.peerRttMs).join(", ")} | ${events} |`);
+    const events =
+      Object.entries(r.logEvents)
+        .map(([k, v]) => `${k}: ${v}`)
+        .join(", ") || "none";
+    lines.push(
+      `| ${r.member} | ${r.raftTermStart}→${r.raftTermEnd} | ${r.leaderChangesSeen} | ${r.heartbeatSendFailures} | ${r.slowApplies} | ${r.proposalsCommitted} | ${Object.values(r.peerRttMs).join(", ")} | ${events} |`,
+    );
   }
-  lines.push(`Patroni leader ${e.patroni.leaderStart} → ${e.patroni.leaderEnd} (seen: ${e.patroni.leadersSeen.join(", ")}), timeline ${e.patroni.timelineStart} → ${e.patroni.timelineEnd}; etcdctl puts ${e.etcdPuts.ok} ok, ${e.etcdPuts.failed} failed. Load: ${e.load.join("; ")}.`);
+  lines.push(
+    `Patroni leader ${e.patroni.leaderStart} → ${e.patroni.leaderEnd} (seen: ${e.patroni.leadersSeen.join(", ")}), timeline ${e.patroni.timelineStart} → ${e.patroni.timelineEnd}; etcdctl puts ${e.etcdPuts.ok} ok, ${e.etcdPuts.failed} failed. Load: ${e.load.join("; ")}.`,
+  );
   return lines.join("\n");
 }

@@ -151,7 +151,16 @@ export function wanSpec(plan: ClusterPlan, layout: LabLayout, options: WanOption
       if (a.name === b.name) continue;
       const rttMs = configuredRttMs(plan, a.name, b.name);
       const index = links.length;
-      links.push({ from: a.name, to: b.name, rttMs, oneWayMs: rttMs / 2, jitterMs: options.jitterMs, lossPercent: options.lossPercent, tun: wanTun(index), table: WAN_TABLE + index });
+      links.push({
+        from: a.name,
+        to: b.name,
+        rttMs,
+        oneWayMs: rttMs / 2,
+        jitterMs: options.jitterMs,
+        lossPercent: options.lossPercent,
+        tun: wanTun(index),
+        table: WAN_TABLE + index,
+      });
     }
   }
   return { options, links, subnets: layout.subnets.map((s) => ({ cidr: s.cidr, region: s.region, bridge: s.bridge })) };
@@ -164,7 +173,12 @@ export function delayLineConfig(spec: WanSpec): Record<string, unknown> {
     seed: spec.options.seed,
     status: DELAY_STATUS,
     subnets: spec.subnets.map((s) => [s.cidr, s.region]),
-    links: Object.fromEntries(spec.links.map((l) => [`${l.from}>${l.to}`, { delayMs: l.oneWayMs, jitterMs: l.jitterMs, loss: l.lossPercent / 100, rateMbit: spec.options.rateMbit, queueMs: spec.options.queueMs, pathMtu: spec.options.pathMtu }])),
+    links: Object.fromEntries(
+      spec.links.map((l) => [
+        `${l.from}>${l.to}`,
+        { delayMs: l.oneWayMs, jitterMs: l.jitterMs, loss: l.lossPercent / 100, rateMbit: spec.options.rateMbit, queueMs: spec.options.queueMs, pathMtu: spec.options.pathMtu },
+      ]),
+    ),
   };
 }
 
@@ -191,7 +205,10 @@ export function partitionRuleArgs(layout: LabLayout, a: string, b: string): stri
     return found;
   };
   const rules: string[][] = [];
-  for (const [x, y] of [[of(a), of(b)], [of(b), of(a)]] as const) {
+  for (const [x, y] of [
+    [of(a), of(b)],
+    [of(b), of(a)],
+  ] as const) {
     for (const from of x) for (const to of y) rules.push(["pref", String(PARTITION_RULE_PREF), "iif", from.bridge, "to", to.cidr, "blackhole"]);
   }
   return rules;
@@ -211,7 +228,11 @@ async function mountRouterRoot(layout: LabLayout, rootfs: string): Promise<void>
   await run(["mount", "-t", "proc", "-o", "nosuid,nodev,noexec", "proc", path.join(root, "proc")]);
   const dev = path.join(root, "dev");
   await run(["mount", "-t", "tmpfs", "-o", "nosuid,mode=0755,size=1m", "tmpfs", dev]);
-  for (const [name, major, minor] of [["null", 1, 3], ["zero", 1, 5], ["urandom", 1, 9]] as const) {
+  for (const [name, major, minor] of [
+    ["null", 1, 3],
+    ["zero", 1, 5],
+    ["urandom", 1, 9],
+  ] as const) {
     await run(["mknod", "-m", "0666", path.join(dev, name), "c", String(major), String(minor)]);
   }
   fs.mkdirSync(path.join(dev, "net"));
@@ -327,7 +348,9 @@ export async function startWan(plan: ClusterPlan, layout: LabLayout, rootfs: str
   for (const rule of wanRuleArgs(spec)) await routerIp("rule", "add", ...rule);
   fs.writeFileSync(layout.wanFile, JSON.stringify(spec, null, 2));
   const pairs = spec.links.filter((l) => l.from < l.to).map((l) => `${l.from}-${l.to} ${l.rttMs} ms`);
-  log(`WAN: delay line pid ${status.pid} (${status.scheduler} scheduling) on ${spec.links.map((l) => l.tun).join(", ")}: RTT ${pairs.join(", ")}${options.jitterMs ? `, jitter ±${options.jitterMs} ms` : ""}${options.lossPercent ? `, loss ${options.lossPercent}%` : ""}`);
+  log(
+    `WAN: delay line pid ${status.pid} (${status.scheduler} scheduling) on ${spec.links.map((l) => l.tun).join(", ")}: RTT ${pairs.join(", ")}${options.jitterMs ? `, jitter ±${options.jitterMs} ms` : ""}${options.lossPercent ? `, loss ${options.lossPercent}%` : ""}`,
+  );
   return spec;
 }
 
@@ -430,7 +453,7 @@ export function quantile(values: number[], q: number): number {
   const pos = (sorted.length - 1) * q;
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);
-  return (sorted[lo] as number) + ((sorted[hi] as number) - (sorted[lo] as number)) * (pos - lo);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
 export interface Spread {
@@ -444,7 +467,14 @@ export interface Spread {
 
 export function spread(values: number[]): Spread {
   const r = (v: number): number => Math.round(v * 1000) / 1000;
-  return { n: values.length, medianMs: r(quantile(values, 0.5)), minMs: r(Math.min(...values)), p10Ms: r(quantile(values, 0.1)), p90Ms: r(quantile(values, 0.9)), maxMs: r(Math.max(...values)) };
+  return {
+    n: values.length,
+    medianMs: r(quantile(values, 0.5)),
+    minMs: r(Math.min(...values)),
+    p10Ms: r(quantile(values, 0.1)),
+    p90Ms: r(quantile(values, 0.9)),
+    maxMs: r(Math.max(...values)),
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -453,7 +483,11 @@ export function spread(values: number[]): Spread {
 /** The minimum a host-side runner needs (LabTransport satisfies it). */
 export interface ProbeRunner {
   run(node: string, argv: string[], options?: { timeoutMs?: number; env?: Record<string, string> }): Promise<{ code: number; stdout: string; stderr: string }>;
-  spawn(node: string, argv: string[], options?: { env?: Record<string, string> }): { onLine(handler: (line: string) => void): void; stop(): Promise<number>; stderr(): string; readonly exited: Promise<number> };
+  spawn(
+    node: string,
+    argv: string[],
+    options?: { env?: Record<string, string> },
+  ): { onLine(handler: (line: string) => void): void; stop(): Promise<number>; stderr(): string; readonly exited: Promise<number> };
 }
 
 export function parsePingTimes(stdout: string): number[] {
@@ -478,7 +512,9 @@ type ProbeServer = ReturnType<ProbeRunner["spawn"]>;
 
 /** Resolves once the TCP echo server printed "listening"; throws when it exits or stays silent for 10 s. */
 export async function listening(server: ProbeServer): Promise<void> {
-  const ready = new Promise<void>((resolve) => server.onLine((line) => line.trim() === "listening" && resolve()));
+  const ready = new Promise<void>((resolve) => {
+    server.onLine((line) => line.trim() === "listening" && resolve());
+  });
   const started = await Promise.race([ready.then(() => true), sleep(10_000).then(() => false), server.exited.then(() => false)]);
   if (!started) throw new Error(`the TCP echo server did not start: ${server.stderr().trim().slice(-300)}`);
 }
@@ -551,7 +587,7 @@ export function proofPairs(plan: ClusterPlan, layout: LabLayout): { inter: [Proo
   const rep = (region: string): ProofHost => {
     const pg = plan.nodes.find((n: NodePlan) => n.region === region && n.roles.has("postgres"));
     const hosts = hostsOf(region);
-    return hosts.find((h) => h.name === pg?.name) ?? (hosts[0] as ProofHost);
+    return hosts.find((h) => h.name === pg?.name) ?? hosts[0];
   };
   const regions = plan.regions.map((r) => r.name).filter((r) => hostsOf(r).length > 0);
   const inter: [ProofHost, ProofHost][] = [];
@@ -577,7 +613,12 @@ export interface WanProof {
  * (far shorter than etcd's election timeout) and must see no reply, and
  * replies again once healed.
  */
-export async function proveWan(plan: ClusterPlan, layout: LabLayout, runner: ProbeRunner, options: { count?: number; partitions?: boolean; log?: (line: string) => void } = {}): Promise<WanProof> {
+export async function proveWan(
+  plan: ClusterPlan,
+  layout: LabLayout,
+  runner: ProbeRunner,
+  options: { count?: number; partitions?: boolean; log?: (line: string) => void } = {},
+): Promise<WanProof> {
   const count = options.count ?? 20;
   const log = options.log ?? (() => undefined);
   for (const host of layout.hosts) installProbe(host);
@@ -592,7 +633,9 @@ export async function proveWan(plan: ClusterPlan, layout: LabLayout, runner: Pro
     // judged on p10: a link that carries extra delay raises every sample, the p10 included.
     const ok = samples.length > 0 && (!judged || judgeRtt(expectedMs, kind === "tcp" ? rtt.p10Ms : rtt.medianMs));
     rows.push({ kind, from: a.name, to: b.name, fromRegion: a.region, toRegion: b.region, expectedMs, rtt, ok, judged });
-    log(`${ok ? "ok  " : "FAIL"} ${kind.padEnd(11)} ${a.name} → ${b.name}: median ${rtt.medianMs.toFixed(2)} ms (min ${rtt.minMs.toFixed(2)}, max ${rtt.maxMs.toFixed(2)}, n ${rtt.n}), configured ${expectedMs} ms`);
+    log(
+      `${ok ? "ok  " : "FAIL"} ${kind.padEnd(11)} ${a.name} → ${b.name}: median ${rtt.medianMs.toFixed(2)} ms (min ${rtt.minMs.toFixed(2)}, max ${rtt.maxMs.toFixed(2)}, n ${rtt.n}), configured ${expectedMs} ms`,
+    );
   };
   for (const [a, b] of [...inter, ...intra]) {
     add("ping", a, b, await pingRtts(runner, a.name, b.ip, count));
@@ -628,8 +671,14 @@ export async function proveWan(plan: ClusterPlan, layout: LabLayout, runner: Pro
 export function proofTable(proof: WanProof): string {
   const lines = ["| probe | from → to | configured RTT ms | median ms | min–max ms | n | check |", "|---|---|---:|---:|---:|---:|---|"];
   for (const r of proof.rows) {
-    const check = !r.judged ? "(info)" : r.expectedMs === 0 ? `< ${INTRA_LIMIT_MS} ms: ${r.ok ? "ok" : "FAIL"}` : `${r.ok ? "ok" : "FAIL"} (+${(r.rtt.medianMs - r.expectedMs).toFixed(2)} ms)`;
-    lines.push(`| ${r.kind} | ${r.from} → ${r.to} | ${r.expectedMs} | ${r.rtt.medianMs.toFixed(2)} | ${r.rtt.minMs.toFixed(2)}–${r.rtt.maxMs.toFixed(2)} | ${r.rtt.n} | ${check} |`);
+    const check = !r.judged
+      ? "(info)"
+      : r.expectedMs === 0
+        ? `< ${INTRA_LIMIT_MS} ms: ${r.ok ? "ok" : "FAIL"}`
+        : `${r.ok ? "ok" : "FAIL"} (+${(r.rtt.medianMs - r.expectedMs).toFixed(2)} ms)`;
+    lines.push(
+      `| ${r.kind} | ${r.from} → ${r.to} | ${r.expectedMs} | ${r.rtt.medianMs.toFixed(2)} | ${r.rtt.minMs.toFixed(2)}–${r.rtt.maxMs.toFixed(2)} | ${r.rtt.n} | ${check} |`,
+    );
   }
   return lines.join("\n");
 }
@@ -655,7 +704,17 @@ export interface BulkIsolation {
   during: Spread;
   bulk: { bytes: number; seconds: number; mibPerSecond: number };
   /** What the delay line did meanwhile (differences of its counters over the transfer). */
-  delayLine: { packets: number; packetsPerSecond: number; cpuShare: number; lateMeanMs: number; queueDrops: number; overflow: number; writeErrors: number; fullRounds: number; rounds: number };
+  delayLine: {
+    packets: number;
+    packetsPerSecond: number;
+    cpuShare: number;
+    lateMeanMs: number;
+    queueDrops: number;
+    overflow: number;
+    writeErrors: number;
+    fullRounds: number;
+    rounds: number;
+  };
 }
 
 const BULK_MSS = 1448;

@@ -20,7 +20,11 @@ export interface WriteRecord {
 
 /** Creates the drills' table on the leader (idempotent). */
 export async function ensureWritesTable(access: ClusterAccess, leader: string): Promise<void> {
-  await sqlOnNode(access, leader, `create table if not exists ${WRITES_TABLE} (run text not null, seq bigint not null, at timestamptz not null default clock_timestamp(), primary key (run, seq))`);
+  await sqlOnNode(
+    access,
+    leader,
+    `create table if not exists ${WRITES_TABLE} (run text not null, seq bigint not null, at timestamptz not null default clock_timestamp(), primary key (run, seq))`,
+  );
 }
 
 /** The application writer running in the client namespace, writing through one HAProxy. */
@@ -42,9 +46,20 @@ export class Writer {
 
   static start(access: ClusterAccess, target: { host: string; port: number }, run: string, options: { intervalMs?: number; maxSeconds?: number } = {}): Writer {
     const argv = [
-      "python3", WRITER_PATH, "--host", target.host, "--port", String(target.port), "--run", run,
-      "--interval", String((options.intervalMs ?? 50) / 1000), "--max-seconds", String(options.maxSeconds ?? 600),
-      "--sslrootcert", access.clientFiles.caCert,
+      "python3",
+      WRITER_PATH,
+      "--host",
+      target.host,
+      "--port",
+      String(target.port),
+      "--run",
+      run,
+      "--interval",
+      String((options.intervalMs ?? 50) / 1000),
+      "--max-seconds",
+      String(options.maxSeconds ?? 600),
+      "--sslrootcert",
+      access.clientFiles.caCert,
     ];
     return new Writer(run, target, access.transport.spawn(access.client, argv, { env: { PGPASSWORD: access.superuserPassword } }));
   }
@@ -65,8 +80,13 @@ export class Writer {
 
   async warmUp(acks: number, timeoutMs = 30_000): Promise<void> {
     if (!(await this.waitUntil((records) => records.filter((r) => r.ok).length >= acks, timeoutMs))) {
-      const last = this.records.slice(-3).map((r) => JSON.stringify(r)).join(" ");
-      throw new Error(`writer via ${this.target.host}:${this.target.port} got fewer than ${acks} acknowledged writes in ${timeoutMs / 1000} s; last records: ${last || "none"}; stderr: ${this.command.stderr().trim().slice(-500)}`);
+      const last = this.records
+        .slice(-3)
+        .map((r) => JSON.stringify(r))
+        .join(" ");
+      throw new Error(
+        `writer via ${this.target.host}:${this.target.port} got fewer than ${acks} acknowledged writes in ${timeoutMs / 1000} s; last records: ${last || "none"}; stderr: ${this.command.stderr().trim().slice(-500)}`,
+      );
     }
   }
 
@@ -122,7 +142,10 @@ export function analyseWrites(records: WriteRecord[], instant: number): WriteAna
 export async function missingAcks(access: ClusterAccess, node: string, writer: Writer): Promise<number[]> {
   const rows = await sqlOnNode(access, node, `select seq from ${WRITES_TABLE} where run = '${writer.run.replace(/'/g, "''")}'`, 30_000);
   const present = new Set(rows.map((r) => Number(r[0])));
-  return writer.acks().map((r) => r.seq as number).filter((seq) => !present.has(seq));
+  return writer
+    .acks()
+    .map((r) => r.seq as number)
+    .filter((seq) => !present.has(seq));
 }
 
 /**

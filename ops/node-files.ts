@@ -68,7 +68,14 @@ export function restartsPostgres(effect: FileEffect): boolean {
 }
 
 export function desiredFiles(plan: ClusterPlan, node: NodePlan): DesiredFile[] {
-  return renderNodeFiles(plan, node).map((f) => ({ path: f.path, owner: f.owner, permissions: f.permissions, content: f.content, sha256: sha256(f.content), effect: fileEffect(f.path) }));
+  return renderNodeFiles(plan, node).map((f) => ({
+    path: f.path,
+    owner: f.owner,
+    permissions: f.permissions,
+    content: f.content,
+    sha256: sha256(f.content),
+    effect: fileEffect(f.path),
+  }));
 }
 
 /** The trigger for node-local changes: changes exactly when a rendered file, its owner or its mode does. */

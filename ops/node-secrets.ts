@@ -70,7 +70,11 @@ export interface SecretFetchReport {
 
 /** The report line of `pgha-fetch-secrets` (its last JSON line on stdout); throws when there is none. */
 export function parseSecretFetchReport(stdout: string): SecretFetchReport {
-  const line = stdout.trim().split("\n").reverse().find((l) => l.trim().startsWith("{"));
+  const line = stdout
+    .trim()
+    .split("\n")
+    .reverse()
+    .find((l) => l.trim().startsWith("{"));
   if (!line) throw new Error(`pgha-fetch-secrets printed no report: ${JSON.stringify(stdout.slice(-200))}`);
   const parsed = JSON.parse(line) as Partial<SecretFetchReport>;
   if ((parsed.mode !== "check" && parsed.mode !== "write") || !Array.isArray(parsed.changed)) throw new Error(`not a pgha-fetch-secrets report: ${line.slice(0, 200)}`);
@@ -97,18 +101,24 @@ export function certificatesHash(pems: Record<string, string>): string {
 }
 
 /** The serial a TLS server presents on a fresh connection (chain verified against `ca`); extra args: client cert/key, -starttls. */
-export const SERVED_SERIAL_SCRIPT = 'addr=$1; ca=$2; shift 2; openssl s_client -connect "$addr" -CAfile "$ca" -verify_return_error "$@" </dev/null 2>/dev/null | openssl x509 -noout -serial';
+export const SERVED_SERIAL_SCRIPT =
+  'addr=$1; ca=$2; shift 2; openssl s_client -connect "$addr" -CAfile "$ca" -verify_return_error "$@" </dev/null 2>/dev/null | openssl x509 -noout -serial';
 export const FILE_SERIAL_SCRIPT = 'openssl x509 -in "$1" -noout -serial';
 
 /** Serials compare as hex numbers: openssl and HAProxy print them padded differently. */
 export function normaliseSerial(serial: string): string {
-  return serial.trim().toUpperCase().replace(/^SERIAL=/, "").replace(/:/g, "").replace(/^0+(?=.)/, "");
+  return serial
+    .trim()
+    .toUpperCase()
+    .replace(/^SERIAL=/, "")
+    .replace(/:/g, "")
+    .replace(/^0+(?=.)/, "");
 }
 
 /** `serial=…` out of openssl's output; undefined when there is none (no TLS answer). */
 export function serialOf(stdout: string): string | undefined {
   const match = /serial=(\S+)/.exec(stdout);
-  return match ? normaliseSerial(match[1] as string) : undefined;
+  return match ? normaliseSerial(match[1]) : undefined;
 }
 
 /** The node's own certificate that a server presents, and which one it presents as a client (mTLS). */

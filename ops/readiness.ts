@@ -124,16 +124,20 @@ export function program(): Command {
     if (skipped("gate")) return;
     const log = logger("gate");
     const access = setup(options, log);
-    log(`waiting up to ${options.timeout} s for ${access.plan.nodes.length} nodes: one leader, ${access.plan.config.patroni.synchronousNodeCount} sync standby(s), streaming within ${access.plan.config.patroni.maximumLagOnFailover} B, etcd healthy, every HAProxy port on the right member`);
+    log(
+      `waiting up to ${options.timeout} s for ${access.plan.nodes.length} nodes: one leader, ${access.plan.config.patroni.synchronousNodeCount} sync standby(s), streaming within ${access.plan.config.patroni.maximumLagOnFailover} B, etcd healthy, every HAProxy port on the right member`,
+    );
     await waitUntilReady(access, { budgetMs: options.timeout * 1000, pollMs: options.poll * 1000, log, live: true });
   });
 
-  common(cli.command("rollout").description("apply Patroni dynamic settings and node-local files one node at a time, each step gated"), 600).action(async (options: CommonOptions) => {
-    if (skipped("rollout")) return;
-    const log = logger("rollout");
-    const access = setup(options, log);
-    await runRollout({ access, log, healthBudgetMs: options.timeout * 1000, pollMs: options.poll * 1000 });
-  });
+  common(cli.command("rollout").description("apply Patroni dynamic settings and node-local files one node at a time, each step gated"), 600).action(
+    async (options: CommonOptions) => {
+      if (skipped("rollout")) return;
+      const log = logger("rollout");
+      const access = setup(options, log);
+      await runRollout({ access, log, healthBudgetMs: options.timeout * 1000, pollMs: options.poll * 1000 });
+    },
+  );
   return cli;
 }
 

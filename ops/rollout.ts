@@ -132,7 +132,10 @@ export function nextStep(view: RolloutView, progress: RolloutProgress, limits: R
   if (pending.length === 0) return { kind: "done" };
   const unrolled = pending.flatMap((node) => (view.work[node] as NodeWork).secrets.filter((f) => f.effect === "not-rolled").map((f) => `${node}: ${f.path}`));
   if (unrolled.length) {
-    return { kind: "stop", reason: `secrets the rollout does not rotate differ from the parameter store (a new CA or password needs the manual procedure): ${unrolled.join(", ")}` };
+    return {
+      kind: "stop",
+      reason: `secrets the rollout does not rotate differ from the parameter store (a new CA or password needs the manual procedure): ${unrolled.join(", ")}`,
+    };
   }
   for (const node of pending) {
     if ((progress.attempts[node] ?? 0) >= limits.maxAttemptsPerNode) {
@@ -150,7 +153,11 @@ export function nextStep(view: RolloutView, progress: RolloutProgress, limits: R
   }
   const candidates = view.synchronousMode ? view.syncStandbys : [...view.syncStandbys, ...view.replicas];
   const to = candidates.find((node) => !hasWork(view.work[node]));
-  if (!to) return { kind: "stop", reason: `leader ${view.leader} needs ${describeWork(leaderWork)}, but no ${view.synchronousMode ? "sync standby" : "replica"} without pending work can take over` };
+  if (!to)
+    return {
+      kind: "stop",
+      reason: `leader ${view.leader} needs ${describeWork(leaderWork)}, but no ${view.synchronousMode ? "sync standby" : "replica"} without pending work can take over`,
+    };
   return { kind: "switchover", from: view.leader, to };
 }
 
@@ -225,7 +232,10 @@ export function expectationsOf(live: Record<string, unknown> | undefined, plan: 
  * fails whenever it changes (and every minute); throws after the budget with
  * every failing check and its node. `live`: judge by the running settings.
  */
-export async function waitUntilReady(access: ClusterAccess, options: { budgetMs: number; pollMs?: number; log: (line: string) => void; live?: boolean; what?: string }): Promise<Verification> {
+export async function waitUntilReady(
+  access: ClusterAccess,
+  options: { budgetMs: number; pollMs?: number; log: (line: string) => void; live?: boolean; what?: string },
+): Promise<Verification> {
   const started = Date.now();
   let lastSummary = "";
   let lastPrinted = 0;
@@ -236,7 +246,9 @@ export async function waitUntilReady(access: ClusterAccess, options: { budgetMs:
     const elapsed = Math.round((Date.now() - started) / 1000);
     if (verification.ok) {
       const t = verification.topology;
-      options.log(`${options.what ?? "ready"} after ${elapsed} s (${attempt} check round${attempt > 1 ? "s" : ""}): leader ${t.leader}, sync ${t.syncStandbys.join(", ") || "-"}, replicas ${t.replicas.join(", ") || "-"}; ${verification.checks.length} checks pass`);
+      options.log(
+        `${options.what ?? "ready"} after ${elapsed} s (${attempt} check round${attempt > 1 ? "s" : ""}): leader ${t.leader}, sync ${t.syncStandbys.join(", ") || "-"}, replicas ${t.replicas.join(", ") || "-"}; ${verification.checks.length} checks pass`,
+      );
       return verification;
     }
     const failing = failingChecks(verification);
@@ -324,7 +336,12 @@ export async function observe(access: ClusterAccess): Promise<{ view: RolloutVie
  * loop coalesce, so after a loop without the new serial it is signalled
  * again (then patroni.yml is unchanged and the certificate check runs).
  */
-export async function ensureRestCertificateServed(access: ClusterAccess, node: string, log: (line: string) => void, options: { loopMs?: number; pollMs?: number; signals?: number } = {}): Promise<void> {
+export async function ensureRestCertificateServed(
+  access: ClusterAccess,
+  node: string,
+  log: (line: string) => void,
+  options: { loopMs?: number; pollMs?: number; signals?: number } = {},
+): Promise<void> {
   const cert = certificateFor(access.plan.certificates, node, "patroni-rest");
   const ip = access.plan.nodes.find((n) => n.name === node)?.privateIp;
   const loopMs = options.loopMs ?? (access.plan.config.patroni.loopWait + 2) * 1000;
@@ -336,7 +353,10 @@ export async function ensureRestCertificateServed(access: ClusterAccess, node: s
     const deadline = Date.now() + loopMs;
     for (;;) {
       served = await serial(["sh", "-c", SERVED_SERIAL_SCRIPT, "pgha-served", `${ip}:${PORTS.patroniRest}`, NODE_PATHS.caCert, "-cert", cert.certPath, "-key", cert.keyPath]);
-      if (served === want) return log(`${node}: Patroni REST API serves the new certificate (serial ${want})`);
+      if (served === want) {
+        log(`${node}: Patroni REST API serves the new certificate (serial ${want})`);
+        return;
+      }
       if (Date.now() > deadline) break;
       await sleep(options.pollMs ?? 1000);
     }
@@ -422,19 +442,25 @@ export async function switchover(access: ClusterAccess, from: string, to: string
  * parameter either in effect or pending a restart, and the member's own
  * Patroni reporting the new configuration.
  */
-export async function applyDynamicConfig(access: ClusterAccess, desired: DynamicSettings, options: { log: (line: string) => void; budgetMs: number }): Promise<Record<string, unknown>> {
+export async function applyDynamicConfig(
+  access: ClusterAccess,
+  desired: DynamicSettings,
+  options: { log: (line: string) => void; budgetMs: number },
+): Promise<Record<string, unknown>> {
   const live = await liveDynamicConfig(access);
   const patch = dynamicConfigPatch(live, desired);
   if (Object.keys(patch).length === 0) {
     options.log("Patroni dynamic configuration already matches the plan");
     return patch;
   }
-  const leader = (await clusterView(access)).members.find((m) => m.role === "leader")?.name ?? (observers(access)[0] as string);
+  const leader = (await clusterView(access)).members.find((m) => m.role === "leader")?.name ?? observers(access)[0];
   options.log(`patching Patroni dynamic configuration on ${leader}: ${JSON.stringify(patch)}`);
   const result = await patronictl(access, leader, ["edit-config", "--apply", "-", "--force"], 60_000, JSON.stringify(patch));
   if (result.code !== 0) throw new Error(`patronictl edit-config --apply failed on ${leader}: ${(result.stderr || result.stdout).trim()}`);
   const parameters = Object.entries(patchedParameters(patch)).filter(([, value]) => value !== null);
-  const members = nodesWithRole(access.plan, "postgres").map((n) => n.name).filter((n) => !access.isolated.has(n));
+  const members = nodesWithRole(access.plan, "postgres")
+    .map((n) => n.name)
+    .filter((n) => !access.isolated.has(n));
   const started = Date.now();
   let waiting: string[] = members;
   for (;;) {
@@ -461,7 +487,9 @@ export async function applyDynamicConfig(access: ClusterAccess, desired: Dynamic
     );
     if (reasons.size === 0) break;
     if (Date.now() - started > options.budgetMs) {
-      throw new Error(`dynamic configuration not applied on every member within ${Math.round(options.budgetMs / 1000)} s: ${[...reasons].map(([node, why]) => `${node}: ${why}`).join("; ")}`);
+      throw new Error(
+        `dynamic configuration not applied on every member within ${Math.round(options.budgetMs / 1000)} s: ${[...reasons].map(([node, why]) => `${node}: ${why}`).join("; ")}`,
+      );
     }
     waiting = [...reasons.keys()];
     await sleep(1000);
@@ -481,7 +509,7 @@ export async function runRollout(ctx: RolloutContext): Promise<RolloutReport> {
   const steps: RolloutRecord[] = [];
   const desired = dynamicSettings(access.plan);
   // Gives Patroni an HA cycle to publish what a step changed before it is judged.
-  const settleMs = (Number((await liveDynamicConfig(access).catch(() => ({})) as Record<string, unknown>).loop_wait) || access.plan.config.patroni.loopWait) * 1000 + 1000;
+  const settleMs = (Number(((await liveDynamicConfig(access).catch(() => ({}))) as Record<string, unknown>).loop_wait) || access.plan.config.patroni.loopWait) * 1000 + 1000;
 
   await waitUntilReady(access, { budgetMs: budget, pollMs, log, live: true, what: "ready before the rollout" });
   const patch = await applyDynamicConfig(access, desired, { log, budgetMs: Math.max(60_000, 4 * settleMs) });

@@ -125,7 +125,9 @@ export function isThrottling(error: unknown): boolean {
   if (!e || typeof e !== "object") return false;
   const name = e.name ?? e.code ?? "";
   return (
-    ["ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException", "RequestLimitExceeded", "RequestThrottled", "RequestThrottledException"].includes(name) ||
+    ["ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException", "RequestLimitExceeded", "RequestThrottled", "RequestThrottledException"].includes(
+      name,
+    ) ||
     e.$metadata?.httpStatusCode === 429 ||
     e.$retryable?.throttling === true ||
     /rate exceeded/i.test(e.message ?? "")
@@ -225,7 +227,11 @@ export class SsmTransport implements NodeTransport {
       if (invocation && status && !RUNNING.has(status)) return this.finish(node, commandId, invocation, executionSeconds);
       if (this.now() > deadline) {
         await this.call(`CancelCommand ${node}`, () => client.send(new CancelCommandCommand({ CommandId: commandId, InstanceIds: [instanceId] }))).catch(() => undefined);
-        return { code: 124, stdout: invocation?.StandardOutputContent ?? "", stderr: `timed out after ${timeoutMs} ms waiting for command ${commandId} on ${node} (${instanceId}); last status ${status ?? "unknown"}; cancelled\n` };
+        return {
+          code: 124,
+          stdout: invocation?.StandardOutputContent ?? "",
+          stderr: `timed out after ${timeoutMs} ms waiting for command ${commandId} on ${node} (${instanceId}); last status ${status ?? "unknown"}; cancelled\n`,
+        };
       }
     }
   }
@@ -241,8 +247,10 @@ export class SsmTransport implements NodeTransport {
       return { code: 124, stdout, stderr: `${stderr}timed out after ${executionSeconds} s on ${node} (command ${commandId})\n` };
     }
     if (status === "Cancelled") throw new SsmCommandError(`${node}: command ${commandId} was cancelled`, node, commandId, details);
-    if (NOT_RUN.has(details) || code < 0) throw new SsmCommandError(`${node}: command ${commandId} did not run: ${details}${stderr ? ` (${stderr.trim().slice(0, 200)})` : ""}`, node, commandId, details);
-    if (stdout.length >= SSM_OUTPUT_LIMIT) throw new SsmCommandError(`${node}: output of command ${commandId} exceeds SSM's ${SSM_OUTPUT_LIMIT} characters and was truncated`, node, commandId, details);
+    if (NOT_RUN.has(details) || code < 0)
+      throw new SsmCommandError(`${node}: command ${commandId} did not run: ${details}${stderr ? ` (${stderr.trim().slice(0, 200)})` : ""}`, node, commandId, details);
+    if (stdout.length >= SSM_OUTPUT_LIMIT)
+      throw new SsmCommandError(`${node}: output of command ${commandId} exceeds SSM's ${SSM_OUTPUT_LIMIT} characters and was truncated`, node, commandId, details);
     return { code: status === "Success" ? 0 : code === 0 ? 1 : code, stdout, stderr };
   }
 

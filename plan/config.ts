@@ -172,15 +172,4 @@ export type ClusterConfigInput = {
 };
 
 /** The keys a user may set under `pgha:`. */
-export const CONFIG_KEYS: readonly (keyof ClusterConfig)[] = [
-  "regions",
-  "versions",
-  "patroni",
-  "etcd",
-  "haproxy",
-  "access",
-  "instances",
-  "parameterPrefix",
-  "tags",
-  "iam",
-];
+export const CONFIG_KEYS: readonly (keyof ClusterConfig)[] = ["regions", "versions", "patroni", "etcd", "haproxy", "access", "instances", "parameterPrefix", "tags", "iam"];

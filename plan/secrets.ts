@@ -17,10 +17,7 @@ export function planPasswords(): PasswordPlan[] {
 
 /** What an SSM parameter holds; the consumer (Pulumi or the lab) supplies the value. */
 export type ParameterValue =
-  | { kind: "ca-certificate" }
-  | { kind: "certificate"; certificate: string }
-  | { kind: "private-key"; certificate: string }
-  | { kind: "password"; password: PasswordId };
+  { kind: "ca-certificate" } | { kind: "certificate"; certificate: string } | { kind: "private-key"; certificate: string } | { kind: "password"; password: PasswordId };
 
 export interface ParameterPlan {
   /** Full SSM parameter name, under the node's own path. */

@@ -69,17 +69,7 @@ export const TYPES = {
 export const DATABASE_PORTS: readonly number[] = [5432, 8008, 2379, 2380, 5000, 5001, 5002, 7000];
 
 /** Instance types the ephemeral profile may use (policy `ephemeral-stack-destroyable`). */
-export const EPHEMERAL_INSTANCE_TYPES: readonly string[] = [
-  "t3.micro",
-  "t3.small",
-  "t3.medium",
-  "t3a.micro",
-  "t3a.small",
-  "t3a.medium",
-  "t4g.micro",
-  "t4g.small",
-  "t4g.medium",
-];
+export const EPHEMERAL_INSTANCE_TYPES: readonly string[] = ["t3.micro", "t3.small", "t3.medium", "t3a.micro", "t3a.small", "t3a.medium", "t4g.micro", "t4g.small", "t4g.medium"];
 export const EPHEMERAL_MAX_VOLUME_GIB = 20;
 
 type Props = Record<string, any>;
@@ -90,7 +80,7 @@ type Props = Record<string, any>;
 
 /** A CIDR that admits every address: any prefix length of 0 (0.0.0.0/0, ::/0). */
 export function isWorldCidr(cidr: unknown): boolean {
-  return typeof cidr === "string" && /\/0$/.test(cidr.trim());
+  return typeof cidr === "string" && cidr.trim().endsWith("/0");
 }
 
 /** One ingress permission, whatever resource type it came from. */
@@ -115,8 +105,7 @@ export function permissionCoversPort(permission: IngressPermission, port: number
 
 /** The ingress permissions a resource grants; empty for types that grant none. */
 export function ingressPermissions(type: string, props: Props): IngressPermission[] {
-  const cidrsOf = (v4: unknown, v6: unknown) =>
-    [...(Array.isArray(v4) ? v4 : []), ...(Array.isArray(v6) ? v6 : [])].filter((c): c is string => typeof c === "string");
+  const cidrsOf = (v4: unknown, v6: unknown) => [...(Array.isArray(v4) ? v4 : []), ...(Array.isArray(v6) ? v6 : [])].filter((c): c is string => typeof c === "string");
   switch (type) {
     case TYPES.securityGroupIngressRule:
       return [
@@ -290,7 +279,9 @@ export const noPublicDatabaseIngress: ResourceValidationPolicy = {
       if (world.length === 0) continue;
       const reached = ports.filter((port) => permissionCoversPort(permission, port));
       if (reached.length > 0) {
-        reportViolation(`${args.name}: ingress from ${world.join(", ")} reaches database port(s) ${reached.join(", ")}; allow the stack's node /32s or named application CIDRs instead.`);
+        reportViolation(
+          `${args.name}: ingress from ${world.join(", ")} reaches database port(s) ${reached.join(", ")}; allow the stack's node /32s or named application CIDRs instead.`,
+        );
       }
     }
   },
@@ -458,7 +449,8 @@ export const peeringWithinStack: StackValidationPolicy = {
           const fromStack = (resource.propertyDependencies?.routes ?? []).some((dependency) => dependency.type === TYPES.peering);
           for (const route of viaPeering) {
             const known = all.some((candidate) => candidate.type === TYPES.peering && candidate.props.id === route.vpcPeeringConnectionId);
-            if (!known && !fromStack) reportViolation(`${describe(resource)}: a route uses peering ${route.vpcPeeringConnectionId}, which is not a connection of this stack.`, resource.urn);
+            if (!known && !fromStack)
+              reportViolation(`${describe(resource)}: a route uses peering ${route.vpcPeeringConnectionId}, which is not a connection of this stack.`, resource.urn);
           }
           break;
         }
@@ -478,7 +470,8 @@ export const ACCOUNT_SCOPED_NAMES: Readonly<Record<string, string>> = {
 
 export const stackScopedNames: ResourceValidationPolicy = {
   name: "stack-scoped-names",
-  description: "Explicit names that are unique per account (IAM roles, instance profiles, policies, users; SSM parameter paths) carry the stack name, so parallel stacks never collide.",
+  description:
+    "Explicit names that are unique per account (IAM roles, instance profiles, policies, users; SSM parameter paths) carry the stack name, so parallel stacks never collide.",
   enforcementLevel: "mandatory",
   severity: "high",
   validateResource: (args, reportViolation) => {
@@ -488,14 +481,17 @@ export const stackScopedNames: ResourceValidationPolicy = {
     if (name === undefined || name === null || name === "") return; // auto-named: Pulumi appends a random suffix
     const stack = stackOfUrn(args.urn);
     if (!nameCarriesStack(String(name), stack)) {
-      reportViolation(`${args.name}: ${property} ${JSON.stringify(name)} does not contain the stack name ${JSON.stringify(stack)}; another stack in the account would collide with it.`);
+      reportViolation(
+        `${args.name}: ${property} ${JSON.stringify(name)} does not contain the stack name ${JSON.stringify(stack)}; another stack in the account would collide with it.`,
+      );
     }
   },
 };
 
 export const ephemeralStackDestroyable: ResourceValidationPolicy = {
   name: "ephemeral-stack-destroyable",
-  description: "Ephemeral stacks stay cheap and destroyable: nothing protected, no termination protection, small instance types and volumes. Disabled by default; the ephemeral workflow enables it.",
+  description:
+    "Ephemeral stacks stay cheap and destroyable: nothing protected, no termination protection, small instance types and volumes. Disabled by default; the ephemeral workflow enables it.",
   enforcementLevel: "disabled",
   severity: "medium",
   configSchema: {

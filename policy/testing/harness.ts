@@ -102,9 +102,7 @@ export async function validateResource(policy: ResourceValidationPolicy, spec: R
 }
 
 /** Turns specs into linked PolicyResources (parents and dependencies by URN). */
-export function stackResources(
-  specs: (ResourceSpec & { parent?: string; dependencies?: string[]; propertyDependencies?: Record<string, string[]> })[],
-): PolicyResource[] {
+export function stackResources(specs: (ResourceSpec & { parent?: string; dependencies?: string[]; propertyDependencies?: Record<string, string[]> })[]): PolicyResource[] {
   const resources = specs.map((spec, index) => {
     const name = spec.name ?? `resource-${index}`;
     const resource: PolicyResource = {
@@ -177,12 +175,7 @@ export function graphResources(graph: ProgramGraph): PolicyResource[] {
  * every stack policy on the graph (as `AnalyzeStack` does at the end).
  * Disabled policies are skipped, as the server does.
  */
-export async function runPack(
-  policies: AnyPolicy[],
-  packLevel: EnforcementLevel,
-  graph: ProgramGraph,
-  config?: PackConfig,
-): Promise<Violation[]> {
+export async function runPack(policies: AnyPolicy[], packLevel: EnforcementLevel, graph: ProgramGraph, config?: PackConfig): Promise<Violation[]> {
   const violations: Violation[] = [];
   for (const policy of policies) {
     const enforcementLevel = levelOf(policy, packLevel, config);

@@ -129,9 +129,47 @@ function installWatchers(sideEffects: string[]): void {
   const tmp = require("node:os").tmpdir();
   // tsx may cache transpiled files in the temp directory; that is the test harness, not the program.
   const harness = (arg: unknown) => typeof arg === "string" && arg.startsWith(join(tmp, "tsx"));
-  const fsWrites = ["writeFile", "writeFileSync", "appendFile", "appendFileSync", "mkdir", "mkdirSync", "mkdtemp", "mkdtempSync", "rm", "rmSync", "rmdir", "rmdirSync", "unlink", "unlinkSync", "rename", "renameSync", "copyFile", "copyFileSync", "cp", "cpSync", "symlink", "symlinkSync", "chmod", "chmodSync", "chown", "chownSync", "truncate", "truncateSync", "createWriteStream", "utimes", "utimesSync"];
+  const fsWrites = [
+    "writeFile",
+    "writeFileSync",
+    "appendFile",
+    "appendFileSync",
+    "mkdir",
+    "mkdirSync",
+    "mkdtemp",
+    "mkdtempSync",
+    "rm",
+    "rmSync",
+    "rmdir",
+    "rmdirSync",
+    "unlink",
+    "unlinkSync",
+    "rename",
+    "renameSync",
+    "copyFile",
+    "copyFileSync",
+    "cp",
+    "cpSync",
+    "symlink",
+    "symlinkSync",
+    "chmod",
+    "chmodSync",
+    "chown",
+    "chownSync",
+    "truncate",
+    "truncateSync",
+    "createWriteStream",
+    "utimes",
+    "utimesSync",
+  ];
   watch(fs, "fs", fsWrites, sideEffects, harness);
-  watch(fs.promises, "fs.promises", ["writeFile", "appendFile", "mkdir", "mkdtemp", "rm", "rmdir", "unlink", "rename", "copyFile", "cp", "symlink", "chmod", "chown", "truncate", "utimes"], sideEffects, harness);
+  watch(
+    fs.promises,
+    "fs.promises",
+    ["writeFile", "appendFile", "mkdir", "mkdtemp", "rm", "rmdir", "unlink", "rename", "copyFile", "cp", "symlink", "chmod", "chown", "truncate", "utimes"],
+    sideEffects,
+    harness,
+  );
   const openSync = fs.openSync;
   fs.openSync = function (path: unknown, flags: unknown, ...rest: unknown[]) {
     if (typeof flags === "string" && /[wa+]/.test(flags) && !harness(path)) sideEffects.push(`fs.openSync ${String(path)} ${flags}`);
@@ -203,7 +241,7 @@ async function childMain(request: GraphRequest): Promise<void> {
   const program = require(join(PROJECT_ROOT, "index")) as Record<string, unknown>;
   const outputs: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(program)) {
-    if (pulumi.Output.isInstance(value)) outputs[key] = await mocks.valueOf(value as any);
+    if (pulumi.Output.isInstance(value)) outputs[key] = await mocks.valueOf(value);
   }
   await world.settle();
   const effects = [...sideEffects];
@@ -218,7 +256,11 @@ async function childMain(request: GraphRequest): Promise<void> {
     outputs,
   };
   // stdout is a pipe: exit only once the whole graph has been flushed.
-  await new Promise<void>((done) => process.stdout.write(`${MARKER}${JSON.stringify(graph)}\n`, () => done()));
+  await new Promise<void>((done) =>
+    process.stdout.write(`${MARKER}${JSON.stringify(graph)}\n`, () => {
+      done();
+    }),
+  );
 }
 
 if (require.main === module) {
@@ -230,7 +272,7 @@ if (require.main === module) {
   childMain(request).then(
     () => process.exit(0),
     (error) => {
-      console.error(error instanceof Error ? error.stack ?? error.message : String(error));
+      console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
       process.exit(1);
     },
   );

@@ -75,38 +75,57 @@ describe("lab: rolling day-2 change with writes through HAProxy", { timeout: 14 
     clearEnvCache();
     const access = awsAccess(current.plan, current.transport);
     const ready = await verifyReadiness(access);
-    assert.deepEqual(ready.checks.filter((c) => !c.ok).map((c) => `${c.id}: ${c.detail}`), []);
+    assert.deepEqual(
+      ready.checks.filter((c) => !c.ok).map((c) => `${c.id}: ${c.detail}`),
+      [],
+    );
     const ids = ready.checks.map((c) => c.id);
     for (const id of ["topology", "replication", "lag", "etcd-health", "haproxy haproxy-1:5000", "haproxy haproxy-3:5002"]) assert.ok(ids.includes(id), `check ${id} ran`);
     assert.match(ready.checks.find((c) => c.id === "haproxy haproxy-2:5000")?.detail ?? "", new RegExp(`primary → ${ready.topology.leader} \\(certificate verified\\)`));
     // The lab's own SQL probes agree.
     const sql = await verifyReadiness(current.access);
-    assert.ok(sql.ok, sql.checks.filter((c) => !c.ok).map((c) => c.id).join(", "));
+    assert.ok(
+      sql.ok,
+      sql.checks
+        .filter((c) => !c.ok)
+        .map((c) => c.id)
+        .join(", "),
+    );
     // Control: HAProxy stopped on one node → exactly that node's ports fail.
     await current.transport.stopService("haproxy-2", "haproxy.service");
     try {
       const broken = await verifyReadiness(access);
       assert.equal(broken.ok, false);
-      assert.deepEqual(broken.checks.filter((c) => !c.ok).map((c) => c.id).sort(), ["haproxy haproxy-2:5000", "haproxy haproxy-2:5001", "haproxy haproxy-2:5002"]);
+      assert.deepEqual(
+        broken.checks
+          .filter((c) => !c.ok)
+          .map((c) => c.id)
+          .sort(),
+        ["haproxy haproxy-2:5000", "haproxy haproxy-2:5001", "haproxy haproxy-2:5002"],
+      );
     } finally {
       await current.transport.startService("haproxy-2", "haproxy.service");
     }
     await waitHealthy(current, 60_000);
   });
 
-  test("a rollout of the unchanged plan does nothing (the files the lab booted are the rendered ones, every secret file matches its parameter)", { timeout: 2 * 60_000 }, async () => {
-    const current = requireLab();
-    const { secretSource, unstage } = stageLabSecrets(current);
-    let report: RolloutReport;
-    try {
-      report = await runRollout({ access: { ...current.access, secretSource }, log, healthBudgetMs: 60_000, pollMs: 1000 });
-    } finally {
-      unstage();
-    }
-    results.noop = report;
-    assert.deepEqual(report.patch, {});
-    assert.deepEqual(report.steps, []);
-  });
+  test(
+    "a rollout of the unchanged plan does nothing (the files the lab booted are the rendered ones, every secret file matches its parameter)",
+    { timeout: 2 * 60_000 },
+    async () => {
+      const current = requireLab();
+      const { secretSource, unstage } = stageLabSecrets(current);
+      let report: RolloutReport;
+      try {
+        report = await runRollout({ access: { ...current.access, secretSource }, log, healthBudgetMs: 60_000, pollMs: 1000 });
+      } finally {
+        unstage();
+      }
+      results.noop = report;
+      assert.deepEqual(report.patch, {});
+      assert.deepEqual(report.steps, []);
+    },
+  );
 
   test("ttl 20 → 25 and max_connections 100 → 150 roll node by node: writes go on through HAProxy, RPO 0, every node changed", { timeout: 5 * 60_000 }, async () => {
     const current = requireLab();
@@ -115,7 +134,9 @@ describe("lab: rolling day-2 change with writes through HAProxy", { timeout: 14 
     const drill = await rolloutDrill(current, desired, { patroni: { ttl: 25 }, parameters: { max_connections: "150" } }, log);
     results.drill = drill;
     const w = drill.writes;
-    log(`writes: ${w.acked} acknowledged, ${w.unknownOutcome} outcome unknown, longest gap ${w.maxGapSeconds?.toFixed(2)} s, RPO ${w.rpoMissing}, split brain ${w.splitBrainAcks}, ${w.ackedAfterLastStep} after the last step; primary ${drill.oldPrimary} → ${drill.newPrimary}`);
+    log(
+      `writes: ${w.acked} acknowledged, ${w.unknownOutcome} outcome unknown, longest gap ${w.maxGapSeconds?.toFixed(2)} s, RPO ${w.rpoMissing}, split brain ${w.splitBrainAcks}, ${w.ackedAfterLastStep} after the last step; primary ${drill.oldPrimary} → ${drill.newPrimary}`,
+    );
     for (const step of drill.report?.steps ?? []) log(`  +${step.atSeconds.toFixed(1)} s ${step.kind}${step.node ? ` ${step.node}` : ""}: ${step.detail}`);
     assert.deepEqual(drill.problems, []);
     assert.equal(w.rpoMissing, 0);
@@ -140,40 +161,46 @@ describe("lab: rolling day-2 change with writes through HAProxy", { timeout: 14 
     assert.equal(drill.effects.length, 3);
   });
 
-  test("every leaf certificate renewed (same CA): the rollout fetches and reloads node by node with writes through HAProxy; every TLS server then serves its new serial, RPO 0", { timeout: 5 * 60_000 }, async () => {
-    const current = requireLab();
-    // The plan the cluster runs after the previous test: the renewal must change nothing else.
-    const renewal = await renewalDrill(current, changedLabPlan({ patroni: { ttl: 25, parameters: { max_connections: 150 } } }), log);
-    results.renewal = renewal;
-    const drill = renewal.drill as RolloutDrillResult;
-    const w = drill.writes;
-    log(`renewal: ${renewal.renewed.length} certificates; rollout ${drill.report?.seconds.toFixed(1)} s; writes: ${w.acked} acknowledged, ${w.unknownOutcome} outcome unknown, longest gap ${w.maxGapSeconds?.toFixed(2)} s, RPO ${w.rpoMissing}, split brain ${w.splitBrainAcks}, ${w.ackedAfterLastStep} after the last step; primary ${drill.oldPrimary} → ${drill.newPrimary}`);
-    for (const step of drill.report?.steps ?? []) log(`  +${step.atSeconds.toFixed(1)} s ${step.kind}${step.node ? ` ${step.node}` : ""}: ${step.detail}`);
-    for (const s of renewal.servedAfter) log(`  ${s.node} ${s.what} ${s.port}: ${renewal.serials[s.certificate]?.before} → ${s.serial ?? s.error}`);
-    for (const h of renewal.haproxyAfter) log(`  ${h.node} HAProxy check certificate loaded: ${renewal.serials[h.certificate]?.before} → ${h.serial ?? h.error}`);
-    assert.deepEqual(renewal.problems, []);
-    assert.equal(renewal.renewed.length, current.plan.certificates.length);
-    // Every TLS server was probed before and after, and now serves the renewed serial (not the old one).
-    const dbNodes = current.plan.nodes.filter((n) => n.roles.has("postgres")).length;
-    assert.equal(renewal.servedAfter.length, 4 * dbNodes);
-    for (const s of renewal.servedAfter) {
-      const serial = renewal.serials[s.certificate];
-      assert.ok(serial && serial.before !== serial.after, s.certificate);
-      assert.equal(s.serial, serial?.after, `${s.node} ${s.what}`);
-    }
-    for (const h of renewal.haproxyAfter) assert.equal(h.serial, renewal.serials[h.certificate]?.after, `${h.node} HAProxy`);
-    assert.equal(renewal.topologyAfter?.syncStandbys.length, 1);
-    assert.ok(renewal.topologyAfter?.leader);
-    assert.equal(w.rpoMissing, 0);
-    assert.equal(w.splitBrainAcks, 0);
-    assert.ok(w.ackedAfterLastStep >= 20, "writes continued after the rollout");
-    // One step per node, replicas first, the leader last, and no switchover (a reload does not restart PostgreSQL).
-    const report = drill.report as RolloutReport;
-    assert.deepEqual(report.patch, {});
-    assert.equal(report.switchover, undefined);
-    const applied = report.steps.map((s) => `${s.kind} ${s.node}`);
-    assert.deepEqual([...applied].sort(), current.plan.nodes.map((n) => `apply ${n.name}`).sort());
-    assert.equal(applied.at(-1), `apply ${drill.oldPrimary}`);
-    assert.equal(drill.newPrimary, drill.oldPrimary);
-  });
+  test(
+    "every leaf certificate renewed (same CA): the rollout fetches and reloads node by node with writes through HAProxy; every TLS server then serves its new serial, RPO 0",
+    { timeout: 5 * 60_000 },
+    async () => {
+      const current = requireLab();
+      // The plan the cluster runs after the previous test: the renewal must change nothing else.
+      const renewal = await renewalDrill(current, changedLabPlan({ patroni: { ttl: 25, parameters: { max_connections: 150 } } }), log);
+      results.renewal = renewal;
+      const drill = renewal.drill as RolloutDrillResult;
+      const w = drill.writes;
+      log(
+        `renewal: ${renewal.renewed.length} certificates; rollout ${drill.report?.seconds.toFixed(1)} s; writes: ${w.acked} acknowledged, ${w.unknownOutcome} outcome unknown, longest gap ${w.maxGapSeconds?.toFixed(2)} s, RPO ${w.rpoMissing}, split brain ${w.splitBrainAcks}, ${w.ackedAfterLastStep} after the last step; primary ${drill.oldPrimary} → ${drill.newPrimary}`,
+      );
+      for (const step of drill.report?.steps ?? []) log(`  +${step.atSeconds.toFixed(1)} s ${step.kind}${step.node ? ` ${step.node}` : ""}: ${step.detail}`);
+      for (const s of renewal.servedAfter) log(`  ${s.node} ${s.what} ${s.port}: ${renewal.serials[s.certificate]?.before} → ${s.serial ?? s.error}`);
+      for (const h of renewal.haproxyAfter) log(`  ${h.node} HAProxy check certificate loaded: ${renewal.serials[h.certificate]?.before} → ${h.serial ?? h.error}`);
+      assert.deepEqual(renewal.problems, []);
+      assert.equal(renewal.renewed.length, current.plan.certificates.length);
+      // Every TLS server was probed before and after, and now serves the renewed serial (not the old one).
+      const dbNodes = current.plan.nodes.filter((n) => n.roles.has("postgres")).length;
+      assert.equal(renewal.servedAfter.length, 4 * dbNodes);
+      for (const s of renewal.servedAfter) {
+        const serial = renewal.serials[s.certificate];
+        assert.ok(serial && serial.before !== serial.after, s.certificate);
+        assert.equal(s.serial, serial?.after, `${s.node} ${s.what}`);
+      }
+      for (const h of renewal.haproxyAfter) assert.equal(h.serial, renewal.serials[h.certificate]?.after, `${h.node} HAProxy`);
+      assert.equal(renewal.topologyAfter?.syncStandbys.length, 1);
+      assert.ok(renewal.topologyAfter?.leader);
+      assert.equal(w.rpoMissing, 0);
+      assert.equal(w.splitBrainAcks, 0);
+      assert.ok(w.ackedAfterLastStep >= 20, "writes continued after the rollout");
+      // One step per node, replicas first, the leader last, and no switchover (a reload does not restart PostgreSQL).
+      const report = drill.report as RolloutReport;
+      assert.deepEqual(report.patch, {});
+      assert.equal(report.switchover, undefined);
+      const applied = report.steps.map((s) => `${s.kind} ${s.node}`);
+      assert.deepEqual([...applied].sort(), current.plan.nodes.map((n) => `apply ${n.name}`).sort());
+      assert.equal(applied.at(-1), `apply ${drill.oldPrimary}`);
+      assert.equal(drill.newPrimary, drill.oldPrimary);
+    },
+  );
 });

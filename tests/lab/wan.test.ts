@@ -61,7 +61,10 @@ describe("WAN emulator: derived from the plan", () => {
     assert.equal(spec.links.length, regions.length * (regions.length - 1));
     for (const [pair, rtt] of Object.entries(plan.config.etcd.rttMs)) {
       const [a, b] = pair.split("-") as [string, string];
-      for (const [from, to] of [[a, b], [b, a]]) {
+      for (const [from, to] of [
+        [a, b],
+        [b, a],
+      ]) {
         const link = spec.links.find((l) => l.from === from && l.to === to);
         assert.ok(link, `link ${from}>${to}`);
         assert.equal(link.rttMs, rtt);
@@ -71,8 +74,15 @@ describe("WAN emulator: derived from the plan", () => {
     assert.equal(configuredRttMs(plan, "seoul", "tokyo"), 31);
     assert.equal(configuredRttMs(plan, "singapore", "seoul"), 72);
     assert.equal(configuredRttMs(plan, "tokyo", "tokyo"), 0);
-    const config = delayLineConfig(wanSpec(plan, layout, { ...DEFAULT_WAN_OPTIONS, jitterMs: 3, lossPercent: 1.5, seed: 9 })) as { subnets: [string, string][]; links: Record<string, { delayMs: number; jitterMs: number; loss: number }>; seed: number };
-    assert.deepEqual(config.subnets, plan.regions.flatMap((r) => r.subnets.map((s) => [s.cidr, r.name])));
+    const config = delayLineConfig(wanSpec(plan, layout, { ...DEFAULT_WAN_OPTIONS, jitterMs: 3, lossPercent: 1.5, seed: 9 })) as {
+      subnets: [string, string][];
+      links: Record<string, { delayMs: number; jitterMs: number; loss: number }>;
+      seed: number;
+    };
+    assert.deepEqual(
+      config.subnets,
+      plan.regions.flatMap((r) => r.subnets.map((s) => [s.cidr, r.name])),
+    );
     assert.deepEqual(config.links["tokyo>singapore"], { delayMs: 37, jitterMs: 3, loss: 0.015, rateMbit: 100, queueMs: 200, pathMtu: 8500 });
     assert.equal(config.seed, 9);
   });
@@ -90,8 +100,14 @@ describe("WAN emulator: derived from the plan", () => {
     }
     assert.equal(new Set(spec.links.map((l) => l.tun)).size, spec.links.length, "one TUN device per ordered pair");
     assert.equal(new Set(spec.links.map((l) => l.table)).size, spec.links.length, "one routing table per ordered pair");
-    assert.ok(spec.links.every((l) => l.tun.length <= 15), "device names fit IFNAMSIZ");
-    assert.deepEqual((delayLineConfig(spec) as { tuns: string[] }).tuns, spec.links.map((l) => l.tun));
+    assert.ok(
+      spec.links.every((l) => l.tun.length <= 15),
+      "device names fit IFNAMSIZ",
+    );
+    assert.deepEqual(
+      (delayLineConfig(spec) as { tuns: string[] }).tuns,
+      spec.links.map((l) => l.tun),
+    );
   });
 
   test("a partition blackholes both directions of one pair of regions", () => {
@@ -110,7 +126,10 @@ describe("WAN emulator: derived from the plan", () => {
     assert.equal(wanOptionsFromEnv({}), undefined);
     assert.equal(wanOptionsFromEnv({ PGHA_LAB_WAN: "0" }), undefined);
     assert.deepEqual(wanOptionsFromEnv({ PGHA_LAB_WAN: "1" }), DEFAULT_WAN_OPTIONS);
-    assert.deepEqual(wanOptionsFromEnv({ PGHA_LAB_WAN: "1", PGHA_LAB_WAN_JITTER_MS: "2.5", PGHA_LAB_WAN_LOSS_PERCENT: "0.5", PGHA_LAB_WAN_SEED: "4", PGHA_LAB_WAN_RATE_MBIT: "0" }), { jitterMs: 2.5, lossPercent: 0.5, seed: 4, rateMbit: 0, queueMs: 200, pathMtu: 8500 });
+    assert.deepEqual(
+      wanOptionsFromEnv({ PGHA_LAB_WAN: "1", PGHA_LAB_WAN_JITTER_MS: "2.5", PGHA_LAB_WAN_LOSS_PERCENT: "0.5", PGHA_LAB_WAN_SEED: "4", PGHA_LAB_WAN_RATE_MBIT: "0" }),
+      { jitterMs: 2.5, lossPercent: 0.5, seed: 4, rateMbit: 0, queueMs: 200, pathMtu: 8500 },
+    );
     assert.throws(() => wanOptionsFromEnv({ PGHA_LAB_WAN: "maybe" }), /PGHA_LAB_WAN must be 1 or 0/);
     assert.throws(() => wanOptionsFromEnv({ PGHA_LAB_WAN: "1", PGHA_LAB_WAN_LOSS_PERCENT: "150" }), /between 0 and 100/);
   });
@@ -130,7 +149,10 @@ describe("WAN emulator: derived from the plan", () => {
     assert.equal(inter.length, 6);
     assert.ok(inter.every(([a, b]) => a.region !== b.region && plan.nodes.find((n) => n.name === a.name)?.roles.has("postgres")));
     assert.ok(intra.every(([a, b]) => a.region === b.region && a.name !== b.name));
-    assert.ok(intra.some(([, b]) => b.name === "client"), "the client's path to its region is measured");
+    assert.ok(
+      intra.some(([, b]) => b.name === "client"),
+      "the client's path to its region is measured",
+    );
     assert.deepEqual(parsePingTimes("64 bytes from 10.2.0.10: icmp_seq=1 ttl=62 time=31.4 ms\n64 bytes from 10.2.0.10: icmp_seq=2 ttl=62 time=31.3 ms\n"), [31.4, 31.3]);
     assert.deepEqual(spread([3, 1, 2]), { n: 3, medianMs: 2, minMs: 1, p10Ms: 1.2, p90Ms: 2.8, maxMs: 3 });
   });
@@ -176,8 +198,14 @@ describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_00
     const { net, transport } = requireNet();
     proof = await proveWan(net.plan, net.layout, transport, { log });
     log(`\n${proofTable(proof)}`);
-    assert.deepEqual(proof.rows.filter((r) => !r.ok).map((r) => `${r.kind} ${r.from} → ${r.to}: ${r.rtt.medianMs} ms vs ${r.expectedMs}`), []);
-    assert.deepEqual(proof.partition.filter((p) => !p.ok), []);
+    assert.deepEqual(
+      proof.rows.filter((r) => !r.ok).map((r) => `${r.kind} ${r.from} → ${r.to}: ${r.rtt.medianMs} ms vs ${r.expectedMs}`),
+      [],
+    );
+    assert.deepEqual(
+      proof.partition.filter((p) => !p.ok),
+      [],
+    );
   });
 
   test("under a bulk transfer Seoul ⇄ Singapore, ping Tokyo → Seoul keeps its idle RTT (≤ 1.15 × idle + 3 ms), and nothing overflows", async () => {
@@ -196,7 +224,8 @@ describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_00
     const plan = net.plan;
     const ip = (name: string): string => net.layout.hosts.find((h) => h.name === name)?.link.address as string;
     const [from, to] = ["pg-seoul-1", "pg-singapore-1"] as const;
-    const mtuOf = async (node: string): Promise<string> => /\bmtu (\d+)/.exec((await transport.run(node, ["ip", "-o", "link", "show", net.layout.hosts.find((h) => h.name === node)?.link.ifname as string])).stdout)?.[1] ?? "?";
+    const mtuOf = async (node: string): Promise<string> =>
+      /\bmtu (\d+)/.exec((await transport.run(node, ["ip", "-o", "link", "show", net.layout.hosts.find((h) => h.name === node)?.link.ifname as string])).stdout)?.[1] ?? "?";
     assert.deepEqual([await mtuOf(from), await mtuOf(to)], [String(NODE_LINK_MTU), String(NODE_LINK_MTU)], "the nodes' interfaces carry EC2's jumbo frames");
     const transfer = async (timeoutMs: number): Promise<{ code: number; mtuDrops: number; out: string }> => {
       const server = transport.spawn(to, ["python3", "/run/pgha-lab/tcp-rtt.py", "serve", ip(to), "7997", "60"]);
@@ -255,7 +284,9 @@ describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_00
     const rtts = parsePingTimes(lossy.stdout);
     const lost = 1 - rtts.length / 200;
     const s = spread(rtts);
-    log(`jitter ±5 ms, loss 10 % per direction: ${(lost * 100).toFixed(1)} % of echo requests unanswered (expected ≈ 19 %), RTT median ${s.medianMs} ms, p10 ${s.p10Ms}, p90 ${s.p90Ms}, min ${s.minMs}, max ${s.maxMs}`);
+    log(
+      `jitter ±5 ms, loss 10 % per direction: ${(lost * 100).toFixed(1)} % of echo requests unanswered (expected ≈ 19 %), RTT median ${s.medianMs} ms, p10 ${s.p10Ms}, p90 ${s.p90Ms}, min ${s.minMs}, max ${s.maxMs}`,
+    );
     assert.ok(lost > 0.08 && lost < 0.32, `loss ${lost}`);
     assert.ok(s.medianMs >= 31 - 3 && s.medianMs <= 31 + 5, `median ${s.medianMs}`);
     // Never below delay − jitter: a hard floor, as nothing can make a packet early. Above, one echo out of

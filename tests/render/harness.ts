@@ -29,7 +29,11 @@ export class TestRoot {
   private readonly work: string;
   readonly merged: string;
 
-  constructor(readonly rootfs: string, readonly base: string, name: string) {
+  constructor(
+    readonly rootfs: string,
+    readonly base: string,
+    name: string,
+  ) {
     const dir = path.join(base, `${name}-${++rootCount}`);
     this.upper = path.join(dir, "upper");
     this.work = path.join(dir, "work");
@@ -39,7 +43,10 @@ export class TestRoot {
 
   /** Uid/gid of a user of the rootfs (for files written into the upper layer). */
   account(name: string): { uid: number; gid: number } {
-    const line = fs.readFileSync(path.join(this.rootfs, "etc/passwd"), "utf8").split("\n").find((l) => l.startsWith(`${name}:`));
+    const line = fs
+      .readFileSync(path.join(this.rootfs, "etc/passwd"), "utf8")
+      .split("\n")
+      .find((l) => l.startsWith(`${name}:`));
     if (!line) throw new Error(`no user ${name} in the rootfs`);
     const [, , uid, gid] = line.split(":");
     return { uid: Number(uid), gid: Number(gid) };
@@ -50,7 +57,7 @@ export class TestRoot {
     const target = path.join(this.upper, file);
     fs.mkdirSync(path.dirname(target), { recursive: true });
     fs.writeFileSync(target, content);
-    const { uid, gid } = this.account(owner.split(":")[0] as string);
+    const { uid, gid } = this.account(owner.split(":")[0]);
     fs.chownSync(target, uid, gid);
     fs.chmodSync(target, parseInt(mode, 8));
   }

@@ -34,7 +34,10 @@ const TEST_PACKAGES = ["needrestart", "unattended-upgrades"];
 
 /** lab/setup.sh's cache of the test-only packages (same key: the rootfs and the list). */
 function debsDir(): string {
-  const key = createHash("sha256").update([path.basename(rootfs), ...TEST_PACKAGES].map((l) => `${l}\n`).join("")).digest("hex").slice(0, 12);
+  const key = createHash("sha256")
+    .update([path.basename(rootfs), ...TEST_PACKAGES].map((l) => `${l}\n`).join(""))
+    .digest("hex")
+    .slice(0, 12);
   const dir = path.join(path.dirname(rootfs), "debs", key);
   if (!fs.existsSync(path.join(dir, ".pgha-complete"))) throw new Error(`${dir}: ${TEST_PACKAGES.join(", ")} not downloaded; run \`sudo npm run setup\``);
   return dir;
@@ -47,7 +50,9 @@ async function rootWith(name: string, nodeName: string, withOurFiles: boolean): 
   const root = new TestRoot(rootfs, base, name);
   // dpkg-deb -x: the packages' files, conffiles included, without maintainer scripts (nothing to start here).
   const unpacked = await Promise.all(debs.map((deb) => exec(["dpkg-deb", "-x", deb, root.upper])));
-  unpacked.forEach((result, i) => assert.equal(result.code, 0, `${debs[i]}: ${result.stderr}`));
+  unpacked.forEach((result, i) => {
+    assert.equal(result.code, 0, `${debs[i]}: ${result.stderr}`);
+  });
   const files = parseUserData(renderUserData(plan, nodeName, { dataVolumeId: "vol-0123456789abcdef0" })).writeFiles;
   const ours = files.filter((f) => (Object.values(OS_UPDATE_PATHS) as string[]).includes(f.path));
   assert.deepEqual(ours.map((f) => f.path).sort(), Object.values(OS_UPDATE_PATHS).sort(), `${nodeName}'s user-data carries every OS-update file`);
@@ -57,11 +62,20 @@ async function rootWith(name: string, nodeName: string, withOurFiles: boolean): 
 
 before(() => {
   const dir = debsDir();
-  debs = fs.readdirSync(dir).filter((f) => f.endsWith(".deb")).map((f) => path.join(dir, f));
-  for (const name of TEST_PACKAGES) assert.ok(debs.some((d) => path.basename(d).startsWith(`${name}_`)), `${name} missing in ${dir}`);
+  debs = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith(".deb"))
+    .map((f) => path.join(dir, f));
+  for (const name of TEST_PACKAGES)
+    assert.ok(
+      debs.some((d) => path.basename(d).startsWith(`${name}_`)),
+      `${name} missing in ${dir}`,
+    );
 });
 
-after(() => fs.rmSync(base, { recursive: true, force: true }));
+after(() => {
+  fs.rmSync(base, { recursive: true, force: true });
+});
 
 // ---------------------------------------------------------------------------
 // needrestart
@@ -128,8 +142,8 @@ async function needrestart(root: TestRoot, units: string[]): Promise<{ output: s
 }
 
 describe("needrestart", () => {
-  const database = nodesWithRole(plan, "postgres")[0]!.name;
-  const haproxy = nodesWithRole(plan, "haproxy")[0]!.name;
+  const database = nodesWithRole(plan, "postgres")[0].name;
+  const haproxy = nodesWithRole(plan, "haproxy")[0].name;
   // cron.service stands for any other service: it must still be restarted.
   const cases = [
     { node: database, cluster: ["etcd.service", "patroni.service", "postgresql@17-main.service"] },
@@ -169,15 +183,30 @@ async function offerUpgrades(root: TestRoot, packages: string[]): Promise<void> 
   fs.mkdirSync(repo, { recursive: true });
   const stanzas: string[] = [];
   for (const name of packages) {
-    const control = { Package: name, Version: "99:1.0", Architecture: "all", Maintainer: "pgha render test <test@invalid>", Description: "newer version offered to unattended-upgrades" };
+    const control = {
+      Package: name,
+      Version: "99:1.0",
+      Architecture: "all",
+      Maintainer: "pgha render test <test@invalid>",
+      Description: "newer version offered to unattended-upgrades",
+    };
     fs.mkdirSync(path.join(build, name, "DEBIAN"), { recursive: true });
-    fs.writeFileSync(path.join(build, name, "DEBIAN", "control"), Object.entries(control).map(([k, v]) => `${k}: ${v}\n`).join(""));
+    fs.writeFileSync(
+      path.join(build, name, "DEBIAN", "control"),
+      Object.entries(control)
+        .map(([k, v]) => `${k}: ${v}\n`)
+        .join(""),
+    );
     const deb = path.join(repo, `${name}_99.deb`);
     const built = await exec(["dpkg-deb", "--build", "-Zgzip", path.join(build, name), deb]);
     assert.equal(built.code, 0, built.stderr);
     const bytes = fs.readFileSync(deb);
     const fields = { ...control, Filename: `./${path.basename(deb)}`, Size: String(bytes.length), SHA256: createHash("sha256").update(bytes).digest("hex") };
-    stanzas.push(Object.entries(fields).map(([k, v]) => `${k}: ${v}\n`).join(""));
+    stanzas.push(
+      Object.entries(fields)
+        .map(([k, v]) => `${k}: ${v}\n`)
+        .join(""),
+    );
   }
   fs.writeFileSync(path.join(repo, "Packages"), stanzas.join("\n"));
   fs.writeFileSync(path.join(repo, "Release"), "Origin: pgha-test\nLabel: pgha-test\nSuite: pgha-test\nCodename: pgha-test\n");
@@ -191,17 +220,18 @@ async function dryRun(root: TestRoot): Promise<{ output: string; upgraded: strin
   const update = await root.run(["apt-get", "update", "-qq"]);
   assert.equal(update.code, 0, update.stderr);
   const upgradable = await root.run(["apt", "list", "--upgradable"]);
-  for (const name of [...HELD_EXAMPLES, FREE_EXAMPLE]) assert.match(upgradable.stdout, new RegExp(`^${name}/pgha-test 99:1.0`, "m"), `the repository must offer ${name}:\n${upgradable.stdout}`);
+  for (const name of [...HELD_EXAMPLES, FREE_EXAMPLE])
+    assert.match(upgradable.stdout, new RegExp(`^${name}/pgha-test 99:1.0`, "m"), `the repository must offer ${name}:\n${upgradable.stdout}`);
   const result = await root.run(["unattended-upgrade", "--dry-run", "--debug"], { timeoutMs: 60_000 });
   const output = result.stdout + result.stderr;
   assert.equal(result.code, 0, output);
   const line = /^Packages that will be upgraded: (.*)$/m.exec(output);
   assert.ok(line, output);
-  return { output, upgraded: (line[1] as string).trim().split(/\s+/).sort() };
+  return { output, upgraded: line[1].trim().split(/\s+/).sort() };
 }
 
 describe("unattended-upgrades", () => {
-  const node = plan.nodes[0]!.name;
+  const node = plan.nodes[0].name;
 
   test("apt reads our blacklist and no-reboot setting (apt-config dump)", async () => {
     const root = await rootWith("apt-config", node, true);

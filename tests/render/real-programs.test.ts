@@ -39,7 +39,9 @@ before(async () => {
   parameterDirs = writeParameterDirs(plan, pki, path.join(base, "params"));
 });
 
-after(() => fs.rmSync(base, { recursive: true, force: true }));
+after(() => {
+  fs.rmSync(base, { recursive: true, force: true });
+});
 
 describe("cloud-init", () => {
   test("`cloud-init schema` accepts every node's user-data", async () => {
@@ -81,10 +83,13 @@ describe("pgha-fetch-secrets on a running node: check mode and renewal", () => {
     assert.equal(result.code, 0, `pgha-fetch-secrets ${args.join(" ")}: ${result.stderr}`);
     const lines = result.stdout.trim().split("\n");
     assert.equal(lines.length, 1, `one JSON line: ${result.stdout}`);
-    return { report: JSON.parse(lines[0] as string), stdout: result.stdout };
+    return { report: JSON.parse(lines[0]), stdout: result.stdout };
   };
   const tls = (kind: string, ext: string) => `${NODE_PATHS.tlsDir}/${kind}.${ext}`;
-  const digest = (root: TestRoot, file: string) => createHash("sha256").update(fs.readFileSync(root.hostPath(file))).digest("hex");
+  const digest = (root: TestRoot, file: string) =>
+    createHash("sha256")
+      .update(fs.readFileSync(root.hostPath(file)))
+      .digest("hex");
 
   test("check names exactly the files a renewal and a wrong mode changed (no value printed, nothing written); write fixes only those; check is then clean", async () => {
     const root = await bootedRoot("pg-tokyo-1");
@@ -106,7 +111,9 @@ describe("pgha-fetch-secrets on a running node: check mode and renewal", () => {
     // A key whose mode drifted is named too (by mode, not content).
     fs.chmodSync(root.hostPath(tls("etcd-client", "key")), 0o644);
 
-    const before = new Map([tls("postgres-server", "crt"), tls("ca", "crt"), NODE_PATHS.patroniEnv].map((f) => [f, { digest: digest(root, f), inode: fs.statSync(root.hostPath(f)).ino }]));
+    const before = new Map(
+      [tls("postgres-server", "crt"), tls("ca", "crt"), NODE_PATHS.patroniEnv].map((f) => [f, { digest: digest(root, f), inode: fs.statSync(root.hostPath(f)).ino }]),
+    );
     const check = await run(root, ["--check", "--from-dir", "/var/lib/pgha-params-renewed"]);
     const expected = [
       { path: tls("etcd-client", "key"), differs: ["mode"] },
@@ -123,7 +130,10 @@ describe("pgha-fetch-secrets on a running node: check mode and renewal", () => {
     const write = await run(root, ["--from-dir", "/var/lib/pgha-params-renewed"]);
     assert.equal(write.report.mode, "write");
     assert.deepEqual([...write.report.changed].sort(byPath), expected);
-    assert.equal(fs.readFileSync(root.hostPath(tls("postgres-server", "crt")), "utf8"), fs.readFileSync(renewedPki.leaves.get("pg-tokyo-1-postgres-server")?.cert as string, "utf8"));
+    assert.equal(
+      fs.readFileSync(root.hostPath(tls("postgres-server", "crt")), "utf8"),
+      fs.readFileSync(renewedPki.leaves.get("pg-tokyo-1-postgres-server")?.cert as string, "utf8"),
+    );
     const key = fs.statSync(root.hostPath(tls("etcd-client", "key")));
     assert.equal(key.mode & 0o777, 0o600);
     assert.equal(key.uid, root.account("postgres").uid);
@@ -170,7 +180,10 @@ describe("etcd and Patroni on the rendered configuration", () => {
   const netnsOf = (node: string): string => network.namespaces.get(plan.nodes.find((n) => n.name === node)?.privateIp as string) as string;
 
   before(async () => {
-    network = await testNetwork(`pgha-rt${process.pid % 10000}`, plan.nodes.map((n) => n.privateIp));
+    network = await testNetwork(
+      `pgha-rt${process.pid % 10000}`,
+      plan.nodes.map((n) => n.privateIp),
+    );
     for (const node of etcdNodes) {
       const root = await bootedRoot(node.name);
       roots.set(node.name, root);
@@ -198,7 +211,7 @@ describe("etcd and Patroni on the rendered configuration", () => {
   test("three members form a cluster over mutual TLS and report healthy", async () => {
     let last = "";
     // A budget, not a speed check: three members start and elect in ≈ 2 s idle; a loaded 2-core machine gets 60 s.
-    for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline;) {
       const result = await etcdctl(["endpoint", "health", "--cluster"]);
       last = result.stdout + result.stderr;
       if (result.code === 0 && (last.match(/is healthy/g) ?? []).length === etcdNodes.length) break;
@@ -218,9 +231,14 @@ describe("etcd and Patroni on the rendered configuration", () => {
     assert.notEqual(noCert.code, 0, `no client certificate must fail: ${noCert.stdout}`);
     root.write("/srv/foreign.crt", fs.readFileSync(pki.foreign.cert, "utf8"));
     root.write("/srv/foreign.key", fs.readFileSync(pki.foreign.key, "utf8"), "root", "0600");
-    const foreign = await root.run(["curl", "-sS", "--max-time", "3", "--cacert", NODE_PATHS.caCert, "--cert", "/srv/foreign.crt", "--key", "/srv/foreign.key", url], { netns: netnsOf("pg-seoul-1") });
+    const foreign = await root.run(["curl", "-sS", "--max-time", "3", "--cacert", NODE_PATHS.caCert, "--cert", "/srv/foreign.crt", "--key", "/srv/foreign.key", url], {
+      netns: netnsOf("pg-seoul-1"),
+    });
     assert.notEqual(foreign.code, 0, `a foreign CA's certificate must fail: ${foreign.stdout}`);
-    const good = await root.run(["curl", "-sS", "--max-time", "3", "--cacert", NODE_PATHS.caCert, "--cert", "/etc/pgha/tls/etcd-client.crt", "--key", "/etc/pgha/tls/etcd-client.key", url], { netns: netnsOf("pg-seoul-1") });
+    const good = await root.run(
+      ["curl", "-sS", "--max-time", "3", "--cacert", NODE_PATHS.caCert, "--cert", "/etc/pgha/tls/etcd-client.crt", "--key", "/etc/pgha/tls/etcd-client.key", url],
+      { netns: netnsOf("pg-seoul-1") },
+    );
     assert.match(good.stdout, /"health":"true"/, `control: the cluster's own client certificate must pass: ${good.stderr}`);
   });
 
@@ -242,9 +260,18 @@ describe("etcd and Patroni on the rendered configuration", () => {
 
   test("`patroni --validate-config` rejects a config whose etcd hosts are unreachable (control)", async () => {
     const root = roots.get("pg-seoul-1") as TestRoot;
-    const broken = fs.readFileSync(root.hostPath(NODE_PATHS.patroniConfig), "utf8").replace(/10\.1\.0\.10:2379/, "10.1.0.99:2379").replace(/10\.2\.0\.10:2379/, "10.2.0.99:2379").replace(/10\.3\.0\.10:2379/, "10.3.0.99:2379");
+    const broken = fs
+      .readFileSync(root.hostPath(NODE_PATHS.patroniConfig), "utf8")
+      .replace(/10\.1\.0\.10:2379/, "10.1.0.99:2379")
+      .replace(/10\.2\.0\.10:2379/, "10.2.0.99:2379")
+      .replace(/10\.3\.0\.10:2379/, "10.3.0.99:2379");
     root.write("/srv/broken.yml", broken, "postgres", "0640");
-    const result = await root.run(["patroni", "--validate-config", "/srv/broken.yml"], { netns: netnsOf("pg-seoul-1"), user: "postgres", env: environmentFile(root), timeoutMs: 60_000 });
+    const result = await root.run(["patroni", "--validate-config", "/srv/broken.yml"], {
+      netns: netnsOf("pg-seoul-1"),
+      user: "postgres",
+      env: environmentFile(root),
+      timeoutMs: 60_000,
+    });
     assert.notEqual(result.code, 0);
   });
 });
@@ -298,7 +325,13 @@ describe("boot step: version check", () => {
     const held = argv.filter((_, i) => argv[i - 1] === "--hold");
     assert.ok(held.includes("etcd.service") && held.includes("patroni.service"), `holds ${held.join(", ")}`);
     assert.match(lines[2], new RegExp(`holding ${held.join(" ")} until ${NODE_PATHS.versionsRefused} is removed`));
-    assert.equal(fs.readFileSync(root.hostPath(NODE_PATHS.versionsRefused), "utf8"), lines.slice(0, 2).map((l) => l.replace("pgha-check-versions: ", "")).join("\n") + "\n");
+    assert.equal(
+      fs.readFileSync(root.hostPath(NODE_PATHS.versionsRefused), "utf8"),
+      lines
+        .slice(0, 2)
+        .map((l) => l.replace("pgha-check-versions: ", ""))
+        .join("\n") + "\n",
+    );
     for (const unit of held) {
       const dropIn = fs.readFileSync(root.hostPath(`/etc/systemd/system/${unit}.d/50-pgha-versions.conf`), "utf8");
       assert.match(dropIn, new RegExp(`^\\[Unit\\]\nAssertPathExists=!${NODE_PATHS.versionsRefused}$`, "m"));

@@ -11,25 +11,41 @@ import * as path from "node:path";
 import { after, describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
 import * as yaml from "js-yaml";
-import { bootCommands, checkVersionsCommand, encodeUserData, nodeUnits, PGDG_KEY_FILE, PGDG_KEY_FINGERPRINT, pgdgKey, renderUserData, USER_DATA_LIMIT_BYTES } from "../../cloud-init";
+import {
+  bootCommands,
+  checkVersionsCommand,
+  encodeUserData,
+  nodeUnits,
+  PGDG_KEY_FILE,
+  PGDG_KEY_FINGERPRINT,
+  pgdgKey,
+  renderUserData,
+  USER_DATA_LIMIT_BYTES,
+} from "../../cloud-init";
 import { LAB_ROOTFS_PATRONI, labVersionCheck } from "../../lab/boot";
 import { classifyStep } from "../../lab/userdata";
 import { buildClusterPlan, findNode, NODE_PATHS, nodesWithRole } from "../../plan";
 
 const plan = buildClusterPlan(undefined, { stack: "test" });
 const gnupgHome = fs.mkdtempSync(path.join(os.tmpdir(), "pgha-gpg-"));
-after(() => fs.rmSync(gnupgHome, { recursive: true, force: true }));
+after(() => {
+  fs.rmSync(gnupgHome, { recursive: true, force: true });
+});
 
 const gpg = (args: string[]): string => execFileSync("gpg", ["--batch", "--quiet", ...args], { encoding: "utf8", env: { ...process.env, GNUPGHOME: gnupgHome } });
 
 /** Fingerprints of the primary keys in an armoured or binary key file, as gpg reads them (nothing imported). */
 function primaryFingerprints(file: string): string[] {
-  const records = gpg(["--show-keys", "--with-colons", file]).split("\n").map((line) => line.split(":"));
+  const records = gpg(["--show-keys", "--with-colons", file])
+    .split("\n")
+    .map((line) => line.split(":"));
   // A `fpr` record belongs to the `pub` or `sub` record just before it; only the primary key's counts.
   return records.flatMap((record, index) => (record[0] === "fpr" && records[index - 1]?.[0] === "pub" ? [record[9]] : []));
 }
 
-type Document = { apt?: { sources?: Record<string, { source?: string; key?: string; keyid?: string }> } };
+interface Document {
+  apt?: { sources?: Record<string, { source?: string; key?: string; keyid?: string }> };
+}
 const documentOf = (node: string): Document => yaml.load(renderUserData(plan, node, { dataVolumeId: "vol-0123456789abcdef0" })) as Document;
 
 describe("PGDG apt key", () => {
@@ -80,7 +96,10 @@ describe("version check at boot", () => {
     const pins = [NODE_PATHS.checkVersions, "--patroni", "4.1.*", "--postgres", "17", "17.*", "--etcd", "3.5.21"];
     assert.deepEqual(commands[1].slice(0, pins.length), pins);
     const holds = commands[1].slice(pins.length);
-    assert.deepEqual(holds.filter((_, i) => i % 2 === 0), Array(holds.length / 2).fill("--hold"));
+    assert.deepEqual(
+      holds.filter((_, i) => i % 2 === 0),
+      Array(holds.length / 2).fill("--hold"),
+    );
     const held = holds.filter((_, i) => i % 2 === 1);
     assert.ok(held.includes("patroni.service") && held.includes("etcd.service"), `holds ${held.join(", ")}`);
     const units = nodeUnits(plan, node).map((unit) => unit.name);

@@ -59,7 +59,10 @@ describe("permissions boundary of the node roles", () => {
     const shape = (plan: typeof without) =>
       [...nodeRoles(plan)].map(([node, role]) => {
         const { name: _name, permissionsBoundary: _boundary, description: _description, tags: _tags, ...rest } = role.inputs;
-        const attachments = world.ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment").filter((a) => a.inputs.role === role.inputs.name).map((a) => a.inputs.policyArn);
+        const attachments = world
+          .ofType("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+          .filter((a) => a.inputs.role === role.inputs.name)
+          .map((a) => a.inputs.policyArn);
         return { node, rest, attachments };
       });
     assert.deepEqual(shape(withBoundary), shape(without));

@@ -102,16 +102,28 @@ describe("region network", () => {
 
       const defaults = inRegion("aws:ec2/route:Route").filter((r) => r.inputs.destinationCidrBlock === "0.0.0.0/0");
       assert.equal(defaults.length, 2);
-      const viaNat = only(defaults.filter((r) => r.inputs.natGatewayId === nat.id), "default route via NAT");
-      const viaIgw = only(defaults.filter((r) => r.inputs.gatewayId === igw.id), "default route via IGW");
+      const viaNat = only(
+        defaults.filter((r) => r.inputs.natGatewayId === nat.id),
+        "default route via NAT",
+      );
+      const viaIgw = only(
+        defaults.filter((r) => r.inputs.gatewayId === igw.id),
+        "default route via IGW",
+      );
       const associations = inRegion("aws:ec2/routeTableAssociation:RouteTableAssociation");
       for (const planned of region.subnets) {
         const subnet = inRegion("aws:ec2/subnet:Subnet").find((s) => s.inputs.cidrBlock === planned.cidr)!;
         assert.equal(subnet.inputs.availabilityZone, planned.availabilityZone);
-        const association = only(associations.filter((a) => a.inputs.subnetId === subnet.id), `association of ${planned.cidr}`);
+        const association = only(
+          associations.filter((a) => a.inputs.subnetId === subnet.id),
+          `association of ${planned.cidr}`,
+        );
         assert.equal(association.inputs.routeTableId, viaNat.inputs.routeTableId);
       }
-      const natAssociation = only(associations.filter((a) => a.inputs.subnetId === natSubnet.id), "NAT subnet association");
+      const natAssociation = only(
+        associations.filter((a) => a.inputs.subnetId === natSubnet.id),
+        "NAT subnet association",
+      );
       assert.equal(natAssociation.inputs.routeTableId, viaIgw.inputs.routeTableId);
     });
   }
@@ -147,7 +159,10 @@ describe("mesh peering", () => {
     const accepters = of("aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter");
     assert.equal(accepters.length, 3);
     for (const c of of("aws:ec2/vpcPeeringConnection:VpcPeeringConnection")) {
-      const accepter = only(accepters.filter((a) => a.inputs.vpcPeeringConnectionId === c.id), `accepter of ${c.name}`);
+      const accepter = only(
+        accepters.filter((a) => a.inputs.vpcPeeringConnectionId === c.id),
+        `accepter of ${c.name}`,
+      );
       assert.equal(accepter.inputs.autoAccept, true);
       assert.equal(world.regionOf(accepter), c.inputs.peerRegion);
     }
@@ -166,7 +181,10 @@ describe("mesh peering", () => {
       const a = vpcRegion(c.inputs.vpcId);
       const b = vpcRegion(c.inputs.peerVpcId);
       const accepter = accepters.find((x) => x.inputs.vpcPeeringConnectionId === c.id)!;
-      for (const [from, to] of [[a, b], [b, a]]) {
+      for (const [from, to] of [
+        [a, b],
+        [b, a],
+      ]) {
         const route = only(
           peeringRoutes.filter((r) => r.inputs.vpcPeeringConnectionId === c.id && world.regionOf(r) === from.awsRegion),
           `route ${from.name}→${to.name}`,
@@ -184,8 +202,14 @@ describe("mesh peering", () => {
     for (const c of of("aws:ec2/vpcPeeringConnection:VpcPeeringConnection")) {
       const accepter = of("aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter").find((x) => x.inputs.vpcPeeringConnectionId === c.id)!;
       const mine = options.filter((o) => o.inputs.vpcPeeringConnectionId === c.id);
-      const requesterSide = only(mine.filter((o) => o.inputs.requester), "requester options");
-      const accepterSide = only(mine.filter((o) => o.inputs.accepter), "accepter options");
+      const requesterSide = only(
+        mine.filter((o) => o.inputs.requester),
+        "requester options",
+      );
+      const accepterSide = only(
+        mine.filter((o) => o.inputs.accepter),
+        "accepter options",
+      );
       assert.equal(requesterSide.inputs.requester.allowRemoteVpcDnsResolution, true);
       assert.equal(accepterSide.inputs.accepter.allowRemoteVpcDnsResolution, true);
       assert.equal(world.regionOf(requesterSide), world.regionOf(c));
@@ -212,7 +236,9 @@ describe("security groups", () => {
 
   it("allows exactly the planned ports from the planned sources", () => {
     const expected = new Set<string>();
-    const add = (node: NodePlan, port: number, sources: string[]) => sources.forEach((cidr) => expected.add(`${node.name} ${port} ${cidr}`));
+    const add = (node: NodePlan, port: number, sources: string[]) => {
+      sources.forEach((cidr) => expected.add(`${node.name} ${port} ${cidr}`));
+    };
     const ipsOf = (nodes: NodePlan[], except: NodePlan) => nodes.filter((n) => n !== except).map((n) => `${n.privateIp}/32`);
     for (const node of pgNodes) {
       add(node, 5432, [...ipsOf(pgNodes, node), ...ipsOf(haproxyNodes, node)]);
@@ -224,11 +250,13 @@ describe("security groups", () => {
       for (const port of [5000, 5001, 5002]) add(node, port, APP_CIDRS);
       add(node, 7000, ADMIN_CIDRS);
     }
-    const actual = of("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule").filter((r) => r.inputs.ipProtocol !== "icmp").map((r) => {
-      assert.equal(r.inputs.ipProtocol, "tcp");
-      assert.equal(r.inputs.fromPort, r.inputs.toPort, `${r.name} opens a port range`);
-      return `${groupNode.get(r.inputs.securityGroupId)} ${r.inputs.fromPort} ${r.inputs.cidrIpv4}`;
-    });
+    const actual = of("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+      .filter((r) => r.inputs.ipProtocol !== "icmp")
+      .map((r) => {
+        assert.equal(r.inputs.ipProtocol, "tcp");
+        assert.equal(r.inputs.fromPort, r.inputs.toPort, `${r.name} opens a port range`);
+        return `${groupNode.get(r.inputs.securityGroupId)} ${r.inputs.fromPort} ${r.inputs.cidrIpv4}`;
+      });
     assert.equal(actual.length, new Set(actual).size, "duplicate ingress rules");
     assert.deepEqual([...actual].sort(), [...expected].sort());
   });
@@ -285,14 +313,20 @@ describe("cluster PKI", () => {
   it("issues every planned certificate with the plan's SANs, uses and validity", () => {
     assert.equal(of("tls:index/locallySignedCert:LocallySignedCert").length, plan.certificates.length);
     for (const planned of plan.certificates) {
-      const csr = only(of("tls:index/certRequest:CertRequest").filter((r) => r.name === `pgha-pki-${planned.id}-csr`), `CSR ${planned.id}`);
+      const csr = only(
+        of("tls:index/certRequest:CertRequest").filter((r) => r.name === `pgha-pki-${planned.id}-csr`),
+        `CSR ${planned.id}`,
+      );
       const node = plan.nodes.find((n) => n.name === planned.node)!;
       assert.ok(csr.inputs.ipAddresses.includes(node.privateIp), `${planned.id} lacks IP SAN ${node.privateIp}`);
       assert.ok(csr.inputs.dnsNames.includes(node.name), `${planned.id} lacks DNS SAN ${node.name}`);
       assert.deepEqual(csr.inputs.ipAddresses, planned.ipAddresses);
       assert.deepEqual(csr.inputs.dnsNames, planned.dnsNames);
       assert.equal(csr.inputs.subject.commonName, planned.commonName);
-      const cert = only(of("tls:index/locallySignedCert:LocallySignedCert").filter((r) => r.name === `pgha-pki-${planned.id}`), `cert ${planned.id}`);
+      const cert = only(
+        of("tls:index/locallySignedCert:LocallySignedCert").filter((r) => r.name === `pgha-pki-${planned.id}`),
+        `cert ${planned.id}`,
+      );
       assert.deepEqual(cert.inputs.allowedUses, planned.allowedUses);
       assert.equal(cert.inputs.validityPeriodHours, LEAF_VALIDITY_HOURS);
       assert.equal(cert.inputs.earlyRenewalHours, LEAF_EARLY_RENEWAL_HOURS);
@@ -317,10 +351,16 @@ describe("node secrets in SSM", () => {
 
   it("stores every planned parameter under the node's own path, SecureString for keys and passwords", () => {
     const parameters = of("aws:ssm/parameter:Parameter");
-    assert.equal(parameters.length, plan.secrets.reduce((sum, s) => sum + s.parameters.length, 0));
+    assert.equal(
+      parameters.length,
+      plan.secrets.reduce((sum, s) => sum + s.parameters.length, 0),
+    );
     for (const secrets of plan.secrets) {
       for (const planned of secrets.parameters) {
-        const p = only(parameters.filter((r) => r.inputs.name === planned.name), planned.name);
+        const p = only(
+          parameters.filter((r) => r.inputs.name === planned.name),
+          planned.name,
+        );
         assert.ok(planned.name.startsWith(`/pgha/test/${secrets.node}/`));
         const secure = planned.value.kind === "private-key" || planned.value.kind === "password";
         assert.equal(p.inputs.type, secure ? "SecureString" : "String", planned.name);
@@ -344,21 +384,33 @@ describe("node secrets in SSM", () => {
     assert.equal(roles.length, plan.nodes.length);
     assert.equal(new Set(roles.map((r) => r.inputs.name)).size, plan.nodes.length);
     for (const node of plan.nodes) {
-      const role = only(roles.filter((r) => r.inputs.name === iamName("test", node.name)), `role of ${node.name}`);
+      const role = only(
+        roles.filter((r) => r.inputs.name === iamName("test", node.name)),
+        `role of ${node.name}`,
+      );
       assert.match(role.inputs.name, /test/);
       assert.ok(role.inputs.name.includes(node.name));
       assert.equal(JSON.parse(role.inputs.assumeRolePolicy).Statement[0].Principal.Service, "ec2.amazonaws.com");
-      const profile = only(of("aws:iam/instanceProfile:InstanceProfile").filter((p) => p.inputs.role === role.inputs.name), `profile of ${node.name}`);
+      const profile = only(
+        of("aws:iam/instanceProfile:InstanceProfile").filter((p) => p.inputs.role === role.inputs.name),
+        `profile of ${node.name}`,
+      );
       const instance = of("aws:ec2/instance:Instance").find((i) => i.inputs.privateIp === node.privateIp)!;
       assert.equal(instance.inputs.iamInstanceProfile, profile.inputs.name);
       const attachments = of("aws:iam/rolePolicyAttachment:RolePolicyAttachment").filter((a) => a.inputs.role === role.inputs.name);
-      assert.deepEqual(attachments.map((a) => a.inputs.policyArn), ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]);
+      assert.deepEqual(
+        attachments.map((a) => a.inputs.policyArn),
+        ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"],
+      );
     }
   });
 
   it("scopes each node's inline policy to its own parameter path and region", () => {
     for (const node of plan.nodes) {
-      const policy = only(of("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs.role === iamName("test", node.name)), `policy of ${node.name}`);
+      const policy = only(
+        of("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs.role === iamName("test", node.name)),
+        `policy of ${node.name}`,
+      );
       const doc = JSON.parse(policy.inputs.policy);
       const own = `arn:aws:ssm:${node.awsRegion}:${MOCK_ACCOUNT_ID}:parameter${node.parameterPath}/*`;
       const read = doc.Statement.find((s: any) => s.Effect === "Allow" && ([] as string[]).concat(s.Action).includes("ssm:GetParameter"));
@@ -370,7 +422,8 @@ describe("node secrets in SSM", () => {
       const deny = doc.Statement.find((s: any) => s.Effect === "Deny");
       assert.equal(deny.Action, "kms:Decrypt");
       assert.equal(deny.Condition.StringNotLike["kms:EncryptionContext:PARAMETER_ARN"], own);
-      for (const other of plan.nodes.filter((n) => n !== node)) assert.ok(!policy.inputs.policy.includes(`${other.parameterPath}/`), `${node.name}'s policy names ${other.name}'s path`);
+      for (const other of plan.nodes.filter((n) => n !== node))
+        assert.ok(!policy.inputs.policy.includes(`${other.parameterPath}/`), `${node.name}'s policy names ${other.name}'s path`);
       assert.ok(!/"Resource":"\*"[^}]*"Effect":"Allow"|"Effect":"Allow"[^}]*"Resource":"\*"/.test(policy.inputs.policy), "an Allow on *");
     }
   });
@@ -381,14 +434,20 @@ describe("node secrets in SSM", () => {
     const parameters = of("aws:ssm/parameter:Parameter").map((p) => ({ name: p.inputs.name as string, region: world.regionOf(p)! }));
     assert.ok(parameters.length >= 20);
     for (const node of plan.nodes) {
-      const doc = JSON.parse(only(of("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs.role === iamName("test", node.name)), node.name).inputs.policy);
+      const doc = JSON.parse(
+        only(
+          of("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs.role === iamName("test", node.name)),
+          node.name,
+        ).inputs.policy,
+      );
       const deny = doc.Statement.find((s: any) => s.Effect === "Deny" && s.Action === "kms:Decrypt" && s.Resource === "*");
       const allow = doc.Statement.find((s: any) => s.Effect === "Allow" && s.Action === "kms:Decrypt");
       for (const p of parameters) {
         const arn = `arn:aws:ssm:${p.region}:${MOCK_ACCOUNT_ID}:parameter${p.name}`;
         const own = p.name.startsWith(`${node.parameterPath}/`);
         assert.equal(!glob(deny.Condition.StringNotLike["kms:EncryptionContext:PARAMETER_ARN"], arn), !own, `${node.name} decrypting ${p.name}: deny`);
-        const allowed = allow.Condition.StringEquals["kms:ViaService"] === `ssm.${p.region}.amazonaws.com` && glob(allow.Condition.StringLike["kms:EncryptionContext:PARAMETER_ARN"], arn);
+        const allowed =
+          allow.Condition.StringEquals["kms:ViaService"] === `ssm.${p.region}.amazonaws.com` && glob(allow.Condition.StringLike["kms:EncryptionContext:PARAMETER_ARN"], arn);
         assert.equal(allowed, own, `${node.name} decrypting ${p.name}: allow`);
       }
     }
@@ -399,7 +458,12 @@ describe("instances", () => {
   const instances = () => of("aws:ec2/instance:Instance");
 
   it("launches one instance per node at its fixed IP, without a public address", () => {
-    assert.deepEqual(instances().map((i) => i.inputs.privateIp).sort(), plan.nodes.map((n) => n.privateIp).sort());
+    assert.deepEqual(
+      instances()
+        .map((i) => i.inputs.privateIp)
+        .sort(),
+      plan.nodes.map((n) => n.privateIp).sort(),
+    );
     for (const i of instances()) {
       const node = nodeByIp(i.inputs.privateIp);
       assert.equal(i.inputs.associatePublicIpAddress, false);
@@ -460,9 +524,15 @@ describe("instances", () => {
       const node = nodeByIp(i.inputs.privateIp);
       const inRegion = (type: string) => of(type).filter((r) => world.regionOf(r) === node.awsRegion);
       const nat = only(inRegion("aws:ec2/natGateway:NatGateway"), "NAT gateway");
-      const defaultRoute = only(inRegion("aws:ec2/route:Route").filter((r) => r.inputs.natGatewayId === nat.id), "default route via NAT");
+      const defaultRoute = only(
+        inRegion("aws:ec2/route:Route").filter((r) => r.inputs.natGatewayId === nat.id),
+        "default route via NAT",
+      );
       const peeringRoutes = inRegion("aws:ec2/route:Route").filter((r) => r.inputs.vpcPeeringConnectionId);
-      const otherCidrs = plan.regions.filter((r) => r.name !== node.region).map((r) => r.vpcCidr).sort();
+      const otherCidrs = plan.regions
+        .filter((r) => r.name !== node.region)
+        .map((r) => r.vpcCidr)
+        .sort();
       assert.deepEqual(peeringRoutes.map((r) => r.inputs.destinationCidrBlock).sort(), otherCidrs, `${node.region} lacks a route to another region`);
       const connections = of("aws:ec2/vpcPeeringConnection:VpcPeeringConnection").filter((c) => peeringRoutes.some((r) => r.inputs.vpcPeeringConnectionId === c.id));
       const accepters = of("aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter").filter((a) => connections.some((c) => c.id === a.inputs.vpcPeeringConnectionId));
@@ -478,13 +548,19 @@ describe("instances", () => {
     assert.equal(volumes.length, pgNodes.length);
     for (const node of pgNodes) {
       const instance = instances().find((i) => i.inputs.privateIp === node.privateIp)!;
-      const volume = only(volumes.filter((v) => v.inputs.tags["pgha:node"] === node.name), `data volume of ${node.name}`);
+      const volume = only(
+        volumes.filter((v) => v.inputs.tags["pgha:node"] === node.name),
+        `data volume of ${node.name}`,
+      );
       assert.equal(volume.inputs.encrypted, true);
       assert.equal(volume.inputs.type, "gp3");
       assert.equal(volume.inputs.size, plan.config.instances.dataVolumeGiB);
       assert.equal(volume.inputs.availabilityZone, node.availabilityZone);
       assert.equal(volume.protect, true, `${node.name}'s data volume is not protected`);
-      const attachment = only(of("aws:ec2/volumeAttachment:VolumeAttachment").filter((a) => a.inputs.volumeId === volume.id), `attachment of ${node.name}`);
+      const attachment = only(
+        of("aws:ec2/volumeAttachment:VolumeAttachment").filter((a) => a.inputs.volumeId === volume.id),
+        `attachment of ${node.name}`,
+      );
       assert.equal(attachment.inputs.instanceId, instance.id);
       assert.equal(attachment.inputs.deviceName, "/dev/sdf");
     }

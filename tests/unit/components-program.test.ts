@@ -54,9 +54,15 @@ describe("index.ts", () => {
     const endpoints = await valueOf(program.haproxyEndpoints);
     await world.settle();
 
-    assert.deepEqual(endpoints.map((e) => e.writer), ["10.1.0.20:5000", "10.2.0.20:5000", "10.3.0.20:5000"]);
     assert.deepEqual(
-      world.ofType("pulumi:providers:aws").map((p) => p.inputs.region).sort(),
+      endpoints.map((e) => e.writer),
+      ["10.1.0.20:5000", "10.2.0.20:5000", "10.3.0.20:5000"],
+    );
+    assert.deepEqual(
+      world
+        .ofType("pulumi:providers:aws")
+        .map((p) => p.inputs.region)
+        .sort(),
       ["ap-northeast-1", "ap-northeast-2", "ap-southeast-1"],
     );
     assert.equal(world.ofType("aws:ec2/instance:Instance").length, 6);

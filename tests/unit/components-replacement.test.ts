@@ -19,7 +19,9 @@ function run(mode: "moved" | "same"): { errors: string[]; instances: string[] } 
   assert.ok(report.startsWith("{"), `no report from ${program} ${mode}:\n${child.stdout}${child.stderr}`);
   return JSON.parse(report);
 }
-const planned = buildClusterPlan(undefined, { stack: "test" }).nodes.map((n) => n.privateIp).sort();
+const planned = buildClusterPlan(undefined, { stack: "test" })
+  .nodes.map((n) => n.privateIp)
+  .sort();
 const URN = "urn:pulumi:test::pgha-multiregion::pgha:aws:PatroniNode$pulumi:index:Stash::pgha-pg-seoul-1-instance-launch";
 
 describe("a node whose launch identity changed", () => {
@@ -30,7 +32,10 @@ describe("a node whose launch identity changed", () => {
     assert.match(errors[0], /user-data and AMI recorded at launch \(ignoreChanges\)/);
     assert.ok(errors[0].includes(`pulumi destroy --target '${URN}' --target-dependents, then pulumi up`), errors[0]);
     assert.ok(!instances.includes("10.1.0.10"), "the moved node's instance must not be registered");
-    assert.deepEqual(instances, planned.filter((ip) => ip !== "10.1.0.10"));
+    assert.deepEqual(
+      instances,
+      planned.filter((ip) => ip !== "10.1.0.10"),
+    );
   });
 
   it("goes through when the record matches the plan (control)", () => {

@@ -61,7 +61,10 @@ const { validateRegionNetworkArgs } = require("../../components/region-network")
 
 const referencePlan = buildClusterPlan({ access: { applicationCidrs: ["10.1.0.0/16"], adminCidrs: ["10.1.100.0/24"] } }, { stack: "dev" });
 const node = (plan: ClusterPlan, name: string) => plan.nodes.find((n) => n.name === name)!;
-const rulesOf = (plan: ClusterPlan, name: string) => nodeIngressRules(plan, name).map((r) => `${r.port} ${r.cidr}`).sort();
+const rulesOf = (plan: ClusterPlan, name: string) =>
+  nodeIngressRules(plan, name)
+    .map((r) => `${r.port} ${r.cidr}`)
+    .sort();
 
 describe("naming", () => {
   it("names IAM roles pgha-<stack>-<node>, cut to 64 characters with a hash when longer", () => {
@@ -85,10 +88,7 @@ describe("security allowlist (nodeIngressRules)", () => {
   it("reference layout: a database node admits its peers and the HAProxies, nothing else", () => {
     const others = ["10.2.0.10/32", "10.3.0.10/32"];
     const haproxies = ["10.1.0.20/32", "10.2.0.20/32", "10.3.0.20/32"];
-    const expected = [
-      ...[...others, ...haproxies].flatMap((cidr) => [`5432 ${cidr}`, `8008 ${cidr}`]),
-      ...others.flatMap((cidr) => [`2379 ${cidr}`, `2380 ${cidr}`]),
-    ].sort();
+    const expected = [...[...others, ...haproxies].flatMap((cidr) => [`5432 ${cidr}`, `8008 ${cidr}`]), ...others.flatMap((cidr) => [`2379 ${cidr}`, `2380 ${cidr}`])].sort();
     assert.deepEqual(rulesOf(referencePlan, "pg-seoul-1"), expected);
   });
 
@@ -135,10 +135,15 @@ describe("mesh pairs", () => {
 
   it("rejects two VPCs in one AWS region", () => {
     const side = { vpcCidr: "10.0.0.0/16", vpcId: "vpc-1", privateRouteTableIds: [], provider: undefined as never };
-    assert.throws(
-      () => validateMeshPeeringArgs({ stack: "dev", regions: [{ ...side, name: "a", awsRegion: "eu-west-1" }, { ...side, name: "b", awsRegion: "eu-west-1" }] }),
-      /appears twice/,
-    );
+    assert.throws(() => {
+      validateMeshPeeringArgs({
+        stack: "dev",
+        regions: [
+          { ...side, name: "a", awsRegion: "eu-west-1" },
+          { ...side, name: "b", awsRegion: "eu-west-1" },
+        ],
+      });
+    }, /appears twice/);
   });
 });
 
@@ -148,11 +153,14 @@ describe("node secrets policy", () => {
   it("allows reading and decrypting only the node's own parameters, and denies decrypting any other", () => {
     const policy = nodeParameterPolicy(scope) as { Statement: any[] };
     const own = "arn:aws:ssm:ap-northeast-1:111122223333:parameter/pgha/dev/pg-tokyo-1/*";
-    assert.deepEqual(policy.Statement.map((s) => [s.Sid, s.Effect]), [
-      ["ReadOwnParameters", "Allow"],
-      ["DecryptOwnParameters", "Allow"],
-      ["DenyDecryptOtherParameters", "Deny"],
-    ]);
+    assert.deepEqual(
+      policy.Statement.map((s) => [s.Sid, s.Effect]),
+      [
+        ["ReadOwnParameters", "Allow"],
+        ["DecryptOwnParameters", "Allow"],
+        ["DenyDecryptOtherParameters", "Deny"],
+      ],
+    );
     assert.deepEqual(policy.Statement[0].Resource, [own, own.slice(0, -2)]);
     assert.equal(policy.Statement[1].Resource, "arn:aws:kms:ap-northeast-1:111122223333:key/*");
     assert.deepEqual(policy.Statement[1].Condition, {
@@ -165,13 +173,21 @@ describe("node secrets policy", () => {
   it("rejects a secrets plan that strays from the node's path or stores a key as plain String", () => {
     const n = node(referencePlan, "pg-tokyo-1");
     const secrets = referencePlan.secrets.find((s) => s.node === n.name)!;
-    assert.doesNotThrow(() => validateNodeSecretsArgs({ node: n, secrets }));
+    assert.doesNotThrow(() => {
+      validateNodeSecretsArgs({ node: n, secrets });
+    });
     const stray = { ...secrets, parameters: [...secrets.parameters, { name: "/pgha/dev/pg-seoul-1/tls/x.key", secure: true, value: secrets.parameters[0].value }] };
-    assert.throws(() => validateNodeSecretsArgs({ node: n, secrets: stray }), /outside \/pgha\/dev\/pg-tokyo-1\//);
+    assert.throws(() => {
+      validateNodeSecretsArgs({ node: n, secrets: stray });
+    }, /outside \/pgha\/dev\/pg-tokyo-1\//);
     const plain = { ...secrets, parameters: secrets.parameters.map((p) => ({ ...p, secure: false })) };
-    assert.throws(() => validateNodeSecretsArgs({ node: n, secrets: plain }), /must be a SecureString/);
+    assert.throws(() => {
+      validateNodeSecretsArgs({ node: n, secrets: plain });
+    }, /must be a SecureString/);
     const other = referencePlan.secrets.find((s) => s.node === "pg-seoul-1")!;
-    assert.throws(() => validateNodeSecretsArgs({ node: n, secrets: other }), /got the secrets plan of pg-seoul-1/);
+    assert.throws(() => {
+      validateNodeSecretsArgs({ node: n, secrets: other });
+    }, /got the secrets plan of pg-seoul-1/);
   });
 });
 
@@ -183,14 +199,22 @@ describe("component argument checks", () => {
     assert.equal(nodeKind(node(referencePlan, "haproxy-1")), "haproxy");
     assert.equal(nodeKind(node(altPlan, "pg-seoul-1")), "patroni");
     assert.equal(nodeKind(node(altPlan, "witness-1")), "patroni");
-    assert.throws(() => validatePatroniNodeArgs(args(referencePlan, "haproxy-1")), /use HaproxyNode/);
-    assert.throws(() => validateHaproxyNodeArgs(args(referencePlan, "pg-seoul-1")), /haproxy role/);
-    assert.throws(() => validateHaproxyNodeArgs(args(altPlan, "pg-seoul-1")), /use PatroniNode/);
+    assert.throws(() => {
+      validatePatroniNodeArgs(args(referencePlan, "haproxy-1"));
+    }, /use HaproxyNode/);
+    assert.throws(() => {
+      validateHaproxyNodeArgs(args(referencePlan, "pg-seoul-1"));
+    }, /haproxy role/);
+    assert.throws(() => {
+      validateHaproxyNodeArgs(args(altPlan, "pg-seoul-1"));
+    }, /use PatroniNode/);
   });
 
   it("rejects a region whose node sits outside its subnets", () => {
     const region = { ...referencePlan.regions[0], nodes: [{ ...referencePlan.regions[0].nodes[0], subnetCidr: "10.1.7.0/24" }] };
-    assert.throws(() => validateRegionNetworkArgs({ region, stack: "dev", provider: undefined as never }), /not a subnet of this region/);
+    assert.throws(() => {
+      validateRegionNetworkArgs({ region, stack: "dev", provider: undefined as never });
+    }, /not a subnet of this region/);
   });
 
   it("looks up Canonical's Ubuntu 24.04 gp3 AMI for the configured architecture", () => {
@@ -229,14 +253,21 @@ describe("a non-reference cluster under mocks", () => {
   });
 
   it("uses the AMI override and skips the lookup in that region only", () => {
-    const lookups = world.invocations.filter((c) => c.token === "aws:ssm/getParameter:getParameter").map((c) => world.regionOf(c)).sort();
+    const lookups = world.invocations
+      .filter((c) => c.token === "aws:ssm/getParameter:getParameter")
+      .map((c) => world.regionOf(c))
+      .sort();
     assert.deepEqual(lookups, ["ap-northeast-1", "ap-northeast-2"]);
     assert.equal(instanceOf("witness-1").inputs.ami, OVERRIDE_AMI);
     assert.notEqual(instanceOf("pg-tokyo-1").inputs.ami, OVERRIDE_AMI);
   });
 
   it("stores only the witness's etcd material under its path", () => {
-    const names = world.ofType("aws:ssm/parameter:Parameter").filter((p) => p.inputs.name.startsWith("/pgha/alt/witness-1/")).map((p) => p.inputs.name).sort();
+    const names = world
+      .ofType("aws:ssm/parameter:Parameter")
+      .filter((p) => p.inputs.name.startsWith("/pgha/alt/witness-1/"))
+      .map((p) => p.inputs.name)
+      .sort();
     assert.deepEqual(names, ["/pgha/alt/witness-1/tls/ca.crt", "/pgha/alt/witness-1/tls/etcd-member.crt", "/pgha/alt/witness-1/tls/etcd-member.key"]);
   });
 

@@ -143,7 +143,13 @@ describe("controls", () => {
   });
 
   it("the side-effect watch records a file write and a process start", () => {
-    assert.ok(otherStack.sideEffects.some((effect) => effect.startsWith("fs.writeFileSync ")), otherStack.sideEffects.join("\n"));
-    assert.ok(otherStack.sideEffects.some((effect) => effect.startsWith("child_process.spawnSync ")), otherStack.sideEffects.join("\n"));
+    assert.ok(
+      otherStack.sideEffects.some((effect) => effect.startsWith("fs.writeFileSync ")),
+      otherStack.sideEffects.join("\n"),
+    );
+    assert.ok(
+      otherStack.sideEffects.some((effect) => effect.startsWith("child_process.spawnSync ")),
+      otherStack.sideEffects.join("\n"),
+    );
   });
 });

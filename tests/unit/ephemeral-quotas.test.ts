@@ -22,14 +22,19 @@ afterEach(() => {
 
 const STACK = "pr-feature-abc123";
 const REGION = "ap-northeast-1";
-const clients = () => ({ ec2: new EC2Client({ region: REGION, credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "x" } }), quotas: new ServiceQuotasClient({ region: REGION, credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "x" } }) });
+const clients = () => ({
+  ec2: new EC2Client({ region: REGION, credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "x" } }),
+  quotas: new ServiceQuotasClient({ region: REGION, credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "x" } }),
+});
 const taggedOurs = (filters: Filter[] | undefined) => (filters ?? []).some((f) => f.Name === "tag:pgha:stack" && f.Values?.includes(STACK));
 
 /** An account with `vpcs` VPCs and `eips` addresses in the region, `ours` of each tagged with the stack, and the given quotas. */
 function account(options: { vpcs: number; eips: number; ours?: number; vpcQuota?: number; eipQuota?: number; quotasDenied?: boolean }): void {
   const ours = options.ours ?? 0;
   ec2.on(DescribeVpcsCommand).callsFake((input) => ({ Vpcs: Array.from({ length: taggedOurs(input.Filters) ? ours : options.vpcs }, (_, i) => ({ VpcId: `vpc-${i}` })) }));
-  ec2.on(DescribeAddressesCommand).callsFake((input) => ({ Addresses: Array.from({ length: taggedOurs(input.Filters) ? ours : options.eips }, (_, i) => ({ AllocationId: `eipalloc-${i}` })) }));
+  ec2
+    .on(DescribeAddressesCommand)
+    .callsFake((input) => ({ Addresses: Array.from({ length: taggedOurs(input.Filters) ? ours : options.eips }, (_, i) => ({ AllocationId: `eipalloc-${i}` })) }));
   if (options.quotasDenied) quotas.on(GetServiceQuotaCommand).rejects(Object.assign(new Error("not authorized"), { name: "AccessDeniedException" }));
   else {
     quotas.on(GetServiceQuotaCommand, { ServiceCode: "vpc", QuotaCode: "L-F678F1CE" }).resolves({ Quota: { Value: options.vpcQuota ?? 5 } });

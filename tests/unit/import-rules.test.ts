@@ -110,7 +110,17 @@ describe("import rules", () => {
     const files = projectSources();
     const names = new Set(files.map((f) => f.file));
     // The walk really read the tree (so an empty list proves something).
-    for (const file of ["index.ts", "ops/readiness.ts", "ops/rollout.ts", "checks/readiness.ts", "checks/transport.ts", "plan/plan.ts", "lab/drills.ts", "tests/unit/import-rules.test.ts"]) assert.ok(names.has(file), `${file} not found by the walk`);
+    for (const file of [
+      "index.ts",
+      "ops/readiness.ts",
+      "ops/rollout.ts",
+      "checks/readiness.ts",
+      "checks/transport.ts",
+      "plan/plan.ts",
+      "lab/drills.ts",
+      "tests/unit/import-rules.test.ts",
+    ])
+      assert.ok(names.has(file), `${file} not found by the walk`);
     assert.ok(importSpecifiers(files.find((f) => f.file === "ops/rollout.ts")?.text ?? "").includes("../plan"), "ops/rollout.ts's imports were read");
     assert.deepEqual(importViolations(files).map(describeViolation), []);
   });

@@ -53,8 +53,7 @@ export interface MockWorld {
   secretValues(): string[];
 }
 
-const isSecretEnvelope = (value: any) =>
-  typeof value === "object" && value !== null && value[pulumi.runtime.specialSigKey] === pulumi.runtime.specialSecretSig;
+const isSecretEnvelope = (value: any) => typeof value === "object" && value !== null && value[pulumi.runtime.specialSigKey] === pulumi.runtime.specialSecretSig;
 
 /** Removes secret envelopes at any depth. */
 function unwrap(value: any): any {
@@ -126,7 +125,16 @@ export function installMocks(stack = "test", options: { stashed?: Record<string,
         case "aws:ssm/getParameter:getParameter": {
           const region = world.regionOf({ provider: args.provider ?? "" }) ?? "default";
           const ami = `ami-0${hex(region, 16)}`;
-          return { arn: `arn:aws:ssm:${region}::parameter${args.inputs.name}`, id: args.inputs.name, name: args.inputs.name, type: "String", value: ami, insecureValue: ami, version: 1, withDecryption: true };
+          return {
+            arn: `arn:aws:ssm:${region}::parameter${args.inputs.name}`,
+            id: args.inputs.name,
+            name: args.inputs.name,
+            type: "String",
+            value: ami,
+            insecureValue: ami,
+            version: 1,
+            withDecryption: true,
+          };
         }
         case "aws:index/getCallerIdentity:getCallerIdentity":
           return { accountId: MOCK_ACCOUNT_ID, arn: `arn:aws:iam::${MOCK_ACCOUNT_ID}:user/test`, id: MOCK_ACCOUNT_ID, userId: "AIDATEST" };
@@ -183,7 +191,7 @@ export function installMocks(stack = "test", options: { stashed?: Record<string,
     resources,
     invocations,
     async settle() {
-      for (let quiet = 0; quiet < 4; ) {
+      for (let quiet = 0; quiet < 4;) {
         await new Promise((resolve) => setTimeout(resolve, 5));
         quiet = inFlight === 0 ? quiet + 1 : 0;
       }
@@ -211,7 +219,11 @@ export function decodeUserData(userDataBase64: string): string {
 
 /** The value of an output (mocks never run as a preview, so every value is known). */
 export function valueOf<T>(output: pulumi.Output<T>): Promise<T> {
-  return new Promise((resolve) => output.apply((value) => resolve(value)));
+  return new Promise((resolve) =>
+    output.apply((value) => {
+      resolve(value);
+    }),
+  );
 }
 
 /**

@@ -59,9 +59,12 @@ describe("the pack over Pulumi.dev.yaml", () => {
   it("fails the ephemeral profile's limits (the main stack is not cheap, and its data volumes are protected)", async () => {
     const violations = await pack(dev, EPHEMERAL_CONFIG);
     assert.ok(violations.length > 0);
-    assert.ok(violations.every((v) => v.policy === "ephemeral-stack-destroyable" && v.enforcementLevel === "mandatory"), summary(violations));
-    assert.ok(violations.some((v) => /m6i\.large/.test(v.message)));
-    assert.ok(violations.some((v) => /protected/.test(v.message)));
+    assert.ok(
+      violations.every((v) => v.policy === "ephemeral-stack-destroyable" && v.enforcementLevel === "mandatory"),
+      summary(violations),
+    );
+    assert.ok(violations.some((v) => v.message.includes("m6i.large")));
+    assert.ok(violations.some((v) => v.message.includes("protected")));
   });
 });
 
@@ -80,17 +83,26 @@ describe("the pack over two ephemeral branch stacks", () => {
 
   it("protects nothing and uses only small instance types", () => {
     for (const graph of [branchA, branchB]) {
-      assert.deepEqual(graph.resources.filter((r) => r.protect).map((r) => r.name), []);
+      assert.deepEqual(
+        graph.resources.filter((r) => r.protect).map((r) => r.name),
+        [],
+      );
       assert.deepEqual([...new Set(of(graph, TYPES.instance).map((r) => r.inputs.instanceType))].sort(), ["t3.medium", "t3.micro"]);
     }
   });
 
   it("shares no account-wide name (IAM roles and profiles, SSM parameter paths) with the other branch or with dev", () => {
     const names = (graph: ProgramGraph) =>
-      new Set(graph.resources.filter((r) => ACCOUNT_SCOPED_NAMES[r.type] && r.inputs[ACCOUNT_SCOPED_NAMES[r.type]]).map((r) => `${r.type} ${r.inputs[ACCOUNT_SCOPED_NAMES[r.type]]}`));
+      new Set(
+        graph.resources.filter((r) => ACCOUNT_SCOPED_NAMES[r.type] && r.inputs[ACCOUNT_SCOPED_NAMES[r.type]]).map((r) => `${r.type} ${r.inputs[ACCOUNT_SCOPED_NAMES[r.type]]}`),
+      );
     const [a, b, d] = [names(branchA), names(branchB), names(dev)];
     assert.ok(a.size > 30, `expected the IAM and SSM names, got ${a.size}`);
-    for (const [x, y, what] of [[a, b, "A/B"], [a, d, "A/dev"], [b, d, "B/dev"]] as const) {
+    for (const [x, y, what] of [
+      [a, b, "A/B"],
+      [a, d, "A/dev"],
+      [b, d, "B/dev"],
+    ] as const) {
       const shared = [...x].filter((name) => y.has(name));
       assert.deepEqual(shared, [], `${what} collide`);
     }
@@ -108,12 +120,40 @@ describe("controls: the dev graph broken on purpose fails the guarding policy", 
   const cases: [string, (graph: ProgramGraph) => void, string][] = [
     [
       "a 0.0.0.0/0 rule to PostgreSQL",
-      (g) => set(of(g, TYPES.securityGroupIngressRule).find((r) => r.inputs.fromPort === 5432)!, "cidrIpv4", "0.0.0.0/0"),
+      (g) => {
+        set(
+          of(g, TYPES.securityGroupIngressRule).find((r) => r.inputs.fromPort === 5432)!,
+          "cidrIpv4",
+          "0.0.0.0/0",
+        );
+      },
       "no-public-database-ingress",
     ],
-    ["IMDSv1 on a node", (g) => set(of(g, TYPES.instance)[0], "metadataOptions", { httpTokens: "optional" }), "imdsv2-required"],
-    ["an unencrypted data volume", (g) => set(of(g, TYPES.volume)[0], "encrypted", false), "ebs-encrypted"],
-    ["a public IP on a database node", (g) => set(of(g, TYPES.instance).find((r) => r.inputs.tags["pgha:role"].includes("postgres"))!, "associatePublicIpAddress", true), "no-public-ip-on-database-nodes"],
+    [
+      "IMDSv1 on a node",
+      (g) => {
+        set(of(g, TYPES.instance)[0], "metadataOptions", { httpTokens: "optional" });
+      },
+      "imdsv2-required",
+    ],
+    [
+      "an unencrypted data volume",
+      (g) => {
+        set(of(g, TYPES.volume)[0], "encrypted", false);
+      },
+      "ebs-encrypted",
+    ],
+    [
+      "a public IP on a database node",
+      (g) => {
+        set(
+          of(g, TYPES.instance).find((r) => r.inputs.tags["pgha:role"].includes("postgres"))!,
+          "associatePublicIpAddress",
+          true,
+        );
+      },
+      "no-public-ip-on-database-nodes",
+    ],
     [
       "a password in user-data",
       (g) => {
@@ -132,7 +172,13 @@ describe("controls: the dev graph broken on purpose fails the guarding policy", 
       },
       "peering-within-stack",
     ],
-    ["an IAM role name without the stack", (g) => set(of(g, TYPES.iamRole)[0], "name", "pgha-pg-seoul-1"), "stack-scoped-names"],
+    [
+      "an IAM role name without the stack",
+      (g) => {
+        set(of(g, TYPES.iamRole)[0], "name", "pgha-pg-seoul-1");
+      },
+      "stack-scoped-names",
+    ],
   ];
   for (const [what, breakIt, policy] of cases) {
     it(`${what} → ${policy}`, async () => {

@@ -115,7 +115,10 @@ describe("ebs-encrypted", () => {
   it("passes encrypted volumes, root and extra devices, and launch template mappings", async () => {
     assert.deepEqual(await validateResource(ebsEncrypted, { type: TYPES.volume, props: { size: 10, encrypted: true } }), []);
     assert.deepEqual(await validateResource(ebsEncrypted, instance({ ebsBlockDevices: [{ deviceName: "/dev/sdf", encrypted: true }] })), []);
-    assert.deepEqual(await validateResource(ebsEncrypted, { type: TYPES.launchTemplate, props: { blockDeviceMappings: [{ deviceName: "/dev/sda1", ebs: { encrypted: "true" } }] } }), []);
+    assert.deepEqual(
+      await validateResource(ebsEncrypted, { type: TYPES.launchTemplate, props: { blockDeviceMappings: [{ deviceName: "/dev/sda1", ebs: { encrypted: "true" } }] } }),
+      [],
+    );
   });
 
   it("fails an unencrypted volume, a root volume left to the default, an unencrypted extra device and mapping", async () => {
@@ -160,7 +163,10 @@ describe("no-elastic-ip-on-database-nodes", () => {
       { type: TYPES.eipAssociation, name: "db-assoc", props: {}, propertyDependencies: { instanceId: [db.urn] } },
     ]);
     const violations = await validateStack(noElasticIpOnDatabaseNodes, resources);
-    assert.deepEqual(violations.map((v) => v.urn), [urnFor(TYPES.eip, "db-eip"), urnFor(TYPES.eipAssociation, "db-assoc")]);
+    assert.deepEqual(
+      violations.map((v) => v.urn),
+      [urnFor(TYPES.eip, "db-eip"), urnFor(TYPES.eipAssociation, "db-assoc")],
+    );
     assert.match(violations[0].message, /database node db/);
   });
 });
@@ -277,7 +283,10 @@ describe("peering-within-stack", () => {
   it("fails a peering to a VPC outside the stack", async () => {
     const foreign = { ...peering, props: { peerVpcId: "vpc-0f00ba4" }, propertyDependencies: { vpcId: [vpcA.urn] } };
     const violations = await validateStack(peeringWithinStack, stackResources([vpcA, vpcB, foreign]));
-    assert.deepEqual(violations.map((v) => v.message), ["VpcPeeringConnection a-b: peerVpcId is not a VPC of this stack."]);
+    assert.deepEqual(
+      violations.map((v) => v.message),
+      ["VpcPeeringConnection a-b: peerVpcId is not a VPC of this stack."],
+    );
   });
 
   it("fails accepting, configuring or routing through a peering connection the stack did not create", async () => {

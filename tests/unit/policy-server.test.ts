@@ -30,7 +30,11 @@ let client: any;
 let stderr = "";
 
 function call<T>(method: string, request: unknown): Promise<T> {
-  return new Promise((resolve, reject) => client[method](request, (error: Error | null, response: T) => (error ? reject(error) : resolve(response))));
+  return new Promise((resolve, reject) =>
+    client[method](request, (error: Error | null, response: T) => {
+      error ? reject(error) : resolve(response);
+    }),
+  );
 }
 
 function options(protect = false) {
@@ -83,7 +87,9 @@ before(async () => {
   server.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
   const port = await new Promise<number>((resolve, reject) => {
     let out = "";
-    const timer = setTimeout(() => reject(new Error(`the policy pack printed no port within 60 s:\n${stderr}`)), 60_000);
+    const timer = setTimeout(() => {
+      reject(new Error(`the policy pack printed no port within 60 s:\n${stderr}`));
+    }, 60_000);
     server.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
       out += chunk;
       const match = /^(\d+)\s*$/m.exec(out);
@@ -111,7 +117,10 @@ describe("the policy pack served as the CLI runs it", () => {
     assert.equal(info.getName(), POLICY_PACK_NAME);
     assert.equal(info.getVersion(), JSON.parse(readFileSync(join(POLICY_DIR, "package.json"), "utf8")).version);
     const served = info.getPoliciesList().map((p: any) => [p.getName(), LEVEL_NAMES[p.getEnforcementlevel()]]);
-    assert.deepEqual(served, policies.map((p) => [p.name, p.enforcementLevel]));
+    assert.deepEqual(
+      served,
+      policies.map((p) => [p.name, p.enforcementLevel]),
+    );
   });
 
   it("Analyze passes a compliant database node", async () => {
@@ -119,12 +128,23 @@ describe("the policy pack served as the CLI runs it", () => {
   });
 
   it("Analyze reports each broken promise of a non-compliant node as mandatory", async () => {
-    const bad = { ...goodInstance, associatePublicIpAddress: true, metadataOptions: { httpTokens: "optional" }, rootBlockDevice: { volumeSize: 10 }, userData: "password: hunter2hunter2\n" };
+    const bad = {
+      ...goodInstance,
+      associatePublicIpAddress: true,
+      metadataOptions: { httpTokens: "optional" },
+      rootBlockDevice: { volumeSize: 10 },
+      userData: "password: hunter2hunter2\n",
+    };
     const found = diagnostics(await call("analyze", analyzeRequest(TYPES.instance, "db", bad)));
     assert.deepEqual(found.map((d: any) => d.policy).sort(), ["ebs-encrypted", "imdsv2-required", "no-public-ip-on-database-nodes", "no-secrets-in-user-data"]);
     assert.ok(found.every((d: any) => d.level === "mandatory" && d.pack === POLICY_PACK_NAME));
-    const ingress = diagnostics(await call("analyze", analyzeRequest(TYPES.securityGroupIngressRule, "open", { ipProtocol: "tcp", fromPort: 5432, toPort: 5432, cidrIpv4: "0.0.0.0/0" })));
-    assert.deepEqual(ingress.map((d: any) => d.policy), ["no-public-database-ingress"]);
+    const ingress = diagnostics(
+      await call("analyze", analyzeRequest(TYPES.securityGroupIngressRule, "open", { ipProtocol: "tcp", fromPort: 5432, toPort: 5432, cidrIpv4: "0.0.0.0/0" })),
+    );
+    assert.deepEqual(
+      ingress.map((d: any) => d.policy),
+      ["no-public-database-ingress"],
+    );
   });
 
   it("AnalyzeStack reports a peering to a VPC outside the stack, and passes one between its own VPCs", async () => {
@@ -138,7 +158,10 @@ describe("the policy pack served as the CLI runs it", () => {
     assert.deepEqual(diagnostics(await call("analyzeStack", own)), []);
     const foreign = new analyzerPb.AnalyzeStackRequest();
     foreign.setResourcesList([stackResource(TYPES.vpc, "a", {}), stackResource(TYPES.peering, "a-x", { peerVpcId: "vpc-0other" }, { vpcId: [vpcUrn("a")] })]);
-    assert.deepEqual(diagnostics(await call("analyzeStack", foreign)).map((d: any) => d.policy), ["peering-within-stack"]);
+    assert.deepEqual(
+      diagnostics(await call("analyzeStack", foreign)).map((d: any) => d.policy),
+      ["peering-within-stack"],
+    );
   });
 
   it("policy/ephemeral.json turns on ephemeral-stack-destroyable (after which a protected volume fails)", async () => {
@@ -155,6 +178,9 @@ describe("the policy pack served as the CLI runs it", () => {
     }
     await call("configure", request);
     const found = diagnostics(await call("analyze", protectedVolume()));
-    assert.deepEqual(found.map((d: any) => [d.policy, d.level]), [["ephemeral-stack-destroyable", "mandatory"]]);
+    assert.deepEqual(
+      found.map((d: any) => [d.policy, d.level]),
+      [["ephemeral-stack-destroyable", "mandatory"]],
+    );
   });
 });

@@ -39,7 +39,13 @@ const gateIds = Object.fromEntries(basePlan.nodes.map((n, i) => [n.name, `i-0${S
 const standaloneGates = {
   first: new ReadinessGate("standalone-first", { plan: basePlan, instanceIds: gateIds, nodes: [], secrets: [], certificatePems: pemsOf(basePlan) }),
   again: new ReadinessGate("standalone-again", { plan: basePlan, instanceIds: gateIds, nodes: [], secrets: [], certificatePems: pemsOf(basePlan) }),
-  renewed: new ReadinessGate("standalone-renewed", { plan: basePlan, instanceIds: gateIds, nodes: [], secrets: [], certificatePems: pemsOf(basePlan, "pg-tokyo-1-postgres-server") }),
+  renewed: new ReadinessGate("standalone-renewed", {
+    plan: basePlan,
+    instanceIds: gateIds,
+    nodes: [],
+    secrets: [],
+    certificatePems: pemsOf(basePlan, "pg-tokyo-1-postgres-server"),
+  }),
 };
 
 before(async () => {
@@ -68,7 +74,7 @@ describe("what pulumi up runs", () => {
     const create = commandOf("base", "gate").inputs.create as string;
     const match = /^node --import tsx ops\/readiness\.ts gate --stack 'test' --region-instances '(\{.*\})' --timeout 1200$/.exec(create);
     assert.ok(match, create);
-    const byRegion = JSON.parse(match[1] as string) as Record<string, Record<string, string>>;
+    const byRegion = JSON.parse(match[1]) as Record<string, Record<string, string>>;
     const instances = childrenOf("base", "aws:ec2/instance:Instance");
     assert.equal(instances.length, basePlan.nodes.length);
     for (const node of basePlan.nodes) {
@@ -112,7 +118,8 @@ describe("what a config change shows in pulumi preview", () => {
   const issuedPems = (cluster: string): Record<string, string> => {
     const pems: Record<string, string> = {};
     for (const r of world.ofType("tls:index/selfSignedCert:SelfSignedCert")) if (r.name === `${cluster}-pki-ca`) pems.ca = r.state.certPem;
-    for (const r of world.ofType("tls:index/locallySignedCert:LocallySignedCert")) if (r.name.startsWith(`${cluster}-pki-`)) pems[r.name.slice(`${cluster}-pki-`.length)] = r.state.certPem;
+    for (const r of world.ofType("tls:index/locallySignedCert:LocallySignedCert"))
+      if (r.name.startsWith(`${cluster}-pki-`)) pems[r.name.slice(`${cluster}-pki-`.length)] = r.state.certPem;
     return pems;
   };
 
@@ -125,13 +132,17 @@ describe("what a config change shows in pulumi preview", () => {
   it("the rollout runs only after every node's SSM parameters are written (it fetches the new values)", () => {
     const rollout = commandOf("base", "rollout");
     const parameters = world.ofType("aws:ssm/parameter:Parameter").filter((r) => r.name.startsWith("base-"));
-    assert.equal(parameters.length, basePlan.secrets.reduce((n, s) => n + s.parameters.length, 0));
+    assert.equal(
+      parameters.length,
+      basePlan.secrets.reduce((n, s) => n + s.parameters.length, 0),
+    );
     for (const p of parameters) assert.ok(rollout.dependencies.includes(p.urn), `rollout does not wait for ${p.name}`);
   });
 
   it("nothing changes for the same config (the mocks name certificates after the cluster, so the certificate hash is compared on its own below)", () => {
     for (const which of ["gate", "rollout"] as const) {
-      const strip = (inputs: Record<string, unknown>) => JSON.stringify({ ...inputs, create: undefined, update: undefined, triggers: (inputs.triggers as string[] | undefined)?.slice(0, 2) });
+      const strip = (inputs: Record<string, unknown>) =>
+        JSON.stringify({ ...inputs, create: undefined, update: undefined, triggers: (inputs.triggers as string[] | undefined)?.slice(0, 2) });
       assert.equal(strip(inputsOf("same", which)), strip(inputsOf("base", which)));
     }
   });

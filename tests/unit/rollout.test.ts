@@ -18,7 +18,20 @@ import { canonicalJson, dynamicConfigPatch, dynamicSettings, dynamicSettingsHash
 import { changedFiles, desiredFiles, FILE_STATE_SCRIPT, fileEffect, nodeFilesHash, parseFileStates, WRITE_FILE_SCRIPT, type DesiredFile } from "../../ops/node-files";
 import { certificateFor } from "../../plan";
 import { fetchSecretsArgv, parseSecretFetchReport, secretFileEffect, secretWork, type SecretFileWork } from "../../ops/node-secrets";
-import { applyWork, DEFAULT_LIMITS, ensureRestCertificateServed, expectationsOf, isDisruptive, nextStep, nodeSecretWork, rolloutOrder, type NodeWork, type RolloutProgress, type RolloutStep, type RolloutView } from "../../ops/rollout";
+import {
+  applyWork,
+  DEFAULT_LIMITS,
+  ensureRestCertificateServed,
+  expectationsOf,
+  isDisruptive,
+  nextStep,
+  nodeSecretWork,
+  rolloutOrder,
+  type NodeWork,
+  type RolloutProgress,
+  type RolloutStep,
+  type RolloutView,
+} from "../../ops/rollout";
 
 const plan = buildClusterPlan(undefined, { stack: "test" });
 const file = (path: string): DesiredFile => ({ path, owner: "root:root", permissions: "0644", content: "x", sha256: "h", effect: fileEffect(path) });
@@ -87,7 +100,11 @@ describe("nextStep", () => {
   it("only switches over to a sync standby in synchronous mode, to any done replica otherwise", () => {
     const work = { "pg-seoul-1": restart("pg-seoul-1") };
     assert.equal(nextStep(view({ syncStandbys: [], replicas: ["pg-tokyo-1", "pg-singapore-1"], work }), fresh()).kind, "stop");
-    assert.deepEqual(nextStep(view({ synchronousMode: false, syncStandbys: [], replicas: ["pg-tokyo-1", "pg-singapore-1"], work }), fresh()), { kind: "switchover", from: "pg-seoul-1", to: "pg-tokyo-1" });
+    assert.deepEqual(nextStep(view({ synchronousMode: false, syncStandbys: [], replicas: ["pg-tokyo-1", "pg-singapore-1"], work }), fresh()), {
+      kind: "switchover",
+      from: "pg-seoul-1",
+      to: "pg-tokyo-1",
+    });
   });
 
   it("stops when a node's change does not take effect after the attempts allowed", () => {
@@ -208,7 +225,8 @@ describe("the triggers' hashes", () => {
 describe("node files on the node (scripts run by /bin/sh)", () => {
   const dir = mkdtempSync(join(tmpdir(), "pgha-node-files-"));
   const owner = execFileSync("sh", ["-c", 'echo "$(id -un):$(id -gn)"'], { encoding: "utf8" }).trim();
-  const sh = (script: string, args: string[], input?: string): string => execFileSync("/bin/sh", ["-c", script, "pgha", ...args], { encoding: "utf8", input, stdio: ["pipe", "pipe", "pipe"] });
+  const sh = (script: string, args: string[], input?: string): string =>
+    execFileSync("/bin/sh", ["-c", script, "pgha", ...args], { encoding: "utf8", input, stdio: ["pipe", "pipe", "pipe"] });
 
   it("classifies what a changed file needs", () => {
     assert.equal(fileEffect(NODE_PATHS.patroniConfig), "reload-patroni");
@@ -216,7 +234,7 @@ describe("node files on the node (scripts run by /bin/sh)", () => {
     assert.equal(fileEffect(NODE_PATHS.haproxyConfig), "reload-haproxy");
     assert.equal(fileEffect(`${NODE_PATHS.systemdDir}/patroni.service`), "restart-patroni");
     assert.equal(fileEffect(NODE_PATHS.fetchSecrets), "none");
-    const paths = desiredFiles(plan, plan.nodes[0] as ClusterPlan["nodes"][number]).map((f) => f.path);
+    const paths = desiredFiles(plan, plan.nodes[0]).map((f) => f.path);
     assert.ok(paths.includes(NODE_PATHS.patroniConfig) && paths.includes(NODE_PATHS.etcdConfig));
   });
 
@@ -231,9 +249,19 @@ describe("node files on the node (scripts run by /bin/sh)", () => {
     assert.equal(states.size, 4);
     assert.equal(states.get(join(dir, "missing.conf")), undefined);
     assert.equal(states.get(same)?.owner, owner);
-    const want = (path: string, content: string, permissions = "0640"): DesiredFile => ({ path, owner, permissions, content, sha256: require("node:crypto").createHash("sha256").update(content).digest("hex"), effect: "none" });
+    const want = (path: string, content: string, permissions = "0640"): DesiredFile => ({
+      path,
+      owner,
+      permissions,
+      content,
+      sha256: require("node:crypto").createHash("sha256").update(content).digest("hex"),
+      effect: "none",
+    });
     const desired = [want(same, "a\n"), want(changed, "new\n"), want(mode, "m\n", "0644"), want(join(dir, "missing.conf"), "x")];
-    assert.deepEqual(changedFiles(desired, states).map((f) => f.path), [changed, mode, join(dir, "missing.conf")]);
+    assert.deepEqual(
+      changedFiles(desired, states).map((f) => f.path),
+      [changed, mode, join(dir, "missing.conf")],
+    );
   });
 
   it("writes a file atomically with its owner and mode, creating its directory", () => {
@@ -263,7 +291,12 @@ class RecordingTransport implements NodeTransport {
   async run(node: string, argv: string[], options: RunOptions = {}): Promise<RunResult> {
     this.options.push(options);
     if (argv[0] === NODE_PATHS.fetchSecrets) {
-      this.calls.push(`${node} run pgha-fetch-secrets${argv.slice(1).map((a) => ` ${a}`).join("")}`);
+      this.calls.push(
+        `${node} run pgha-fetch-secrets${argv
+          .slice(1)
+          .map((a) => ` ${a}`)
+          .join("")}`,
+      );
       const changed = (this.secretChanges[node] ?? []).map((path) => ({ path, differs: ["content"] }));
       return { code: 0, stdout: `${JSON.stringify({ mode: argv.includes("--check") ? "check" : "write", files: 9, parameters: 9, changed })}\n`, stderr: "" };
     }
@@ -294,7 +327,14 @@ class RecordingTransport implements NodeTransport {
 }
 
 describe("applyWork: one step on one node", () => {
-  const access = (transport: NodeTransport): ClusterAccess => ({ plan, transport, client: "haproxy-1", superuserPassword: "", clientFiles: { caCert: "", foreignCert: "", foreignKey: "" }, isolated: new Set() });
+  const access = (transport: NodeTransport): ClusterAccess => ({
+    plan,
+    transport,
+    client: "haproxy-1",
+    superuserPassword: "",
+    clientFiles: { caCert: "", foreignCert: "", foreignKey: "" },
+    isolated: new Set(),
+  });
 
   it("patroni.yml: written, then Patroni reloaded (SIGHUP); a pending restart through patronictl with the node's env file", async () => {
     const t = new RecordingTransport(true);
@@ -389,7 +429,9 @@ describe("node secrets: renewed certificates", () => {
   });
 
   it("reads pgha-fetch-secrets' report: paths only, the last JSON line, and refuses anything else", () => {
-    const report = parseSecretFetchReport('pgha-fetch-secrets: retrying\n{"changed": [{"differs": ["content", "mode"], "path": "/etc/pgha/tls/x.crt"}], "files": 9, "mode": "check", "parameters": 9}\n');
+    const report = parseSecretFetchReport(
+      'pgha-fetch-secrets: retrying\n{"changed": [{"differs": ["content", "mode"], "path": "/etc/pgha/tls/x.crt"}], "files": 9, "mode": "check", "parameters": 9}\n',
+    );
     assert.deepEqual(report, { mode: "check", files: 9, changed: [{ path: "/etc/pgha/tls/x.crt", differs: ["content", "mode"] }] });
     assert.deepEqual(secretWork(plan, "pg-seoul-1", report), [{ path: "/etc/pgha/tls/x.crt", effect: "none" }]);
     assert.throws(() => parseSecretFetchReport(""), /printed no report/);
@@ -398,7 +440,15 @@ describe("node secrets: renewed certificates", () => {
     assert.deepEqual(fetchSecretsArgv(["--from-dir", "/p"], false), [NODE_PATHS.fetchSecrets, "--from-dir", "/p"]);
   });
 
-  const access = (transport: NodeTransport, secretSource?: { args: string[] }): ClusterAccess => ({ plan, transport, client: "haproxy-1", superuserPassword: "", clientFiles: { caCert: "", foreignCert: "", foreignKey: "" }, isolated: new Set(), secretSource });
+  const access = (transport: NodeTransport, secretSource?: { args: string[] }): ClusterAccess => ({
+    plan,
+    transport,
+    client: "haproxy-1",
+    superuserPassword: "",
+    clientFiles: { caCert: "", foreignCert: "", foreignKey: "" },
+    isolated: new Set(),
+    secretSource,
+  });
 
   it("on AWS the rollout always compares node secrets: each node reads SSM itself (no values, no --from-dir in the command)", () => {
     const { awsAccess } = require("../../ops/readiness") as typeof import("../../ops/readiness");
@@ -424,7 +474,10 @@ describe("node secrets: renewed certificates", () => {
     const lines: string[] = [];
     await applyWork(access(t, { args: ["--from-dir", "/run/p"] }), renewed("pg-tokyo-1"), (line) => lines.push(line));
     assert.deepEqual(t.calls, ["pg-tokyo-1 run pgha-fetch-secrets --from-dir /run/p", "pg-tokyo-1 SIGHUP patroni", "pg-tokyo-1 run pgha-serial", "pg-tokyo-1 run pgha-served"]);
-    assert.ok(lines.some((l) => l.includes("pgha-fetch-secrets wrote /etc/pgha/tls/")), lines.join("\n"));
+    assert.ok(
+      lines.some((l) => l.includes("pgha-fetch-secrets wrote /etc/pgha/tls/")),
+      lines.join("\n"),
+    );
   });
 
   it("Patroni's REST API still serving the old certificate after a loop (patroni.yml changed in the same reload): signalled again until it serves the new one, else the step fails", async () => {
@@ -433,10 +486,16 @@ describe("node secrets: renewed certificates", () => {
     const lines: string[] = [];
     await ensureRestCertificateServed(access(t, { args: [] }), "pg-tokyo-1", (l) => lines.push(l), { loopMs: 150, pollMs: 100 });
     assert.equal(t.calls.filter((c) => c.endsWith("SIGHUP patroni")).length, 1);
-    assert.ok(lines.some((l) => /still serves OLD after 1 reload\(s\), want AB: SIGHUP again/.test(l)), lines.join("\n"));
+    assert.ok(
+      lines.some((l) => l.includes("still serves OLD after 1 reload(s), want AB: SIGHUP again")),
+      lines.join("\n"),
+    );
     const stuck = new RecordingTransport(true);
     stuck.served = Array(100).fill("OLD");
-    await assert.rejects(ensureRestCertificateServed(access(stuck, { args: [] }), "pg-tokyo-1", () => undefined, { loopMs: 50, pollMs: 20, signals: 2 }), /serves OLD, not the certificate on disk \(AB\)/);
+    await assert.rejects(
+      ensureRestCertificateServed(access(stuck, { args: [] }), "pg-tokyo-1", () => undefined, { loopMs: 50, pollMs: 20, signals: 2 }),
+      /serves OLD, not the certificate on disk \(AB\)/,
+    );
     assert.equal(stuck.calls.filter((c) => c.endsWith("SIGHUP patroni")).length, 2);
   });
 
@@ -448,6 +507,9 @@ describe("node secrets: renewed certificates", () => {
     const etcdOnly: NodeWork = { node: "pg-seoul-1", files: [], secrets: [secret("pg-seoul-1", cert("pg-seoul-1", "etcd-member").certPath)], pendingRestart: false };
     await applyWork(access(e, { args: [] }), etcdOnly, () => undefined);
     assert.deepEqual(e.calls, ["pg-seoul-1 run pgha-fetch-secrets"]);
-    await assert.rejects(applyWork(access(e), etcdOnly, () => undefined), /no secret source/);
+    await assert.rejects(
+      applyWork(access(e), etcdOnly, () => undefined),
+      /no secret source/,
+    );
   });
 });

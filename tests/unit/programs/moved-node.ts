@@ -25,7 +25,10 @@ const { PgHaCluster } = require("../../../components/cluster") as typeof import(
   const cluster = new PgHaCluster("pgha", { plan });
   await Promise.race([valueOf(cluster.nodePrivateIps), new Promise((resolve) => setTimeout(resolve, 3000))]);
   await world.settle();
-  const instances = world.ofType("aws:ec2/instance:Instance").map((i) => i.inputs.privateIp as string).sort();
+  const instances = world
+    .ofType("aws:ec2/instance:Instance")
+    .map((i) => i.inputs.privateIp as string)
+    .sort();
   process.stdout.write(`${JSON.stringify({ errors: [...errors], instances })}\n`);
   process.exit(0);
 })();
