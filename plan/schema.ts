@@ -135,7 +135,7 @@ const nodeSchema = section(
   {
     name: text(NAME_PATTERN, "must be 2-32 lower-case letters, digits or dashes (it becomes the hostname)"),
     privateIp: text()
-      .refine((ip) => parseIpv4(ip) !== undefined, { message: "must be an IPv4 address such as 10.1.0.10", abort: true })
+      .refine((ip) => parseIpv4(ip) !== undefined, { error: "must be an IPv4 address such as 10.1.0.10", abort: true })
       .meta({ format: "ipv4", description: "Fixed private address inside one of the region's subnets." }),
     roles: rolesSchema.describe("What runs on the node."),
     instanceType: instanceType().optional().describe("EC2 instance type; defaults to instances.postgresType or instances.haproxyType by role."),
@@ -297,7 +297,7 @@ const instancesSchema = section(
         // A plain string key (not an enum) keeps the parsed type Record<string, string>; the enum is there for editors.
         z
           .string()
-          .refine((region) => AWS_REGIONS.includes(region), { message: "key is not an AWS region", abort: true })
+          .refine((region) => AWS_REGIONS.includes(region), { error: "key is not an AWS region", abort: true })
           .meta({ enum: [...AWS_REGIONS] }),
         text(/^ami-[0-9a-f]{8,17}$/, "must be an AMI id such as ami-0123456789abcdef0"),
         { error: "must map AWS regions to AMI ids" },
@@ -360,5 +360,4 @@ export const SCHEMA_KEYS = Object.keys(configSchema.unwrap().shape) as (keyof Cl
 // added to one and not the other fails the typecheck here.
 type Parsed = z.output<typeof configSchema>;
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
-const parsedIsClusterConfig: Same<Parsed, ClusterConfig> = true;
-void parsedIsClusterConfig;
+export const SCHEMA_PARSES_TO_CLUSTER_CONFIG: Same<Parsed, ClusterConfig> = true;

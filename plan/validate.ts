@@ -57,7 +57,7 @@ function problemsOf(issue: z.core.$ZodIssue, input: unknown): ConfigProblem[] {
   const rule = issue.code === "invalid_key" ? (issue.issues[0]?.message ?? issue.message) : issue.message;
   // Refinements name the value they judged: it may be a default or a count, not what the user wrote.
   const params = issue.code === "custom" ? issue.params : undefined;
-  const value = params && "value" in params ? params.value : valueAt(input, issue.path);
+  const value: unknown = params && "value" in params ? (params.value as unknown) : valueAt(input, issue.path);
   return [{ key: keyOf(issue.path), value, rule }];
 }
 
