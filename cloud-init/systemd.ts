@@ -1,4 +1,4 @@
-import { INTER_REGION_PATH_MTU, NODE_PATHS, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
+import { INTER_REGION_PATH_MTU, NODE_PATHS, postgresPaths, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
 
 /** The oneshot unit that routes the other regions' VPCs at INTER_REGION_PATH_MTU (first in start order). */
 export const PATH_MTU_UNIT = "pgha-path-mtu.service";
@@ -86,6 +86,10 @@ export function nodeUnits(plan: ClusterPlan, node: NodePlan): RenderedUnit[] {
         },
         Service: {
           Type: "notify",
+          // etcd reports ready only once it has joined a quorum. A new cluster's first member waits for the
+          // others, which boot minutes apart (each installs its packages first); systemd's default 90 s would
+          // kill it, fail runcmd's `systemctl restart` and with it the boot. Waiting is the normal state here.
+          TimeoutStartSec: "infinity",
           User: SERVICE_USERS.etcd,
           Group: SERVICE_USERS.etcd,
           // systemd creates /var/lib/etcd owned by etcd, mode 0700 (etcd insists).
@@ -109,6 +113,11 @@ export function nodeUnits(plan: ClusterPlan, node: NodePlan): RenderedUnit[] {
           Documentation: "https://patroni.readthedocs.io/",
           After: node.roles.has("etcd") ? "network-online.target etcd.service" : "network-online.target",
           Wants: node.roles.has("etcd") ? "network-online.target etcd.service" : "network-online.target",
+          // PGDATA's volume is in fstab with nofail (a missing volume must not stop the boot into a node SSM can
+          // reach), so nothing else orders the mount before Patroni: without this, a reboot can start Patroni on
+          // the empty directory of the root disk and initdb there. With it Patroni waits for the mount, and does
+          // not start if the mount fails.
+          RequiresMountsFor: postgresPaths(plan.config.versions.postgresMajor).mountPoint,
         },
         Service: {
           Type: "simple",

@@ -11,6 +11,18 @@ import { dumpYaml } from "./yaml";
 /** EC2 refuses user-data over 16 KB (measured before base64, after compression). */
 export const USER_DATA_LIMIT_BYTES = 16 * 1024;
 
+/**
+ * cloud-init writes runcmd as one `/bin/sh` script, a line per item, and
+ * without this a failed step lets the next run: a missing data volume and
+ * Patroni initdbs onto the root disk. With it the script stops at the first
+ * failure, cloud-init reports the error (`cloud-init status`: error) and no
+ * service is enabled or started.
+ */
+export const RUNCMD_FAIL_FAST = "set -e";
+
+/** apt's retries of a fetch that could not connect (see userDataDocument); cloud-init writes it to /etc/apt/apt.conf.d/94cloud-init-config. */
+export const APT_RETRY_CONF = 'Acquire::Retries "10";\nAcquire::Retries::Delay "true";\nAcquire::Retries::Delay::Maximum "30";\n';
+
 /** The PostgreSQL project's apt signing key (ACCC4CF8), pinned by full fingerprint. */
 export const PGDG_KEY_FINGERPRINT = "B97B0AFCAA1A47F044F244A07FCC7D46ACCC4CF8";
 
@@ -97,19 +109,26 @@ export function userDataDocument(plan: ClusterPlan, node: NodePlan, boot: BootIn
   const document: Record<string, unknown> = {
     hostname: node.name,
     preserve_hostname: false,
+    // The hostname on 127.0.1.1 (the rest of /etc/hosts left alone): sudo, postfix-style tools and
+    // Python's socket.getfqdn() otherwise wait on DNS for a name the VPC resolver does not know.
+    manage_etc_hosts: "localhost",
   };
   if (node.roles.has("etcd")) {
     // The release archive creates no user; etcd runs as its own system account.
     document.users = ["default", { name: SERVICE_USERS.etcd, system: true, homedir: NODE_PATHS.etcdDataDir, no_create_home: true, shell: "/usr/sbin/nologin", lock_passwd: true }];
   }
+  // apt retries a fetch that failed to connect with a growing delay (1, 2, 4 … capped at 30 s): a first boot
+  // before the NAT gateway carries traffic waits about three minutes instead of failing the install once (apt-get
+  // update only warns and exits 0, so the package step then finds nothing). Measured with the real apt in
+  // tests/render/first-boot.test.ts.
+  const apt: Record<string, unknown> = { conf: APT_RETRY_CONF };
+  document.apt = apt;
   if (node.roles.has("postgres")) {
-    document.apt = {
-      sources: {
-        "pgdg.list": {
-          source: "deb [signed-by=$KEY_FILE] https://apt.postgresql.org/pub/repos/apt $RELEASE-pgdg main",
-          // cloud-init dearmours it to /etc/apt/cloud-init.gpg.d/pgdg.gpg and puts that path in $KEY_FILE.
-          key: pgdgKey(),
-        },
+    apt.sources = {
+      "pgdg.list": {
+        source: "deb [signed-by=$KEY_FILE] https://apt.postgresql.org/pub/repos/apt $RELEASE-pgdg main",
+        // cloud-init dearmours it to /etc/apt/cloud-init.gpg.d/pgdg.gpg and puts that path in $KEY_FILE.
+        key: pgdgKey(),
       },
     };
   }
@@ -120,7 +139,7 @@ export function userDataDocument(plan: ClusterPlan, node: NodePlan, boot: BootIn
     ? [{ path: NODE_PATHS.checkVersions, content: bootScript("pgha-check-versions.sh"), owner: "root:root", permissions: "0755", defer: false }]
     : [];
   document.write_files = [...renderNodeFiles(plan, node), ...checkVersionsScript].map(writeFilesEntry);
-  document.runcmd = bootCommands(plan, node, boot);
+  document.runcmd = [RUNCMD_FAIL_FAST, ...bootCommands(plan, node, boot)];
   return document;
 }
 

@@ -18,16 +18,17 @@ fi
 rootfs=$(bash "$(dirname "$0")/build-rootfs.sh")
 echo "$rootfs"
 
-# Debian 13 packages that only the render tests need (needrestart and
-# unattended-upgrades with the dependencies the rootfs lacks), downloaded once
-# by the rootfs's own apt into a cache next to it, keyed by the rootfs and the
-# list. Not part of the rootfs's package list, so the lab's rootfs is not
+# Debian 13 packages that only the render tests need, downloaded once by the
+# rootfs's own apt into a cache next to it, one directory per list, keyed by
+# the rootfs and the list (tests/render/harness.ts debsDir computes the same
+# key). Not part of the rootfs's package list, so the lab's rootfs is not
 # rebuilt for them; the tests unpack them into a throw-away overlay.
-test_packages=(needrestart unattended-upgrades)
 cache_dir=${PGHA_ROOTFS_CACHE:-/var/cache/pgha-lab}
-debs="$cache_dir/debs/$(printf '%s\n' "$(basename "$rootfs")" "${test_packages[@]}" | sha256sum | cut -c1-12)"
-if [ ! -f "$debs/.pgha-complete" ]; then
-  echo "downloading ${test_packages[*]} for the render tests into $debs" >&2
+download_debs() {
+  local debs scratch
+  debs="$cache_dir/debs/$(printf '%s\n' "$(basename "$rootfs")" "$@" | sha256sum | cut -c1-12)"
+  [ -f "$debs/.pgha-complete" ] && return 0
+  echo "downloading $* for the render tests into $debs" >&2
   scratch=$(mktemp -d)
   mkdir -p "$scratch/upper" "$scratch/work" "$scratch/merged" "$scratch/archives"
   # A private mount namespace: the overlay and its mounts vanish with it.
@@ -40,10 +41,14 @@ if [ ! -f "$debs/.pgha-complete" ]; then
     shift 2
     chroot "$0" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive chroot "$0" apt-get install -y -qq --download-only --no-install-recommends "$@"
-  ' "$scratch/merged" "$rootfs" "$scratch" "${test_packages[@]}" >&2
+  ' "$scratch/merged" "$rootfs" "$scratch" "$@" >&2
   rm -rf "$debs"
   mkdir -p "$debs"
   mv "$scratch"/archives/*.deb "$debs/"
   rm -rf "$scratch"
   touch "$debs/.pgha-complete"
-fi
+}
+# needrestart and unattended-upgrades: tests/render/os-updates.test.ts.
+download_debs needrestart unattended-upgrades
+# Debian 13's systemd, for systemd-analyze verify on the rendered units (tests/render/first-boot.test.ts).
+download_debs systemd

@@ -14,7 +14,9 @@ fi
 name=etcd-v$version-linux-$arch
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-curl --fail --silent --show-error --location --retry 5 --output "$work/$name.tar.gz" "$release_url/v$version/$name.tar.gz"
+# Retries every error (connection refused or timed out too, as before the NAT
+# gateway carries traffic) for up to 15 minutes.
+curl --fail --silent --show-error --location --connect-timeout 10 --retry 60 --retry-delay 5 --retry-max-time 900 --retry-all-errors --output "$work/$name.tar.gz" "$release_url/v$version/$name.tar.gz"
 echo "$sha256  $work/$name.tar.gz" | sha256sum --check --strict --quiet
 tar -xzf "$work/$name.tar.gz" -C "$work"
 install -m 0755 "$work/$name/etcd" "$work/$name/etcdctl" "$work/$name/etcdutl" /usr/local/bin/

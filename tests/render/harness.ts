@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -89,6 +90,23 @@ export class TestRoot {
     const command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", this.rootfs, this.upper, this.work, this.merged, "env", ...envArgs, ...inner];
     return exec(options.netns ? ["ip", "netns", "exec", options.netns, ...command] : command, { timeoutMs: options.timeoutMs ?? 60_000 });
   }
+}
+
+/**
+ * The .deb files lab/setup.sh downloaded for a list of test-only packages:
+ * its cache directory is keyed by the rootfs and the list, as setup computes it.
+ */
+export function cachedDebs(rootfs: string, packages: readonly string[]): string[] {
+  const key = createHash("sha256")
+    .update([path.basename(rootfs), ...packages].map((l) => `${l}\n`).join(""))
+    .digest("hex")
+    .slice(0, 12);
+  const dir = path.join(path.dirname(rootfs), "debs", key);
+  if (!fs.existsSync(path.join(dir, ".pgha-complete"))) throw new Error(`${dir}: ${packages.join(", ")} not downloaded; run \`sudo npm run setup\``);
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith(".deb"))
+    .map((f) => path.join(dir, f));
 }
 
 export function scratchDir(prefix: string): string {

@@ -25,23 +25,12 @@ import { HELD_PACKAGES, OS_UPDATE_PATHS, upgradeSlotHour } from "../../cloud-ini
 import { exec } from "../../lab/exec";
 import { parseUserData } from "../../lab/userdata";
 import { buildClusterPlan, nodesWithRole, type ClusterPlan } from "../../plan";
-import { rootfsPath, scratchDir, TestRoot } from "./harness";
+import { cachedDebs, rootfsPath, scratchDir, TestRoot } from "./harness";
 
 const rootfs = rootfsPath();
 const plan: ClusterPlan = buildClusterPlan(undefined, { stack: "render" });
 const base = scratchDir("os-updates");
 const TEST_PACKAGES = ["needrestart", "unattended-upgrades"];
-
-/** lab/setup.sh's cache of the test-only packages (same key: the rootfs and the list). */
-function debsDir(): string {
-  const key = createHash("sha256")
-    .update([path.basename(rootfs), ...TEST_PACKAGES].map((l) => `${l}\n`).join(""))
-    .digest("hex")
-    .slice(0, 12);
-  const dir = path.join(path.dirname(rootfs), "debs", key);
-  if (!fs.existsSync(path.join(dir, ".pgha-complete"))) throw new Error(`${dir}: ${TEST_PACKAGES.join(", ")} not downloaded; run \`sudo npm run setup\``);
-  return dir;
-}
 
 let debs: string[];
 
@@ -61,15 +50,11 @@ async function rootWith(name: string, nodeName: string, withOurFiles: boolean): 
 }
 
 before(() => {
-  const dir = debsDir();
-  debs = fs
-    .readdirSync(dir)
-    .filter((f) => f.endsWith(".deb"))
-    .map((f) => path.join(dir, f));
+  debs = cachedDebs(rootfs, TEST_PACKAGES);
   for (const name of TEST_PACKAGES)
     assert.ok(
       debs.some((d) => path.basename(d).startsWith(`${name}_`)),
-      `${name} missing in ${dir}`,
+      `${name} missing among ${debs.join(", ")}`,
     );
 });
 
