@@ -45,7 +45,7 @@ function stackPlanInput(file: string): Record<string, unknown> {
   return Object.fromEntries(Object.entries(stackFile(file)).flatMap(([key, value]) => (key.startsWith("pgha:") ? [[key.slice("pgha:".length), value]] : [])));
 }
 
-/** Runs a child with plain node: the test's own loader (tsx) must not reach it. */
+/** Runs a command without this test's NODE_OPTIONS: the loader the test runs under (tsx) must not reach the children. */
 function run(file: string, args: string[], cwd: string): string {
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
@@ -109,6 +109,7 @@ describe(`the ${PACKAGE} package, consumed by examples/basic`, () => {
     cpSync(join(ROOT, "package.json"), join(stage, "package.json"));
     run(process.execPath, [join(ROOT, "build-package.mjs"), join(stage, "dist")], ROOT);
     const [report] = JSON.parse(run("npm", ["pack", "--ignore-scripts", "--json", "--pack-destination", tmp], stage)) as { filename: string; files: { path: string }[] }[];
+    if (!report) throw new Error("npm pack reported no tarball");
     packed = report.files.map((file) => file.path).sort();
 
     consumer = join(tmp, "consumer");
