@@ -221,10 +221,10 @@ export async function verifyReadiness(
     detail: topology.problems.join("; ") || `leader ${topology.leader}, sync ${topology.syncStandbys.join(", ") || "-"}, replicas ${topology.replicas.join(", ") || "-"}`,
   });
   if (topology.leader) {
-    checks.push(await checkReplication(access, topology).catch((e: Error) => ({ id: "replication", ok: false, detail: e.message })));
-    checks.push(await checkLag(access, topology, maxLag).catch((e: Error) => ({ id: "lag", ok: false, detail: e.message })));
+    checks.push(await checkReplication(access, topology).catch((e: unknown) => ({ id: "replication", ok: false, detail: (e as Error).message })));
+    checks.push(await checkLag(access, topology, maxLag).catch((e: unknown) => ({ id: "lag", ok: false, detail: (e as Error).message })));
   }
-  checks.push(await checkEtcd(access).catch((e: Error) => ({ id: "etcd-health", ok: false, detail: e.message })));
-  checks.push(...(await checkHaproxy(access, topology, options.haproxies).catch((e: Error) => [{ id: "haproxy", ok: false, detail: e.message }])));
+  checks.push(await checkEtcd(access).catch((e: unknown) => ({ id: "etcd-health", ok: false, detail: (e as Error).message })));
+  checks.push(...(await checkHaproxy(access, topology, options.haproxies).catch((e: unknown) => [{ id: "haproxy", ok: false, detail: (e as Error).message }])));
   return { ok: checks.every((c) => c.ok), topology, checks };
 }

@@ -322,7 +322,7 @@ async function lossDrill(
             postgresNodes(ctx.access.plan).map((n) => n.name),
           );
           const old = view.members.find((m) => m.name === oldPrimary);
-          return old && old.state === "streaming" && topo.problems.length === 0 ? topo : undefined;
+          return old?.state === "streaming" && topo.problems.length === 0 ? topo : undefined;
         },
         500,
       );

@@ -53,7 +53,7 @@ export function labContext(stateDir = DEFAULT_STATE_DIR): LabContext {
   const plan = labPlan();
   const layout = labLayout(plan, stateDir);
   const transport = new LabTransport(layout);
-  let superuserPassword = "";
+  let superuserPassword: string;
   try {
     const passwords = JSON.parse(fs.readFileSync(path.join(layout.pkiDir, "passwords.json"), "utf8")) as Record<string, string>;
     superuserPassword = passwords.superuser ?? "";

@@ -162,7 +162,9 @@ export async function renewLeaves(plan: ClusterPlan, pki: IssuedPki, ids?: strin
   const chosen = plan.certificates.filter((c) => !ids || ids.includes(c.id));
   const missing = (ids ?? []).filter((id) => !chosen.some((c) => c.id === id));
   if (missing.length) throw new Error(`no planned certificate ${missing.join(", ")}`);
-  await forEachLeaf(chosen, async (c) => void (await signLeaf(pki.dir, { cert: pki.caCert, key: pki.caKey }, c.id, leafSpec(c))));
+  await forEachLeaf(chosen, async (c) => {
+    await signLeaf(pki.dir, { cert: pki.caCert, key: pki.caKey }, c.id, leafSpec(c));
+  });
   return chosen.map((c) => c.id);
 }
 
@@ -301,7 +303,7 @@ export async function checkIssued(plan: ClusterPlan, pki: IssuedPki): Promise<st
     if (!same(got.keyUsage, want.keyUsage)) problems.push(`${c.id}: keyUsage ${got.keyUsage.join(",")} != ${want.keyUsage.join(",")}`);
     if (!same(got.extendedKeyUsage, want.extendedKeyUsage)) problems.push(`${c.id}: extendedKeyUsage ${got.extendedKeyUsage.join(",")} != ${want.extendedKeyUsage.join(",")}`);
     if (got.curve !== "P-256" && got.curve !== "prime256v1") problems.push(`${c.id}: curve ${got.curve}, want P-256`);
-    const verify = await run(["openssl", "verify", "-CAfile", pki.caCert, files.cert]).catch((e: Error) => e.message);
+    const verify = await run(["openssl", "verify", "-CAfile", pki.caCert, files.cert]).catch((e: unknown) => (e as Error).message);
     if (!verify.includes(": OK")) problems.push(`${c.id}: does not verify against the lab CA: ${verify.trim()}`);
   }
   return problems;

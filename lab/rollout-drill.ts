@@ -137,8 +137,8 @@ export async function rolloutDrill(
   if (split.length) problems.push(`split brain: ${split.length} writes acknowledged by ${oldPrimary} after ${newPrimary} took over`);
   if (analysis.unsafe) problems.push(`${analysis.unsafe} writes acknowledged with a cancelled synchronous-replication wait`);
 
-  const effects = await nodeEffects(access, Object.keys(expect.parameters)).catch((error: Error) => {
-    problems.push(`could not read the nodes' settings: ${error.message}`);
+  const effects = await nodeEffects(access, Object.keys(expect.parameters)).catch((error: unknown) => {
+    problems.push(`could not read the nodes' settings: ${(error as Error).message}`);
     return [] as NodeEffect[];
   });
   const wanted = dynamicSettings(desired);
@@ -304,7 +304,7 @@ export async function renewalDrill(lab: LabContext, deployed: ClusterPlan, log: 
   const haproxyAfter = await haproxyLoadedSerials(lab);
   for (const h of haproxyAfter)
     if (h.serial !== after[h.certificate]) problems.push(`${h.node}: HAProxy has ${h.serial ?? h.error} loaded, expected the renewed ${after[h.certificate]}`);
-  const health = await quickHealth(lab.access).catch((error: Error) => ({ ok: false, detail: error.message, topology: undefined }));
+  const health = await quickHealth(lab.access).catch((error: unknown) => ({ ok: false, detail: (error as Error).message, topology: undefined }));
   if (!health.ok) problems.push(`not healthy after the renewal: ${health.detail}`);
   const t = health.topology;
   if (t && (!t.leader || t.syncStandbys.length !== 1)) problems.push(`topology after the renewal: leader ${t.leader ?? "none"}, sync ${t.syncStandbys.join(",") || "none"}`);

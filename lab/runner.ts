@@ -101,7 +101,7 @@ export async function runDrills(lab: LabContext, drills: DrillDefinition[], repe
           details: {},
         };
         // Leave the cluster healthy for the next drill if at all possible.
-        await restoreBaseline(ctx).catch((e: Error) => result.problems.push(`restore failed: ${e.message}`));
+        await restoreBaseline(ctx).catch((e: unknown) => result.problems.push(`restore failed: ${(e as Error).message}`));
       }
       ctx.log(`=== ${drill.id} #${rep} result: ${JSON.stringify(result)}`);
       outcomes.push(result);

@@ -23,8 +23,7 @@ export interface ServiceStatus {
 }
 
 export function installSupervisor(host: HostLayout): void {
-  const dir = mkdirInRoot(host.root, `${LAB_RUN}/units`);
-  dir;
+  mkdirInRoot(host.root, `${LAB_RUN}/units`);
   fs.copyFileSync(path.join(__dirname, "assets", "supervise.py"), resolveInRoot(host.root, SUPERVISOR));
 }
 
@@ -66,7 +65,7 @@ export function serviceStatus(host: HostLayout, unit: string): ServiceStatus | u
  */
 export function reloadCommands(host: HostLayout, unit: string): string[][] {
   const status = serviceStatus(host, unit);
-  if (!status || status.state !== "running" || !status.mainPid) throw new Error(`${host.name}: ${unit} is not running (${status?.state ?? "never started"})`);
+  if (status?.state !== "running" || !status.mainPid) throw new Error(`${host.name}: ${unit} is not running (${status?.state ?? "never started"})`);
   const lines = parseUnitFile(unitText(host, unit)).get("Service")?.get("ExecReload") ?? [];
   if (lines.length === 0) throw new Error(`${host.name}: ${unit} has no ExecReload=`);
   return lines.map((line) => parseCommandLine(line, { MAINPID: String(status.mainPid) }, { unit, host: host.name }).argv);

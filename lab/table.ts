@@ -19,7 +19,8 @@ export class LiveTable {
     private readonly columns: Column[],
     private readonly out: NodeJS.WriteStream = process.stderr,
   ) {
-    this.tty = !!out.isTTY && process.env.CI !== "true";
+    // isTTY is undefined on a pipe or a file, whatever its type says.
+    this.tty = (out.isTTY as boolean | undefined) === true && process.env.CI !== "true";
   }
 
   add(row: Record<string, string>): number {
@@ -61,10 +62,9 @@ export class LiveTable {
       this.out.write(`${this.format(this.rows[index])}\n`);
       return;
     }
-    if (!this.timer)
-      this.timer = setTimeout(() => {
-        this.redraw();
-      }, 200);
+    this.timer ??= setTimeout(() => {
+      this.redraw();
+    }, 200);
   }
 
   redraw(): void {

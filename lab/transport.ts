@@ -30,7 +30,7 @@ export class LabTransport implements NodeTransport, FaultInjector {
   /** The variables of the node's EnvironmentFiles (read host-side from the node's root). */
   private envFileVariables(node: string, files: string[] = []): Record<string, string> {
     const root = this.host(node).root;
-    return Object.assign({}, ...files.map((file) => parseEnvironmentFile(fs.readFileSync(resolveInRoot(root, file), "utf8"))));
+    return Object.assign({}, ...files.map((file) => parseEnvironmentFile(fs.readFileSync(resolveInRoot(root, file), "utf8")))) as Record<string, string>;
   }
 
   /** ip netns exec NS chroot ROOT [setpriv --reuid U --regid G --init-groups --] env -i ... argv */

@@ -34,7 +34,7 @@ export function parseUserData(text: string): ParsedUserData {
     const where = `write_files[${index}] ${String(entry.path)}`;
     if (typeof entry.path !== "string" || !entry.path.startsWith("/")) problems.push(`${where}: path must be an absolute path string`);
     if (entry.permissions !== undefined && typeof entry.permissions !== "string")
-      problems.push(`${where}: permissions must be a string such as '0644', got ${typeof entry.permissions} ${String(entry.permissions)}`);
+      problems.push(`${where}: permissions must be a string such as '0644', got ${typeof entry.permissions} ${JSON.stringify(entry.permissions)}`);
     if (entry.owner !== undefined && typeof entry.owner !== "string") problems.push(`${where}: owner must be a string`);
     let content = entry.content === undefined ? "" : entry.content;
     if (typeof content !== "string") {

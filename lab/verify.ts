@@ -102,8 +102,8 @@ export async function verifyCluster(access: ClusterAccess, options: { tls?: bool
     ok: topology.problems.length === 0 && members.length > 0,
     detail: topology.problems.join("; ") || `Leader ${topology.leader}, Sync Standby ${topology.syncStandby}, Replica ${topology.replicas.join(", ")}`,
   });
-  if (topology.leader) checks.push(await checkReplication(access, topology).catch((e: Error) => ({ id: "replication", ok: false, detail: e.message })));
-  checks.push(await checkEtcd(access).catch((e: Error) => ({ id: "etcd-health", ok: false, detail: e.message })));
+  if (topology.leader) checks.push(await checkReplication(access, topology).catch((e: unknown) => ({ id: "replication", ok: false, detail: (e as Error).message })));
+  checks.push(await checkEtcd(access).catch((e: unknown) => ({ id: "etcd-health", ok: false, detail: (e as Error).message })));
   checks.push(...(await checkHaproxy(access, topology, options.haproxies)));
   if (options.tls !== false) checks.push(...(await checkTls(access)));
   return { ok: checks.every((c) => c.ok), topology, checks };

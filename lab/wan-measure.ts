@@ -306,7 +306,7 @@ const ETCD_LOG_EVENTS: [string, RegExp][] = [
 
 function etcdLogEvents(lab: LabContext, node: string, from: number): Record<string, number> {
   const counts: Record<string, number> = {};
-  let text = "";
+  let text: string;
   try {
     const file = serviceLog(hostLayout(lab.layout, node), "etcd.service");
     const fd = fs.openSync(file, "r");

@@ -513,7 +513,9 @@ type ProbeServer = ReturnType<ProbeRunner["spawn"]>;
 /** Resolves once the TCP echo server printed "listening"; throws when it exits or stays silent for 10 s. */
 export async function listening(server: ProbeServer): Promise<void> {
   const ready = new Promise<void>((resolve) => {
-    server.onLine((line) => line.trim() === "listening" && resolve());
+    server.onLine((line) => {
+      if (line.trim() === "listening") resolve();
+    });
   });
   const started = await Promise.race([ready.then(() => true), sleep(10_000).then(() => false), server.exited.then(() => false)]);
   if (!started) throw new Error(`the TCP echo server did not start: ${server.stderr().trim().slice(-300)}`);

@@ -65,7 +65,9 @@ export function sameSetting(a: unknown, b: unknown): boolean {
   if (canonicalJson(a) === canonicalJson(b)) return true;
   if (a === null || b === null || a === undefined || b === undefined) return false;
   if (typeof a === "object" || typeof b === "object") return false;
-  const [x, y] = [String(a).trim().toLowerCase(), String(b).trim().toLowerCase()];
+  // Neither is an object here: a string, number, boolean or bigint.
+  const spelled = (value: string | number | boolean | bigint) => String(value).trim().toLowerCase();
+  const [x, y] = [spelled(a as string | number | boolean | bigint), spelled(b as string | number | boolean | bigint)];
   if (x === y) return true;
   if (x in BOOLEAN_WORDS && y in BOOLEAN_WORDS) return BOOLEAN_WORDS[x] === BOOLEAN_WORDS[y];
   return x !== "" && y !== "" && Number.isFinite(Number(x)) && Number(x) === Number(y);

@@ -112,7 +112,7 @@ const normaliseMode = (mode: string): string => mode.replace(/^0+(?=\d)/, "");
 export function changedFiles(desired: DesiredFile[], states: Map<string, FileState | undefined>): DesiredFile[] {
   return desired.filter((file) => {
     const state = states.get(file.path);
-    return !state || state.sha256 !== file.sha256 || state.owner !== file.owner || normaliseMode(state.mode) !== normaliseMode(file.permissions);
+    return state?.sha256 !== file.sha256 || state.owner !== file.owner || normaliseMode(state.mode) !== normaliseMode(file.permissions);
   });
 }
 

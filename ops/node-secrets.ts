@@ -76,7 +76,8 @@ export function parseSecretFetchReport(stdout: string): SecretFetchReport {
     .reverse()
     .find((l) => l.trim().startsWith("{"));
   if (!line) throw new Error(`pgha-fetch-secrets printed no report: ${JSON.stringify(stdout.slice(-200))}`);
-  const parsed = JSON.parse(line) as Partial<SecretFetchReport>;
+  // As JSON gives it: the fields are checked or converted below.
+  const parsed = JSON.parse(line) as { mode?: unknown; files?: unknown; changed?: { path?: unknown; differs?: unknown[] }[] };
   if ((parsed.mode !== "check" && parsed.mode !== "write") || !Array.isArray(parsed.changed)) throw new Error(`not a pgha-fetch-secrets report: ${line.slice(0, 200)}`);
   return { mode: parsed.mode, files: Number(parsed.files ?? 0), changed: parsed.changed.map((c) => ({ path: String(c.path), differs: (c.differs ?? []).map(String) })) };
 }

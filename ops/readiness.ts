@@ -144,7 +144,8 @@ export function program(): Command {
 if (require.main === module) {
   program()
     .parseAsync(process.argv)
-    .catch((error: Error & { code?: string; exitCode?: number }) => {
+    .catch((caught: unknown) => {
+      const error = caught as Error & { code?: string; exitCode?: number };
       if (error.code?.startsWith("commander.")) {
         process.exitCode = error.exitCode ?? 2;
         return;

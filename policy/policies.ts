@@ -72,7 +72,13 @@ export const DATABASE_PORTS: readonly number[] = [5432, 8008, 2379, 2380, 5000, 
 export const EPHEMERAL_INSTANCE_TYPES: readonly string[] = ["t3.micro", "t3.small", "t3.medium", "t3a.micro", "t3a.small", "t3a.medium", "t4g.micro", "t4g.small", "t4g.medium"];
 export const EPHEMERAL_MAX_VOLUME_GIB = 20;
 
-type Props = Record<string, any>;
+type Props = Record<string, unknown>;
+
+/** A scalar property as text, as String() spells it (props are JSON, never a symbol). */
+const scalarText = (value: unknown): string => `${value as string | number}`;
+
+/** A protocol as the resource spells it: a string, or a number such as 6; "" when unset. */
+const protocolOf = (value: unknown): string => scalarText(value ?? "");
 
 // ---------------------------------------------------------------------------
 // Helpers (exported for the tests)
@@ -93,7 +99,7 @@ export interface IngressPermission {
 
 /** Does a permission admit TCP traffic to `port`? Protocol -1/all covers every port. */
 export function permissionCoversPort(permission: IngressPermission, port: number): boolean {
-  const protocol = String(permission.protocol ?? "").toLowerCase();
+  const protocol = protocolOf(permission.protocol).toLowerCase();
   if (protocol === "-1" || protocol === "all") return true;
   if (protocol !== "tcp" && protocol !== "6") return false;
   const from = permission.fromPort ?? 0;
@@ -105,26 +111,34 @@ export function permissionCoversPort(permission: IngressPermission, port: number
 
 /** The ingress permissions a resource grants; empty for types that grant none. */
 export function ingressPermissions(type: string, props: Props): IngressPermission[] {
-  const cidrsOf = (v4: unknown, v6: unknown) => [...(Array.isArray(v4) ? v4 : []), ...(Array.isArray(v6) ? v6 : [])].filter((c): c is string => typeof c === "string");
+  const cidrsOf = (v4: unknown, v6: unknown) =>
+    [...(Array.isArray(v4) ? (v4 as unknown[]) : []), ...(Array.isArray(v6) ? (v6 as unknown[]) : [])].filter((c): c is string => typeof c === "string");
   switch (type) {
     case TYPES.securityGroupIngressRule:
       return [
         {
-          protocol: String(props.ipProtocol ?? ""),
-          fromPort: props.fromPort,
-          toPort: props.toPort,
+          protocol: protocolOf(props.ipProtocol),
+          fromPort: props.fromPort as number | undefined,
+          toPort: props.toPort as number | undefined,
           cidrs: [props.cidrIpv4, props.cidrIpv6].filter((c): c is string => typeof c === "string"),
         },
       ];
     case TYPES.securityGroupRule:
       if (props.type !== "ingress") return [];
-      return [{ protocol: String(props.protocol ?? ""), fromPort: props.fromPort, toPort: props.toPort, cidrs: cidrsOf(props.cidrBlocks, props.ipv6CidrBlocks) }];
+      return [
+        {
+          protocol: protocolOf(props.protocol),
+          fromPort: props.fromPort as number | undefined,
+          toPort: props.toPort as number | undefined,
+          cidrs: cidrsOf(props.cidrBlocks, props.ipv6CidrBlocks),
+        },
+      ];
     case TYPES.securityGroup:
     case TYPES.defaultSecurityGroup:
-      return (Array.isArray(props.ingress) ? props.ingress : []).map((rule: Props) => ({
-        protocol: String(rule.protocol ?? ""),
-        fromPort: rule.fromPort,
-        toPort: rule.toPort,
+      return (Array.isArray(props.ingress) ? (props.ingress as Props[]) : []).map((rule) => ({
+        protocol: protocolOf(rule.protocol),
+        fromPort: rule.fromPort as number | undefined,
+        toPort: rule.toPort as number | undefined,
         cidrs: cidrsOf(rule.cidrBlocks, rule.ipv6CidrBlocks),
       }));
     default:
@@ -134,7 +148,7 @@ export function ingressPermissions(type: string, props: Props): IngressPermissio
 
 /** Roles a node carries according to its `pgha:role` tag (`postgres+etcd`); undefined when untagged. */
 function taggedRoles(props: Props): string[] | undefined {
-  const tag = props.tags?.["pgha:role"];
+  const tag = (props.tags as Props | undefined)?.["pgha:role"];
   return typeof tag === "string" ? tag.split("+") : undefined;
 }
 
@@ -247,7 +261,7 @@ export function nameCarriesStack(name: string, stack: string): boolean {
 function comesFromStack(resource: PolicyResource, property: string, type: string, stackResources: PolicyResource[]): boolean {
   const dependencies = resource.propertyDependencies?.[property] ?? [];
   if (dependencies.some((dependency) => dependency.type === type)) return true;
-  const value = resource.props[property];
+  const value: unknown = resource.props[property];
   if (typeof value !== "string") return false;
   return stackResources.some((candidate) => candidate.type === type && candidate.props.id === value);
 }
@@ -296,7 +310,7 @@ function checkMetadataOptions(options: Props | undefined, what: string, reportVi
   if (options.httpTokens !== "required") reportViolation(`${what}: metadataOptions.httpTokens is ${JSON.stringify(options.httpTokens)}; IMDSv2 requires "required".`);
   const hops = options.httpPutResponseHopLimit;
   if (hops !== undefined && hops !== null && Number(hops) > 1) {
-    reportViolation(`${what}: metadataOptions.httpPutResponseHopLimit is ${hops}; 1 keeps containers and forwarded traffic away from the metadata service.`);
+    reportViolation(`${what}: metadataOptions.httpPutResponseHopLimit is ${scalarText(hops)}; 1 keeps containers and forwarded traffic away from the metadata service.`);
   }
 }
 
@@ -306,8 +320,8 @@ export const imdsv2Required: ResourceValidationPolicy = {
   enforcementLevel: "mandatory",
   severity: "high",
   validateResource: (args, reportViolation) => {
-    if (args.type === TYPES.instance) checkMetadataOptions(args.props.metadataOptions, `instance ${args.name}`, reportViolation);
-    else if (args.type === TYPES.launchTemplate) checkMetadataOptions(args.props.metadataOptions, `launch template ${args.name}`, reportViolation);
+    if (args.type === TYPES.instance) checkMetadataOptions(args.props.metadataOptions as Props | undefined, `instance ${args.name}`, reportViolation);
+    else if (args.type === TYPES.launchTemplate) checkMetadataOptions(args.props.metadataOptions as Props | undefined, `launch template ${args.name}`, reportViolation);
   },
 };
 
@@ -319,19 +333,20 @@ export const ebsEncrypted: ResourceValidationPolicy = {
   enforcementLevel: "mandatory",
   severity: "high",
   validateResource: (args, reportViolation) => {
-    const { props } = args;
+    const props = args.props as Props;
     if (args.type === TYPES.volume) {
       if (!isEncrypted(props.encrypted)) reportViolation(`volume ${args.name}: encrypted is ${JSON.stringify(props.encrypted)}; set encrypted: true.`);
     } else if (args.type === TYPES.instance) {
-      if (!isEncrypted(props.rootBlockDevice?.encrypted)) {
+      if (!isEncrypted((props.rootBlockDevice as Props | undefined)?.encrypted)) {
         reportViolation(`instance ${args.name}: the root volume is not encrypted; set rootBlockDevice.encrypted: true.`);
       }
-      for (const device of Array.isArray(props.ebsBlockDevices) ? props.ebsBlockDevices : []) {
-        if (!isEncrypted(device?.encrypted)) reportViolation(`instance ${args.name}: block device ${device?.deviceName ?? "?"} is not encrypted.`);
+      for (const device of Array.isArray(props.ebsBlockDevices) ? (props.ebsBlockDevices as (Props | undefined)[]) : []) {
+        if (!isEncrypted(device?.encrypted)) reportViolation(`instance ${args.name}: block device ${scalarText(device?.deviceName ?? "?")} is not encrypted.`);
       }
     } else if (args.type === TYPES.launchTemplate) {
-      for (const mapping of Array.isArray(props.blockDeviceMappings) ? props.blockDeviceMappings : []) {
-        if (mapping?.ebs && !isEncrypted(mapping.ebs.encrypted)) reportViolation(`launch template ${args.name}: ${mapping.deviceName ?? "a block device"} is not encrypted.`);
+      for (const mapping of Array.isArray(props.blockDeviceMappings) ? (props.blockDeviceMappings as (Props | undefined)[]) : []) {
+        const ebs = mapping?.ebs as Props | undefined;
+        if (mapping && ebs && !isEncrypted(ebs.encrypted)) reportViolation(`launch template ${args.name}: ${scalarText(mapping.deviceName ?? "a block device")} is not encrypted.`);
       }
     }
   },
@@ -344,7 +359,7 @@ export const noPublicIpOnDatabaseNodes: ResourceValidationPolicy = {
   severity: "critical",
   validateResource: (args, reportViolation) => {
     if (args.type !== TYPES.instance || !isDatabaseInstance(args.props)) return;
-    const value = args.props.associatePublicIpAddress;
+    const value: unknown = args.props.associatePublicIpAddress;
     if (value !== false) {
       reportViolation(
         value === true
@@ -444,13 +459,13 @@ export const peeringWithinStack: StackValidationPolicy = {
           }
           break;
         case TYPES.routeTable: {
-          const routes: Props[] = Array.isArray(resource.props.routes) ? resource.props.routes : [];
-          const viaPeering = routes.filter((route) => route?.vpcPeeringConnectionId !== undefined && route?.vpcPeeringConnectionId !== "");
+          const routes = Array.isArray(resource.props.routes) ? (resource.props.routes as (Props | undefined)[]) : [];
+          const viaPeering = routes.filter((route): route is Props => route?.vpcPeeringConnectionId !== undefined && route.vpcPeeringConnectionId !== "");
           const fromStack = (resource.propertyDependencies?.routes ?? []).some((dependency) => dependency.type === TYPES.peering);
           for (const route of viaPeering) {
             const known = all.some((candidate) => candidate.type === TYPES.peering && candidate.props.id === route.vpcPeeringConnectionId);
             if (!known && !fromStack)
-              reportViolation(`${describe(resource)}: a route uses peering ${route.vpcPeeringConnectionId}, which is not a connection of this stack.`, resource.urn);
+              reportViolation(`${describe(resource)}: a route uses peering ${scalarText(route.vpcPeeringConnectionId)}, which is not a connection of this stack.`, resource.urn);
           }
           break;
         }
@@ -477,10 +492,10 @@ export const stackScopedNames: ResourceValidationPolicy = {
   validateResource: (args, reportViolation) => {
     const property = ACCOUNT_SCOPED_NAMES[args.type];
     if (!property) return;
-    const name = args.props[property];
+    const name: unknown = args.props[property];
     if (name === undefined || name === null || name === "") return; // auto-named: Pulumi appends a random suffix
     const stack = stackOfUrn(args.urn);
-    if (!nameCarriesStack(String(name), stack)) {
+    if (!nameCarriesStack(scalarText(name), stack)) {
       reportViolation(
         `${args.name}: ${property} ${JSON.stringify(name)} does not contain the stack name ${JSON.stringify(stack)}; another stack in the account would collide with it.`,
       );
@@ -511,7 +526,7 @@ export const ephemeralStackDestroyable: ResourceValidationPolicy = {
       if (typeof props.instanceType === "string" && !allowed.includes(props.instanceType)) {
         reportViolation(`instance ${args.name}: ${props.instanceType} is not one of the ephemeral instance types (${allowed.join(", ")}).`);
       }
-      const root = props.rootBlockDevice?.volumeSize;
+      const root = (props.rootBlockDevice as Props | undefined)?.volumeSize;
       if (typeof root === "number" && root > maxGiB) reportViolation(`instance ${args.name}: root volume of ${root} GiB exceeds ${maxGiB} GiB.`);
     }
     if (args.type === TYPES.volume && typeof props.size === "number" && props.size > maxGiB) {

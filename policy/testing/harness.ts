@@ -85,7 +85,7 @@ export async function validateResource(policy: ResourceValidationPolicy, spec: R
     stackTags: new Map(),
     isType: (resourceClass: any) => resourceClass?.__pulumiType === spec.type,
     asType: ((resourceClass: any) => (resourceClass?.__pulumiType === spec.type ? spec.props : undefined)) as ResourceValidationArgs["asType"],
-    getConfig: <T extends object>() => config as T,
+    getConfig: (() => config) as ResourceValidationArgs["getConfig"],
     notApplicable: (reason?: string): never => {
       throw new NotApplicable(reason);
     },
@@ -140,7 +140,7 @@ export async function validateStack(
   const args: StackValidationArgs = {
     resources,
     stackTags: new Map(),
-    getConfig: <T extends object>() => config as T,
+    getConfig: (() => config) as StackValidationArgs["getConfig"],
     notApplicable: (reason?: string): never => {
       throw new NotApplicable(reason);
     },

@@ -271,7 +271,7 @@ if (require.main === module) {
   }
   childMain(request).then(
     () => process.exit(0),
-    (error) => {
+    (error: unknown) => {
       console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
       process.exit(1);
     },
