@@ -1,5 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
+import * as path from "node:path";
 import type { ClusterPlan } from "../plan";
 import { canonicalJson, dynamicSettingsHash } from "../ops/dynamic-config";
 import { nodeFilesHash } from "../ops/node-files";
@@ -28,8 +29,18 @@ export interface ReadinessGateArgs {
   stepTimeoutSeconds?: number;
 }
 
-/** The script both Commands run, relative to the project root (the Command provider's working directory). */
-export const READINESS_SCRIPT = "ops/readiness.ts";
+/**
+ * The script both Commands run, relative to the directory `pulumi up` runs
+ * in (the Command provider's working directory). In this project it is
+ * `ops/readiness.ts`, run through tsx; in a program that uses the npm
+ * package it is the compiled `node_modules/pgha-multiregion/dist/ops/readiness.js`,
+ * run by plain node. Relative, so the command line (and with it `pulumi
+ * preview`) is the same on every machine and checkout.
+ */
+export const READINESS_SCRIPT = path
+  .relative(process.cwd(), path.join(__dirname, "..", "ops", `readiness${path.extname(__filename)}`))
+  .split(path.sep)
+  .join("/");
 
 /** `{ awsRegion: { node: instanceId } }` in plan order. */
 export function regionInstances(plan: ClusterPlan, ids: Record<string, string>): Record<string, Record<string, string>> {
@@ -46,8 +57,8 @@ export function regionInstances(plan: ClusterPlan, ids: Record<string, string>):
 export function readinessCommandLine(mode: "gate" | "rollout", stack: string, instances: Record<string, Record<string, string>>, timeoutSeconds: number): string {
   return [
     "node",
-    "--import",
-    "tsx",
+    // The sources need tsx's loader; the package's compiled script does not.
+    ...(READINESS_SCRIPT.endsWith(".ts") ? ["--import", "tsx"] : []),
     READINESS_SCRIPT,
     mode,
     "--stack",

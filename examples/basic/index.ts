@@ -54,12 +54,9 @@ function clusterPlan(): ClusterPlan {
 }
 
 const args: PgHaClusterArgs = {
+  // With the readiness gate (the default), `pulumi up` returns only once the
+  // cluster works; it runs the package's compiled ops/readiness.js with node.
   plan: clusterPlan(),
-  // The readiness gate runs `node --import tsx ops/readiness.ts` in this
-  // program's directory, a script the package does not ship (docs/packaging.md,
-  // "Limits"). Without it `pulumi up` returns once the resources exist, before
-  // the cluster has proved it works.
-  readinessGate: false,
 };
 const cluster = new PgHaCluster("db", args);
 

@@ -22,7 +22,7 @@
  * symlink beside the example copy.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -92,7 +92,8 @@ const program = require("./index") as { writerEndpoints: pulumi.Output<string[]>
 void (async () => {
   const writers = await valueOf(program.writerEndpoints);
   await world.settle();
-  process.stdout.write(JSON.stringify({ writers, types: world.resources.map((resource) => resource.type) }));
+  const gate = world.resources.find((resource) => resource.type === "command:local:Command" && resource.name.endsWith("-gate"));
+  process.stdout.write(JSON.stringify({ writers, types: world.resources.map((resource) => resource.type), gateCommand: gate?.inputs.create, gateEnvironment: gate?.inputs.environment }));
 })();
 `;
 
@@ -136,7 +137,7 @@ describe(`the ${PACKAGE} package, consumed by examples/basic`, () => {
   });
 
   it("ships the compiled library, its declarations and the files it reads at run time, and not the program", () => {
-    for (const file of ["package.json", "dist/library.js", "dist/library.d.ts", "dist/components/cluster.d.ts"]) assert.ok(packed.includes(file), `${file} is not in the tarball`);
+    for (const file of ["package.json", "dist/library.js", "dist/library.d.ts", "dist/components/cluster.d.ts", "dist/ops/readiness.js"]) assert.ok(packed.includes(file), `${file} is not in the tarball`);
     for (const dir of ["cloud-init/scripts", "cloud-init/keys"]) {
       for (const name of readdirSync(join(ROOT, dir))) assert.ok(packed.includes(`dist/${dir}/${name}`), `dist/${dir}/${name} is not in the tarball`);
     }
@@ -145,7 +146,7 @@ describe(`the ${PACKAGE} package, consumed by examples/basic`, () => {
     const outside = packed.filter((file) => !file.startsWith("dist/") && file !== "package.json");
     assert.deepEqual(outside, [], "only dist/ and package.json ship");
     assert.deepEqual(
-      packed.filter((file) => /^dist\/(lab|tests|policy|checks)\//.test(file)),
+      packed.filter((file) => /^dist\/(lab|tests|policy)\//.test(file)),
       [],
       "the lab, the tests and the policy pack stay out of the package",
     );
@@ -187,10 +188,18 @@ describe(`the ${PACKAGE} package, consumed by examples/basic`, () => {
       Object.entries(stackFile(join(consumer, "Pulumi.dev.yaml"))).map(([key, value]) => [key, typeof value === "string" ? value : JSON.stringify(value)]),
     );
     writeFileSync(join(consumer, "mock-run.ts"), MOCK_RUN_SCRIPT);
-    const out = JSON.parse(run(process.execPath, ["--import", "tsx", join(consumer, "mock-run.ts"), JSON.stringify(config)], consumer)) as { writers: string[]; types: string[] };
+    const out = JSON.parse(run(process.execPath, ["--import", "tsx", join(consumer, "mock-run.ts"), JSON.stringify(config)], consumer)) as { writers: string[]; types: string[]; gateCommand?: string; gateEnvironment?: Record<string, string> };
     assert.deepEqual(out.writers, ["10.1.0.20:5000", "10.2.0.20:5000", "10.3.0.20:5000"]);
     assert.equal(out.types.filter((type) => type === "aws:ec2/instance:Instance").length, 6);
     assert.ok(out.types.includes(`${TYPE_PREFIX}:PgHaCluster`), "no PgHaCluster registered");
-    assert.ok(!out.types.some((type) => type.startsWith("command:")), "the example leaves the readiness gate out");
+    // The readiness gate runs the package's compiled script with plain node, by a path relative to the
+    // program's directory (the same on every machine, so `pulumi preview` shows no diff between checkouts).
+    const gate = out.gateCommand ?? "";
+    assert.match(gate, new RegExp(`^node node_modules/${PACKAGE}/dist/ops/readiness\\.js gate --stack `), gate);
+    // Run for real from the consumer's directory, as the Command provider runs it: the script loads and
+    // parses its arguments; PGHA_SKIP_READINESS=1 stops it before AWS.
+    const skipped = spawnSync("/bin/sh", ["-c", gate], { cwd: consumer, encoding: "utf8", env: { ...process.env, ...out.gateEnvironment, PGHA_SKIP_READINESS: "1" }, timeout: 60_000 });
+    assert.equal(skipped.status, 0, skipped.stderr);
+    assert.match(skipped.stdout, /\[pgha gate\] SKIPPED: PGHA_SKIP_READINESS=1/);
   });
 });
