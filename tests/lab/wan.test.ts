@@ -254,7 +254,7 @@ describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_00
       const script = files.find((f) => f.path === NODE_PATHS.pathMtu)?.content;
       const unit = files.find((f) => f.path === `${NODE_PATHS.systemdDir}/${PATH_MTU_UNIT}`)?.content;
       const execStart = /^ExecStart=(.*)$/m.exec(unit ?? "")?.[1]?.split(" ");
-      assert.ok(script && execStart && execStart[0] === NODE_PATHS.pathMtu, `${node} renders ${PATH_MTU_UNIT} and its script`);
+      assert.ok(script && execStart?.[0] === NODE_PATHS.pathMtu, `${node} renders ${PATH_MTU_UNIT} and its script`);
       const result = await transport.run(node, ["sh", "-c", script, ...execStart]);
       assert.equal(result.code, 0, `${node}: ${result.stderr}`);
       applied.push(...result.stdout.trim().split("\n"));

@@ -109,7 +109,6 @@ export function installMocks(stack = "test", options: { stashed?: Record<string,
   const invocations: Invocation[] = [];
   const inputsByKey = new Map<string, { inputs: Record<string, any>; secretInputs: string[]; state: Record<string, any> }>();
   let inFlight = 0;
-  let world: MockWorld;
 
   const mocks: pulumi.runtime.Mocks = {
     newResource(args) {
@@ -145,7 +144,7 @@ export function installMocks(stack = "test", options: { stashed?: Record<string,
       }
     },
   };
-  pulumi.runtime.setMocks(mocks, "pgha-multiregion", stack, false);
+  void pulumi.runtime.setMocks(mocks, "pgha-multiregion", stack, false);
 
   // The mock monitor passes newResource only type/name/inputs/provider; wrap
   // it to also see the options and to know when nothing is in flight.
@@ -187,7 +186,7 @@ export function installMocks(stack = "test", options: { stashed?: Record<string,
     });
   };
 
-  world = {
+  const world: MockWorld = {
     resources,
     invocations,
     async settle() {
@@ -241,7 +240,7 @@ export function prepareRenderer(probe: () => void): "real" | "stand-in" {
     if (!(error instanceof Error) || !/not implemented/i.test(error.message)) throw error;
     const id = require.resolve("../../cloud-init/user-data");
     const cached = require.cache[id];
-    if (!cached) throw new Error("cloud-init/user-data was not loaded by the probe");
+    if (!cached) throw new Error("cloud-init/user-data was not loaded by the probe", { cause: error });
     cached.exports = {
       ...cached.exports,
       renderUserData: (_plan: unknown, nodeName: string, boot: { dataVolumeId?: string }) =>

@@ -32,7 +32,8 @@ let stderr = "";
 function call<T>(method: string, request: unknown): Promise<T> {
   return new Promise((resolve, reject) =>
     client[method](request, (error: Error | null, response: T) => {
-      error ? reject(error) : resolve(response);
+      if (error) reject(error);
+      else resolve(response);
     }),
   );
 }

@@ -130,7 +130,7 @@ function simulate(initial: { work: Record<string, NodeWork> }, options: { sticky
     if (step.kind === "done" || step.kind === "stop") return steps;
     if (step.kind === "apply") {
       progress.attempts[step.node] = (progress.attempts[step.node] ?? 0) + 1;
-      if (!options.sticky?.includes(step.node)) delete state.work[step.node];
+      if (!options.sticky?.includes(step.node)) Reflect.deleteProperty(state.work, step.node);
     } else if (step.kind === "switchover") {
       progress.switchovers++;
       state.sync = [step.from];

@@ -21,7 +21,7 @@ const errors = new Set<string>();
 process.on("unhandledRejection", (error) => errors.add(error instanceof Error ? error.message : String(error)));
 const { PgHaCluster } = require("../../../components/cluster") as typeof import("../../../components/cluster");
 
-(async () => {
+void (async () => {
   const cluster = new PgHaCluster("pgha", { plan });
   await Promise.race([valueOf(cluster.nodePrivateIps), new Promise((resolve) => setTimeout(resolve, 3000))]);
   await world.settle();
