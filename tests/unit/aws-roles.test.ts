@@ -432,3 +432,263 @@ describe("production is out of the ephemeral role's reach", () => {
     assert.deepEqual(allowedBy(s3, "s3:GetObject", object(".pulumi/stacks/pgha-multiregion/dev.json"), {}), [], "production's state (and its encrypted secrets) is not readable");
   });
 });
+
+// ---------------------------------------------------------------------------
+// The drift role: `pulumi preview --refresh --expect-no-changes` of the main stack
+// ---------------------------------------------------------------------------
+
+describe("the drift role reads the main stack and writes nothing (drift.yml, the dev stack's real graph)", () => {
+  const drift = statements("permissions-drift.json");
+  const driftBackend = statements("permissions-s3-backend-drift.json");
+  const preview = statements("permissions-preview.json");
+  /** The region of the default provider and the STS call (vars.AWS_REGION's default). */
+  const DEFAULT_REGION = "ap-northeast-2";
+
+  /** What the AWS provider's Read of each EC2 resource kind calls (Describe*: no resource-level permissions). */
+  const EC2_READS: Record<string, string[]> = {
+    vpc: ["DescribeVpcs", "DescribeVpcAttribute", "DescribeRouteTables", "DescribeSecurityGroups", "DescribeNetworkAcls"],
+    subnet: ["DescribeSubnets"],
+    "internet-gateway": ["DescribeInternetGateways"],
+    "elastic-ip": ["DescribeAddresses", "DescribeAddressesAttribute"],
+    natgateway: ["DescribeNatGateways"],
+    "route-table": ["DescribeRouteTables"],
+    "security-group": ["DescribeSecurityGroups"],
+    "security-group-rule": ["DescribeSecurityGroupRules"],
+    "vpc-peering-connection": ["DescribeVpcPeeringConnections"],
+    instance: ["DescribeInstances", "DescribeInstanceAttribute", "DescribeInstanceCreditSpecifications", "DescribeVolumes"],
+    volume: ["DescribeVolumes"],
+  };
+  const EC2_UNTAGGED_READS: Record<string, string[]> = {
+    "aws:ec2/route:Route": ["DescribeRouteTables"],
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": ["DescribeRouteTables"],
+    "aws:ec2/volumeAttachment:VolumeAttachment": ["DescribeVolumes", "DescribeInstances"],
+    "aws:ec2/peeringConnectionOptions:PeeringConnectionOptions": ["DescribeVpcPeeringConnections"],
+  };
+  /** Refreshing these calls no AWS API: tls/random keep their state, a local Command runs only on create and update, components are not in AWS. */
+  const NO_AWS_READ = /^(tls|random|command):|^pulumi:index:|^pgha:/;
+  /** sts:GetCallerIdentity needs no permission; getPartition calls nothing. */
+  const FREE_INVOKES = ["aws:index/getCallerIdentity:getCallerIdentity", "aws:index/getPartition:getPartition"];
+
+  const providerRegion = (graph: ProgramGraph, ref: string): string => {
+    if (ref === "") return DEFAULT_REGION;
+    const provider = graph.resources.find((r) => r.type === "pulumi:providers:aws" && ref.startsWith(`${r.urn}::`));
+    assert.ok(provider, `no provider ${ref}`);
+    return provider.inputs.region as string;
+  };
+
+  /** Every call a refresh (and the preview's program run) of a graph makes to AWS, as IAM would be asked. */
+  function readProbes(graph: ProgramGraph): Probe[] {
+    const out: Probe[] = [];
+    const push = (what: string, actions: string[], resource: string, region: string, context: Context = {}) => {
+      for (const action of actions) out.push({ what, action, resource, context: { "aws:RequestedRegion": region, ...context } });
+    };
+    const roleArn = (name: unknown) => `arn:aws:iam::${ACCOUNT}:role/${String(name)}`;
+    for (const r of graph.resources) {
+      if (r.type === "pulumi:providers:aws") {
+        // The provider's start-up, as the preview role already allows it.
+        for (const s of preview) for (const resource of list(s.Resource)) push(`${r.name} start-up`, list(s.Action), resource, r.inputs.region as string);
+      } else if (r.type === "aws:ssm/parameter:Parameter") {
+        const region = regionOf(graph, r);
+        push(
+          r.inputs.name as string,
+          ["ssm:GetParameter", "ssm:DescribeParameters", "ssm:ListTagsForResource"],
+          `arn:aws:ssm:${region}:${ACCOUNT}:parameter${r.inputs.name}`,
+          region,
+        );
+        // Read with decryption: SSM asks KMS for the key (aws/ssm unless keyId is set).
+        if (r.inputs.type === "SecureString")
+          push(`${r.inputs.name} (SecureString)`, ["kms:Decrypt"], `arn:aws:kms:${region}:${ACCOUNT}:key/${String(r.inputs.keyId ?? "aws-ssm-default")}`, region, {
+            "kms:ViaService": `ssm.${region}.amazonaws.com`,
+          });
+      } else if (r.type === "aws:iam/role:Role") {
+        push(r.inputs.name as string, ["iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy", "iam:ListAttachedRolePolicies"], roleArn(r.inputs.name), "us-east-1");
+      } else if (r.type === "aws:iam/instanceProfile:InstanceProfile") {
+        push(r.inputs.name as string, ["iam:GetInstanceProfile"], `arn:aws:iam::${ACCOUNT}:instance-profile/${r.inputs.name}`, "us-east-1");
+      } else if (r.type === "aws:iam/rolePolicy:RolePolicy") {
+        push(r.name, ["iam:GetRolePolicy"], roleArn(r.inputs.role), "us-east-1");
+      } else if (r.type === "aws:iam/rolePolicyAttachment:RolePolicyAttachment") {
+        push(r.name, ["iam:ListAttachedRolePolicies"], roleArn(r.inputs.role), "us-east-1");
+      } else if (EC2_ARN_TYPE[r.type] || EC2_UNTAGGED_READS[r.type]) {
+        const kind = EC2_ARN_TYPE[r.type] ?? "untagged";
+        const region = regionOf(graph, r);
+        push(
+          `${r.type} ${r.name}`,
+          (EC2_READS[kind] ?? EC2_UNTAGGED_READS[r.type]).map((a) => `ec2:${a}`),
+          `arn:aws:ec2:${region}:${ACCOUNT}:${kind}/${r.name}-id`,
+          region,
+        );
+      } else {
+        assert.match(r.type, NO_AWS_READ, `${r.type} ${r.name}: unknown to this test; add the calls its refresh makes`);
+      }
+    }
+    for (const invoke of graph.invocations) {
+      const region = providerRegion(graph, invoke.provider);
+      if (invoke.token === "aws:ssm/getParameter:getParameter") {
+        const name = String(invoke.inputs.name);
+        const arn = name.startsWith("/aws/service/") ? `arn:aws:ssm:${region}::parameter${name}` : `arn:aws:ssm:${region}:${ACCOUNT}:parameter${name}`;
+        push(`${invoke.token} ${name}`, ["ssm:GetParameter"], arn, region);
+      } else {
+        assert.ok(FREE_INVOKES.includes(invoke.token), `${invoke.token}: unknown to this test; add the calls it makes`);
+      }
+    }
+    return out;
+  }
+
+  /** IAM's read verbs; kms:Decrypt reads a SecureString (only through SSM here). */
+  const isRead = (action: string) => /^[a-z0-9]+:(Describe|Get|List)/i.test(action) || action.toLowerCase() === "kms:decrypt";
+  /** Every request key chosen to pass: the cluster region, the node role's boundary and policy, the stack's own tags. */
+  const FAVOURABLE: Context = {
+    ...REQUEST,
+    "aws:RequestTag/pgha:stack": "dev",
+    "ec2:ResourceTag/pgha:stack": "dev",
+    "ssm:resourceTag/pgha:stack": "dev",
+    "iam:PermissionsBoundary": BOUNDARY,
+  };
+  /** Every write the deploy role's document grants, on each resource it names, and every write deploying the dev stack needs. */
+  const writes = (): Probe[] => [
+    ...deploy.flatMap((s) =>
+      list(s.Action)
+        .filter((a) => !a.includes("*") && !isRead(a))
+        .flatMap((action) => list(s.Resource).map((resource) => ({ what: s.Sid, action, resource, context: FAVOURABLE }))),
+    ),
+    ...probes(productionGraph)
+      .filter((p) => !isRead(p.action))
+      .map((p) => ({ ...p, context: { ...FAVOURABLE, ...requestFor(p, "dev") } })),
+  ];
+  const STATE_OBJECT = (key: string) => `arn:aws:s3:::STATE_BUCKET/${key}`;
+  const STATE_KEY = `arn:aws:kms:STATE_REGION:${ACCOUNT}:key/STATE_KEY_ID`;
+
+  it("allows every read a refresh of the dev stack's graph makes, and the program's own invokes (AMI lookup, provider start-up)", () => {
+    const reads = readProbes(productionGraph);
+    assert.ok(reads.length > 400, String(reads.length));
+    for (const service of ["ec2:", "iam:", "ssm:", "kms:"])
+      assert.ok(
+        reads.some((p) => p.action.startsWith(service)),
+        service,
+      );
+    assert.ok(
+      reads.some((p) => p.action === "ssm:GetParameter" && p.resource.includes("/aws/service/canonical/")),
+      "the AMI lookup",
+    );
+    assert.deepEqual(
+      reads.filter((p) => allowedBy(drift, p.action, p.resource, p.context).length === 0).map((p) => `${p.action} ${p.what}`),
+      [],
+    );
+  });
+
+  it("control: the deploy role allows the same reads (it refreshes on every up); the preview role does not", () => {
+    const reads = readProbes(productionGraph);
+    assert.deepEqual(
+      reads.filter((p) => allowedBy(deploy, p.action, p.resource, p.context).length === 0).map((p) => `${p.action} ${p.what}`),
+      [],
+    );
+    assert.ok(reads.filter((p) => allowedBy(preview, p.action, p.resource, p.context).length === 0).length > 300);
+  });
+
+  it("reads only the stack's own names: no other parameter, role or region; KMS only through SSM", () => {
+    const ssmContext = { "aws:RequestedRegion": "ap-northeast-2" };
+    assert.deepEqual(allowedBy(drift, "ssm:GetParameter", `arn:aws:ssm:ap-northeast-2:${ACCOUNT}:parameter/other/db/password`, ssmContext), []);
+    assert.deepEqual(allowedBy(drift, "iam:GetRolePolicy", `arn:aws:iam::${ACCOUNT}:role/github-pgha-deploy`, {}), [], "not the GitHub roles' own policies");
+    assert.deepEqual(allowedBy(drift, "ec2:DescribeInstances", "*", { "aws:RequestedRegion": "us-east-1" }), [], "no region outside the cluster");
+    assert.deepEqual(allowedBy(drift, "kms:Decrypt", `arn:aws:kms:ap-northeast-2:${ACCOUNT}:key/k`, ssmContext), [], "no direct Decrypt");
+    assert.deepEqual(allowedBy(drift, "kms:Decrypt", `arn:aws:kms:ap-northeast-2:${ACCOUNT}:key/k`, { "kms:ViaService": "secretsmanager.ap-northeast-2.amazonaws.com" }), []);
+  });
+
+  it("allows no write: every write of the deploy document and of deploying the dev stack is refused", () => {
+    const all = writes();
+    assert.ok(all.length > 500, String(all.length));
+    for (const verb of ["Create", "Delete", "Put", "Modify", "Attach", "Run", "Terminate", "Update", "Authorize", "Revoke", "Tag", "SendCommand", "PassRole"])
+      assert.ok(
+        all.some((p) => p.action.split(":")[1].startsWith(verb)),
+        verb,
+      );
+    assert.deepEqual(
+      all
+        .map((p) => ({ p, by: allowedBy(drift, p.action, p.resource, p.context) }))
+        .filter((x) => x.by.length > 0)
+        .map(({ p, by }) => `${p.action} ${p.what} (by ${by.join(", ")})`),
+      [],
+    );
+  });
+
+  it("control: the deploy document passes the reads and allows every one of those writes (the check can fail)", () => {
+    assert.deepEqual(
+      writes()
+        .filter((p) => allowedBy(deploy, p.action, p.resource, p.context).length === 0)
+        .map((p) => `${p.action} ${p.what}`),
+      [],
+    );
+  });
+
+  it("every action the drift documents name is a read verb, so no wildcard can reach a write (control: the deploy document's are not)", () => {
+    const notReads = (policy: Statement[]) => policy.flatMap((s) => list(s.Action).filter((a) => !/^[a-z0-9]+:(Describe|Get|List)[A-Za-z]*\*?$/.test(a) && a !== "kms:Decrypt"));
+    assert.deepEqual(notReads(drift), []);
+    assert.deepEqual(notReads(driftBackend), []);
+    assert.ok(notReads(deploy).length > 50);
+  });
+
+  it("the drift state backend policy reads the stack's state and its key, and writes no object, not even a lock (a preview takes none)", () => {
+    for (const key of [".pulumi/meta.yaml", ".pulumi/stacks/pgha-multiregion/dev.json", ".pulumi/stacks/pgha-multiregion/dev.json.gz"])
+      assert.ok(allowedBy(driftBackend, "s3:GetObject", STATE_OBJECT(key), {}).length > 0, key);
+    assert.ok(allowedBy(driftBackend, "s3:ListBucket", "arn:aws:s3:::STATE_BUCKET", {}).length > 0);
+    assert.ok(allowedBy(driftBackend, "kms:Decrypt", STATE_KEY, {}).length > 0);
+    const rw = statements("permissions-s3-backend.json");
+    const objects = [
+      ".pulumi/meta.yaml",
+      ".pulumi/stacks/pgha-multiregion/dev.json",
+      ".pulumi/history/pgha-multiregion/dev/dev-1.history.json",
+      ".pulumi/backups/pgha-multiregion/dev/dev.1.json",
+      ".pulumi/locks/organization/pgha-multiregion/dev/0c1f.json",
+    ];
+    const backendWrites = [
+      ...objects.flatMap((key) => ["s3:PutObject", "s3:DeleteObject"].map((action) => ({ action, resource: STATE_OBJECT(key) }))),
+      ...["kms:Encrypt", "kms:GenerateDataKey"].map((action) => ({ action, resource: STATE_KEY })),
+    ];
+    for (const { action, resource } of backendWrites) {
+      assert.deepEqual(allowedBy(driftBackend, action, resource, {}), [], `${action} ${resource}`);
+      assert.ok(allowedBy(rw, action, resource, {}).length > 0, `control: the deploy role's backend policy allows ${action} ${resource}`);
+    }
+    assert.deepEqual(allowedBy(driftBackend, "s3:GetObject", STATE_OBJECT(".pulumi/stacks/other-project/prod.json"), {}), [], "only this project's stacks");
+  });
+
+  it("only the drift environment of this repository assumes the drift role: not pull requests, not production", () => {
+    interface TrustStatement {
+      Effect: string;
+      Principal: { Federated: string };
+      Action: string;
+      Condition: Record<string, Record<string, string | string[]>>;
+    }
+    const trust = (file: string) => statements(file) as unknown as TrustStatement[];
+    const admits = (file: string, sub: string, aud = "sts.amazonaws.com") =>
+      trust(file).some(
+        (s) =>
+          s.Effect === "Allow" &&
+          s.Action === "sts:AssumeRoleWithWebIdentity" &&
+          s.Principal.Federated === `arn:aws:iam::${ACCOUNT}:oidc-provider/token.actions.githubusercontent.com` &&
+          Object.entries(s.Condition).every(([operator, keys]) =>
+            Object.entries(keys).every(([key, expected]) =>
+              conditionHolds(operator, key, expected, { "token.actions.githubusercontent.com:sub": sub, "token.actions.githubusercontent.com:aud": aud }),
+            ),
+          ),
+      );
+    const [statement] = trust("trust-drift.json");
+    assert.equal(trust("trust-drift.json").length, 1);
+    assert.deepEqual(Object.keys(statement.Condition), ["StringEquals"], "exact subject, no StringLike");
+    assert.deepEqual(list(statement.Condition.StringEquals["token.actions.githubusercontent.com:sub"]), ["repo:OWNER/REPO:environment:drift"]);
+    assert.ok(admits("trust-drift.json", "repo:OWNER/REPO:environment:drift"));
+    for (const sub of [
+      "repo:OWNER/REPO:pull_request",
+      "repo:OWNER/REPO:environment:production",
+      "repo:OWNER/REPO:environment:ephemeral",
+      "repo:OWNER/REPO:ref:refs/heads/main",
+      "repo:OWNER/REPO:environment:drift-preview",
+      "repo:OTHER/REPO:environment:drift",
+    ])
+      assert.ok(!admits("trust-drift.json", sub), sub);
+    assert.ok(!admits("trust-drift.json", "repo:OWNER/REPO:environment:drift", "https://github.com/OWNER"), "another audience");
+    for (const file of ["trust-preview.json", "trust-deploy.json", "trust-ephemeral.json"]) assert.ok(!admits(file, "repo:OWNER/REPO:environment:drift"), `${file} admits drift`);
+    // Control: the evaluator does admit the other roles' own subjects.
+    assert.ok(admits("trust-preview.json", "repo:OWNER/REPO:pull_request"));
+    assert.ok(admits("trust-deploy.json", "repo:OWNER/REPO:environment:production"));
+  });
+});
