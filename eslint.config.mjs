@@ -13,7 +13,7 @@ export default defineConfig(
     ignores: [
       "plan/validate.ts",
       "plan/schema.ts",
-      "plan/zz-tmp.ts",
+      "plan/json-schema.ts",
       "schema/",
       "library.ts",
       "build-package.mjs",
