@@ -31,16 +31,26 @@ export interface ReadinessGateArgs {
 
 /**
  * The script both Commands run, relative to the directory `pulumi up` runs
- * in (the Command provider's working directory). In this project it is
- * `ops/readiness.ts`, run through tsx; in a program that uses the npm
- * package it is the compiled `node_modules/pgha-multiregion/dist/ops/readiness.js`,
- * run by plain node. Relative, so the command line (and with it `pulumi
- * preview`) is the same on every machine and checkout.
+ * in (the Command provider's working directory): `ops/readiness.ts` (through
+ * tsx) in this project; `node_modules/<package>/dist/ops/readiness.js` (plain
+ * node) in a program that installed the npm package — the part of this
+ * module's own path from its last `node_modules` on, which also holds for a
+ * scoped name or pnpm's symlinked layout. Derived from this module's location
+ * alone, not from the working directory, so the command line (and with it
+ * `pulumi preview`) is the same on every machine, checkout and cwd.
  */
-export const READINESS_SCRIPT = path
-  .relative(process.cwd(), path.join(__dirname, "..", "ops", `readiness${path.extname(__filename)}`))
-  .split(path.sep)
-  .join("/");
+export const READINESS_SCRIPT = readinessScript();
+
+function readinessScript(): string {
+  const extension = path.extname(__filename);
+  const script = path.join(__dirname, "..", "ops", `readiness${extension}`);
+  const parts = script.split(path.sep);
+  const installed = parts.lastIndexOf("node_modules");
+  if (installed >= 0) return parts.slice(installed).join("/");
+  // This repository (sources at its root, or a build in its dist/): relative to the root.
+  const root = extension === ".ts" ? path.join(__dirname, "..") : path.join(__dirname, "..", "..");
+  return path.relative(root, script).split(path.sep).join("/");
+}
 
 /** `{ awsRegion: { node: instanceId } }` in plan order. */
 export function regionInstances(plan: ClusterPlan, ids: Record<string, string>): Record<string, Record<string, string>> {
