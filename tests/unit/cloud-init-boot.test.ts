@@ -78,10 +78,12 @@ describe("PGDG apt key", () => {
     for (const node of plan.nodes.filter((n) => !n.roles.has("postgres"))) assert.deepEqual(documentOf(node.name).apt, { conf: APT_RETRY_CONF }, node.name);
   });
 
-  test("every node's user-data stays within EC2's 16 KB compressed with the key inline", () => {
+  test("every node's user-data stays within EC2's 16 KB compressed with the key inline", (t) => {
     for (const node of plan.nodes) {
       const text = renderUserData(plan, node.name, { dataVolumeId: "vol-0123456789abcdef0" });
       const compressed = gzipSync(Buffer.from(text, "utf8"), { level: 9 }).length;
+      // Printed, so the headroom under EC2's limit is a figure anyone can rerun (docs/architecture.md).
+      t.diagnostic(`${node.name}: ${Buffer.byteLength(text)} bytes plain, ${compressed} compressed (limit ${USER_DATA_LIMIT_BYTES})`);
       assert.ok(compressed <= USER_DATA_LIMIT_BYTES, `${node.name}: ${compressed} bytes compressed`);
       assert.equal(Buffer.from(encodeUserData(text), "base64").length, compressed);
     }
