@@ -11,26 +11,9 @@ export default defineConfig(
     ignores: ["node_modules/", "bin/", "dist/", ".lab/", "policy/bin/"],
   },
   {
-    // TEMPORARY: being edited concurrently; linted in the final pass.
-    ignores: [
-      "plan/validate.ts",
-      "plan/schema.ts",
-      "plan/json-schema.ts",
-      "schema/",
-      "library.ts",
-      "build-package.mjs",
-      "lab/cli.ts",
-      "lab/session.ts",
-      "tests/unit/plan.test.ts",
-      "tests/unit/workflows.test.ts",
-      "tests/unit/lab-cli*.test.ts",
-      "tests/unit/docs-links.test.ts",
-      "tests/unit/package-example.test.ts",
-      "tests/unit/config-schema.test.ts",
-      "tests/lab/drills.test.ts",
-      ".github/",
-      "examples/",
-    ],
+    // The example imports the package by name ("pgha-multiregion"), which resolves only against the packed
+    // package: tests/unit/package-example.test.ts type-checks it there, so it is not part of the root program.
+    ignores: ["examples/"],
   },
   {
     files: ["**/*.ts"],

@@ -166,7 +166,11 @@ program
     }
   });
 
-export function buildReport(summaries: DrillSummary[], repeat: number, seconds: number): {
+export function buildReport(
+  summaries: DrillSummary[],
+  repeat: number,
+  seconds: number,
+): {
   ok: boolean;
   at: string;
   machine: { cpus: number; memoryGiB: number; kernel: string };
@@ -199,7 +203,7 @@ export function buildReport(summaries: DrillSummary[], repeat: number, seconds: 
 registerWanCommands(program, stateDir);
 registerSessionCommands(program, stateDir);
 
-program.parseAsync(process.argv).catch((error: Error) => {
-  say(`error: ${error.message}`);
+program.parseAsync(process.argv).catch((error: unknown) => {
+  say(`error: ${error instanceof Error ? error.message : String(error)}`);
   process.exit(1);
 });

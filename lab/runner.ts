@@ -61,6 +61,45 @@ export async function waitHealthy(lab: LabContext, timeoutMs: number, onAttempt?
   );
 }
 
+/**
+ * One run of a drill. A drill that throws is a failed outcome, not an
+ * aborted series, and the cluster is restored for the next drill if at all
+ * possible.
+ */
+export async function runDrill(drill: DrillDefinition, ctx: DrillContext, rep: number): Promise<DrillOutcome> {
+  try {
+    return await drill.run(ctx, rep);
+  } catch (error) {
+    const result: DrillOutcome = {
+      drill: drill.id,
+      repetition: rep,
+      ok: false,
+      problems: [error instanceof Error ? error.message : String(error)],
+      rpoMissing: 0,
+      splitBrainAcks: 0,
+      acked: 0,
+      unknownOutcome: 0,
+      unsafeAcks: 0,
+      maxGapAfterSeconds: 0,
+      details: {},
+    };
+    await restoreBaseline(ctx).catch((e: unknown) => result.problems.push(`restore failed: ${e instanceof Error ? e.message : String(e)}`));
+    return result;
+  }
+}
+
+/** The live table's cells for one outcome (DRILL_COLUMNS). */
+export function outcomeRow(result: DrillOutcome): Record<string, string> {
+  return {
+    state: result.ok ? "ok" : `FAIL: ${result.problems.join("; ")}`,
+    rto: fmt(result.rtoSeconds),
+    rpo: String(result.rpoMissing),
+    split: String(result.splitBrainAcks),
+    primary: result.oldPrimary ? `${result.oldPrimary}→${result.newPrimary ?? "?"}` : "",
+    restore: fmt(result.restoreSeconds, 1),
+  };
+}
+
 function fmt(value: number | undefined, digits = 2): string {
   return value === undefined ? "-" : value.toFixed(digits);
 }
@@ -83,36 +122,10 @@ export async function runDrills(lab: LabContext, drills: DrillDefinition[], repe
     for (let rep = 1; rep <= repeat; rep++) {
       current = table.add({ n: String(DRILLS.indexOf(drill) + 1), drill: drill.id, rep: String(rep), state: "starting" });
       ctx.log(`=== ${drill.id} #${rep}: ${drill.title}`);
-      let result: DrillOutcome;
-      try {
-        result = await drill.run(ctx, rep);
-      } catch (error) {
-        result = {
-          drill: drill.id,
-          repetition: rep,
-          ok: false,
-          problems: [(error as Error).message],
-          rpoMissing: 0,
-          splitBrainAcks: 0,
-          acked: 0,
-          unknownOutcome: 0,
-          unsafeAcks: 0,
-          maxGapAfterSeconds: 0,
-          details: {},
-        };
-        // Leave the cluster healthy for the next drill if at all possible.
-        await restoreBaseline(ctx).catch((e: unknown) => result.problems.push(`restore failed: ${(e as Error).message}`));
-      }
+      const result = await runDrill(drill, ctx, rep);
       ctx.log(`=== ${drill.id} #${rep} result: ${JSON.stringify(result)}`);
       outcomes.push(result);
-      table.update(current, {
-        state: result.ok ? "ok" : `FAIL: ${result.problems.join("; ")}`,
-        rto: fmt(result.rtoSeconds),
-        rpo: String(result.rpoMissing),
-        split: String(result.splitBrainAcks),
-        primary: result.oldPrimary ? `${result.oldPrimary}→${result.newPrimary ?? "?"}` : "",
-        restore: fmt(result.restoreSeconds, 1),
-      });
+      table.update(current, outcomeRow(result));
     }
     summaries.push(summarise(drill, outcomes));
   }

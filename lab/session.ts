@@ -90,7 +90,14 @@ export function psqlCommand(access: ClusterAccess, target: PsqlTarget, args: str
  * `exec NODE -- patronictl list` needs no `-c` and unsafe calls get the REST
  * API password, and `etcdctl` speaks mTLS to the cluster.
  */
-export async function execOptions(plan: ClusterPlan, transport: NodeTransport, node: string, argv: string[], user: string | undefined, term: string | undefined): Promise<RunOptions> {
+export async function execOptions(
+  plan: ClusterPlan,
+  transport: NodeTransport,
+  node: string,
+  argv: string[],
+  user: string | undefined,
+  term: string | undefined,
+): Promise<RunOptions> {
   const options: RunOptions = { env: term ? { TERM: term } : {} };
   const tool = path.posix.basename(argv[0] ?? "");
   const roles = plan.nodes.find((n) => n.name === node)?.roles ?? new Set<string>();
@@ -149,7 +156,11 @@ export function unitLogs(host: HostLayout, transport: NodeTransport, manager: Se
       units: async () => {
         const result = await transport.run(host.name, ["systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager", "--type=service"]);
         if (result.code !== 0) throw new Error(`${host.name}: systemctl list-units failed: ${result.stderr.trim()}`);
-        return result.stdout.split("\n").map((line) => line.trim().split(/\s+/)[0] ?? "").filter(Boolean).sort();
+        return result.stdout
+          .split("\n")
+          .map((line) => line.trim().split(/\s+/)[0] ?? "")
+          .filter(Boolean)
+          .sort();
       },
       command: (units, options) => ({
         on: "node",
@@ -159,13 +170,16 @@ export function unitLogs(host: HostLayout, transport: NodeTransport, manager: Se
   }
   return {
     units: async () => {
-      let files: string[] = [];
+      let files: string[];
       try {
         files = fs.readdirSync(host.logDir).filter((file) => file.endsWith(".log"));
       } catch {
         files = [];
       }
-      return files.map((file) => unitName(file.slice(0, -".log".length))).filter((unit) => fs.existsSync(serviceLog(host, unit))).sort();
+      return files
+        .map((file) => unitName(file.slice(0, -".log".length)))
+        .filter((unit) => fs.existsSync(serviceLog(host, unit)))
+        .sort();
     },
     command: (units, options) => ({
       on: "host",
@@ -184,7 +198,7 @@ export function unitLogs(host: HostLayout, transport: NodeTransport, manager: Se
  */
 export function runAttached(argv: string[], env: Record<string, string> = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" }): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0] as string, argv.slice(1), { stdio: "inherit", env });
+    const child = spawn(argv[0], argv.slice(1), { stdio: "inherit", env });
     const ignore = (): void => undefined;
     const forward = (signal: NodeJS.Signals) => (): void => void child.kill(signal);
     const onTerm = forward("SIGTERM");

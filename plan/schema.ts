@@ -77,7 +77,7 @@ const NON_EMPTY = "must be a non-empty string";
 /** A non-empty string; the pattern is only tried on one. */
 function text(pattern?: RegExp, rule?: string) {
   const base = z.string({ error: NON_EMPTY }).min(1, { error: NON_EMPTY, abort: true });
-  return pattern ? base.regex(pattern, rule ?? `must match ${pattern}`) : base;
+  return pattern ? base.regex(pattern, rule ?? `must match ${pattern.source}`) : base;
 }
 
 function whole(min: number, max: number) {
@@ -175,19 +175,16 @@ const defaults = DEFAULT_CONFIG;
 const versionsSchema = section(
   {
     postgresMajor: whole(13, 99).default(defaults.versions.postgresMajor),
-    patroni: text(
-      /^4\.\d+(\.(\d+|\*))?(-[0-9A-Za-z.+~]+)?$|^4\.\d+\.\*$/,
-      "must be a Patroni 4 apt version or pattern such as 4.1.* (Patroni 4 vocabulary is rendered)",
-    ).default(defaults.versions.patroni),
+    patroni: text(/^4\.\d+(\.(\d+|\*))?(-[0-9A-Za-z.+~]+)?$|^4\.\d+\.\*$/, "must be a Patroni 4 apt version or pattern such as 4.1.* (Patroni 4 vocabulary is rendered)").default(
+      defaults.versions.patroni,
+    ),
     postgresPackage: text().default(defaults.versions.postgresPackage),
     etcd: text(/^3\.5\.\d+$/, "must be an etcd 3.5.x release such as 3.5.21 (the product is built and tested on 3.5)").default(defaults.versions.etcd),
     etcdSha256: z
       .partialRecord(z.enum(ARCHITECTURES), text(SHA256_PATTERN, "must be 64 lower-case hex digits (sha256sum of the release archive)"), {
         // zod's typings leave out the unrecognized_keys issue an enum-keyed record raises for a key outside the enum.
         error: (issue) =>
-          (issue.code as string) === "unrecognized_keys"
-            ? `architecture must be one of ${ARCHITECTURES.join(", ")}`
-            : "must map an architecture (amd64, arm64) to a SHA-256",
+          (issue.code as string) === "unrecognized_keys" ? `architecture must be one of ${ARCHITECTURES.join(", ")}` : "must map an architecture (amd64, arm64) to a SHA-256",
       })
       .default(defaults.versions.etcdSha256)
       .describe("sha256sum of etcd-v<etcd>-linux-<arch>.tar.gz per architecture; given, it replaces the default map."),
@@ -271,8 +268,7 @@ const haproxySchema = section(
   "must be an object",
 ).prefault({});
 
-const cidrList = () =>
-  list(cidr((allowed) => (allowed.prefixLength === 0 ? "0.0.0.0/0 is never allowed; list the networks that need access" : undefined)));
+const cidrList = () => list(cidr((allowed) => (allowed.prefixLength === 0 ? "0.0.0.0/0 is never allowed; list the networks that need access" : undefined)));
 
 const accessSchema = section(
   {

@@ -153,7 +153,11 @@ function checkCluster(fail: Fail, config: ClusterConfig): void {
   const allNodes = config.regions.flatMap((region) => region.nodes);
   const etcdCount = allNodes.filter((node) => node.roles.includes("etcd")).length;
   if (etcdCount < 3 || etcdCount % 2 === 0) {
-    fail("regions[*].nodes[*].roles", `${etcdCount} etcd member${etcdCount === 1 ? "" : "s"}`, "needs an odd number of etcd members, at least 3, so a majority survives the loss of any one region");
+    fail(
+      "regions[*].nodes[*].roles",
+      `${etcdCount} etcd member${etcdCount === 1 ? "" : "s"}`,
+      "needs an odd number of etcd members, at least 3, so a majority survives the loss of any one region",
+    );
   }
   const postgresCount = allNodes.filter((node) => node.roles.includes("postgres")).length;
   if (postgresCount < 2) fail("regions[*].nodes[*].roles", `${postgresCount} postgres node${postgresCount === 1 ? "" : "s"}`, "needs at least 2 nodes with the postgres role");
@@ -212,7 +216,11 @@ function checkCluster(fail: Fail, config: ClusterConfig): void {
   }
 
   if (!versions.etcdSha256[instances.architecture]) {
-    fail(`versions.etcdSha256.${instances.architecture}`, undefined, `needs the SHA-256 of etcd-v${versions.etcd}-linux-${instances.architecture}.tar.gz (instances.architecture is ${instances.architecture})`);
+    fail(
+      `versions.etcdSha256.${instances.architecture}`,
+      undefined,
+      `needs the SHA-256 of etcd-v${versions.etcd}-linux-${instances.architecture}.tar.gz (instances.architecture is ${instances.architecture})`,
+    );
   }
   for (const region of Object.keys(instances.amiOverrides)) {
     if (!seenAwsRegions.has(region)) fail(`instances.amiOverrides.${region}`, instances.amiOverrides[region], "names an AWS region this stack does not use");
@@ -237,7 +245,7 @@ export function instanceTypeArchitecture(instanceType: string): CpuArchitecture 
 function checkInstanceArchitectures(fail: Fail, config: ClusterConfig): void {
   const { architecture } = config.instances;
   const reported = new Set<string>();
-  config.regions.forEach((region, r) =>
+  config.regions.forEach((region, r) => {
     region.nodes.forEach((node, n) => {
       const byRole = node.roles.includes("postgres") || node.roles.includes("etcd") ? "postgresType" : "haproxyType";
       const key = node.instanceType === undefined ? `instances.${byRole}` : `regions[${r}].nodes[${n}].instanceType`;
@@ -246,9 +254,13 @@ function checkInstanceArchitectures(fail: Fail, config: ClusterConfig): void {
       if (typeArchitecture === architecture || reported.has(key)) return;
       reported.add(key);
       const fix = architecture === "arm64" ? "a Graviton type such as m7g.large" : "an x86 type such as m6i.large";
-      fail(key, instanceType, `is an ${typeArchitecture} instance type but instances.architecture is ${architecture} (AMI and etcd archive follow it); use ${fix} or set instances.architecture to ${typeArchitecture}`);
-    }),
-  );
+      fail(
+        key,
+        instanceType,
+        `is an ${typeArchitecture} instance type but instances.architecture is ${architecture} (AMI and etcd archive follow it); use ${fix} or set instances.architecture to ${typeArchitecture}`,
+      );
+    });
+  });
 }
 
 /** Splits `seoul-tokyo` into two known region names, whatever dashes the names hold. */
@@ -273,6 +285,8 @@ export function missingRttPairs(config: ClusterConfig): string[] {
     }),
   );
   const missing: string[] = [];
-  etcdRegions.forEach((a, i) => etcdRegions.slice(i + 1).forEach((b) => given.has(`${a}|${b}`) || missing.push(`${a}-${b}`)));
+  etcdRegions.forEach((a, i) => {
+    etcdRegions.slice(i + 1).forEach((b) => given.has(`${a}|${b}`) || missing.push(`${a}-${b}`));
+  });
   return missing;
 }

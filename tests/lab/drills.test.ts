@@ -25,10 +25,10 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { after, describe, test } from "node:test";
 import { clearEnvCache } from "../../checks/cluster";
-import { DRILLS, prepareDrills, restoreBaseline, summarise, type DrillOutcome, type DrillSummary } from "../../lab/drills";
+import { DRILLS, prepareDrills, summarise, type DrillOutcome, type DrillSummary } from "../../lab/drills";
 import { DEFAULT_STATE_DIR } from "../../lab/layout";
 import { labContext, labDown, labUp, preflight, type LabContext } from "../../lab/lab";
-import { DRILL_COLUMNS, drillContext, summaryTable, waitHealthy } from "../../lab/runner";
+import { DRILL_COLUMNS, drillContext, outcomeRow, runDrill, summaryTable, waitHealthy } from "../../lab/runner";
 import { LiveTable } from "../../lab/table";
 import type { Verification } from "../../checks/readiness";
 import { verifyCluster } from "../../lab/verify";
@@ -66,7 +66,11 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 19 * 60_000 }, 
     // Filtered so that `up` never ran: no lab of ours, no report to write (another run's lab and report stay untouched).
     if (!upStarted && !preflightError) return;
     const report = {
-      ok: summaries.length === DRILLS.length && summaries.every((s) => s.ok) && !!verification?.ok && (!WAN || (!!wanProof?.ok && !!wanMeasurements?.commitLatency.ok && !!wanMeasurements?.etcd.ok)),
+      ok:
+        summaries.length === DRILLS.length &&
+        summaries.every((s) => s.ok) &&
+        verification?.ok === true &&
+        (!WAN || (wanProof?.ok === true && wanMeasurements?.commitLatency.ok === true && wanMeasurements.etcd.ok)),
       network: WAN ? "wan" : "lan",
       wan: WAN ? { spec: lab ? readWanSpec(lab.layout) : undefined, proof: wanProof, measurements: wanMeasurements } : undefined,
       at: new Date().toISOString(),
@@ -99,7 +103,10 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 19 * 60_000 }, 
       assert.ok(Number.isInteger(REPEAT) && REPEAT >= 1, `PGHA_LAB_REPEAT must be a positive integer, got ${process.env.PGHA_LAB_REPEAT}`);
       if (wanError) throw wanError;
       assert.ok(Number.isFinite(STEADY_SECONDS) && STEADY_SECONDS >= 10, `PGHA_LAB_WAN_STEADY_SECONDS must be a number >= 10, got ${process.env.PGHA_LAB_WAN_STEADY_SECONDS}`);
-      assert.ok(Number.isInteger(PGBENCH_SECONDS) && PGBENCH_SECONDS >= 1, `PGHA_LAB_WAN_PGBENCH_SECONDS must be a positive integer, got ${process.env.PGHA_LAB_WAN_PGBENCH_SECONDS}`);
+      assert.ok(
+        Number.isInteger(PGBENCH_SECONDS) && PGBENCH_SECONDS >= 1,
+        `PGHA_LAB_WAN_PGBENCH_SECONDS must be a positive integer, got ${process.env.PGHA_LAB_WAN_PGBENCH_SECONDS}`,
+      );
       await preflight();
     } catch (error) {
       preflightError = error as Error;
@@ -134,7 +141,10 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 19 * 60_000 }, 
     assert.ok(topology.leader && topology.syncStandby, "a leader and a sync standby");
     assert.equal(topology.replicas.length, current.plan.nodes.filter((n) => n.roles.has("postgres")).length - 2);
     for (const id of ["tls: etcd", "tls: patroni", "tls: postgres"]) {
-      assert.ok(verification.checks.some((c) => c.id.startsWith(id)), `TLS probes for ${id} ran`);
+      assert.ok(
+        verification.checks.some((c) => c.id.startsWith(id)),
+        `TLS probes for ${id} ran`,
+      );
     }
   });
 
@@ -143,8 +153,13 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 19 * 60_000 }, 
     // The commands people type (lab/README.md), run as they would be; they take no lab lock, which this file holds.
     const npm = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
       new Promise((resolve) => {
-        execFile("npm", ["run", "lab", "--", ...args], { cwd: path.join(__dirname, "..", ".."), env: { ...process.env, PGHA_LAB_DIR: STATE_DIR }, timeout: 50_000 }, (error, stdout, stderr) =>
-          resolve({ code: error ? (typeof error.code === "number" ? error.code : -1) : 0, stdout, stderr }),
+        execFile(
+          "npm",
+          ["run", "lab", "--", ...args],
+          { cwd: path.join(__dirname, "..", ".."), env: { ...process.env, PGHA_LAB_DIR: STATE_DIR }, timeout: 50_000 },
+          (error, stdout, stderr) => {
+            resolve({ code: error ? (typeof error.code === "number" ? error.code : -1) : 0, stdout, stderr });
+          },
         );
       });
     const [list, logs, psql] = await Promise.all([
@@ -164,53 +179,57 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 19 * 60_000 }, 
   });
 
   if (WAN) {
-    test("wan proof: ping and TCP RTT between every pair of regions = configured (never below, ≤ 3 ms + 5 % above), < 3 ms inside a region; the partition switch cuts and heals", { timeout: 3 * 60_000 }, async () => {
-      const current = requireLab();
-      wanProof = await proveWan(current.plan, current.layout, current.transport, { log });
-      log(`\n${proofTable(wanProof)}`);
-      const failed = [...wanProof.rows.filter((r) => !r.ok).map((r) => `${r.kind} ${r.from} → ${r.to}: median ${r.rtt.medianMs} ms, configured ${r.expectedMs} ms`), ...wanProof.partition.filter((p) => !p.ok).map((p) => `partition ${p.pair}: ${p.repliesWhileCut} replies while cut, ${p.repliesAfterHeal}/3 after heal`)];
-      assert.deepEqual(failed, [], `WAN proof failed:\n${failed.join("\n")}`);
-      assert.equal(wanProof.delayLine?.stats.overflow ?? 0, 0, "the delay line overflowed");
-    });
+    test(
+      "wan proof: ping and TCP RTT between every pair of regions = configured (never below, ≤ 3 ms + 5 % above), < 3 ms inside a region; the partition switch cuts and heals",
+      { timeout: 3 * 60_000 },
+      async () => {
+        const current = requireLab();
+        wanProof = await proveWan(current.plan, current.layout, current.transport, { log });
+        log(`\n${proofTable(wanProof)}`);
+        const failed = [
+          ...wanProof.rows.filter((r) => !r.ok).map((r) => `${r.kind} ${r.from} → ${r.to}: median ${r.rtt.medianMs} ms, configured ${r.expectedMs} ms`),
+          ...wanProof.partition.filter((p) => !p.ok).map((p) => `partition ${p.pair}: ${p.repliesWhileCut} replies while cut, ${p.repliesAfterHeal}/3 after heal`),
+        ];
+        assert.deepEqual(failed, [], `WAN proof failed:\n${failed.join("\n")}`);
+        assert.equal(wanProof.delayLine?.stats.overflow ?? 0, 0, "the delay line overflowed");
+      },
+    );
 
-    test(`wan measurements: commits wait at least the sync standby's RTT, sync vs async at 1/8/32 clients, no etcd leader change over ${STEADY_SECONDS} s of writes`, { timeout: (STEADY_SECONDS + 12 * PGBENCH_SECONDS + 240) * 1000 }, async () => {
-      const current = requireLab();
-      clearEnvCache();
-      wanMeasurements = await measureWan(current, { steadySeconds: STEADY_SECONDS, pgbenchSeconds: PGBENCH_SECONDS, progress: log });
-      log(`\n${measurementsMarkdown(wanMeasurements)}`);
-      const c = wanMeasurements.commitLatency;
-      // Correctness: a synchronous commit waits at least the round trip to the sync standby. How close it
-      // came to the model (RTT + the client's path) is a figure in the log, not an assertion.
-      assert.ok(c.ok, `single-client commit latency median ${c.commit.latency.medianMs} ms, below the primary → sync standby RTT ${c.primaryToSyncPing.medianMs} ms`);
-      assert.deepEqual(wanMeasurements.etcd.problems, [], `etcd/Patroni not stable under load: ${wanMeasurements.etcd.problems.join("; ")}`);
-    });
+    test(
+      `wan measurements: commits wait at least the sync standby's RTT, sync vs async at 1/8/32 clients, no etcd leader change over ${STEADY_SECONDS} s of writes`,
+      { timeout: (STEADY_SECONDS + 12 * PGBENCH_SECONDS + 240) * 1000 },
+      async () => {
+        const current = requireLab();
+        clearEnvCache();
+        wanMeasurements = await measureWan(current, { steadySeconds: STEADY_SECONDS, pgbenchSeconds: PGBENCH_SECONDS, progress: log });
+        log(`\n${measurementsMarkdown(wanMeasurements)}`);
+        const c = wanMeasurements.commitLatency;
+        // Correctness: a synchronous commit waits at least the round trip to the sync standby. How close it
+        // came to the model (RTT + the client's path) is a figure in the log, not an assertion.
+        assert.ok(c.ok, `single-client commit latency median ${c.commit.latency.medianMs} ms, below the primary → sync standby RTT ${c.primaryToSyncPing.medianMs} ms`);
+        assert.deepEqual(wanMeasurements.etcd.problems, [], `etcd/Patroni not stable under load: ${wanMeasurements.etcd.problems.join("; ")}`);
+      },
+    );
   }
 
   for (const [index, drill] of DRILLS.entries()) {
     test(`drill ${index + 1}: ${drill.title}`, { timeout: 4 * 60_000 * REPEAT }, async () => {
       const current = requireLab();
       let row = -1;
-      const ctx = drillContext(current, (phase) => table.update(row, { state: phase }), path.join(STATE_DIR, "drills.log"));
+      const ctx = drillContext(
+        current,
+        (phase) => {
+          table.update(row, { state: phase });
+        },
+        path.join(STATE_DIR, "drills.log"),
+      );
       if (index === 0) await prepareDrills(ctx);
       const outcomes: DrillOutcome[] = [];
       for (let rep = 1; rep <= REPEAT; rep++) {
         row = table.add({ n: String(index + 1), drill: drill.id, rep: String(rep), state: "starting" });
-        let result: DrillOutcome;
-        try {
-          result = await drill.run(ctx, rep);
-        } catch (error) {
-          result = { drill: drill.id, repetition: rep, ok: false, problems: [(error as Error).message], rpoMissing: 0, splitBrainAcks: 0, acked: 0, unknownOutcome: 0, unsafeAcks: 0, maxGapAfterSeconds: 0, details: {} };
-          await restoreBaseline(ctx).catch((e: Error) => result.problems.push(`restore failed: ${e.message}`));
-        }
+        const result = await runDrill(drill, ctx, rep);
         outcomes.push(result);
-        table.update(row, {
-          state: result.ok ? "ok" : `FAIL: ${result.problems.join("; ")}`,
-          rto: result.rtoSeconds?.toFixed(2) ?? "-",
-          rpo: String(result.rpoMissing),
-          split: String(result.splitBrainAcks),
-          primary: result.oldPrimary ? `${result.oldPrimary}→${result.newPrimary ?? "?"}` : "",
-          restore: result.restoreSeconds?.toFixed(1) ?? "-",
-        });
+        table.update(row, outcomeRow(result));
       }
       const summary = summarise(drill, outcomes);
       summaries.push(summary);

@@ -134,7 +134,10 @@ describe("documentation links", () => {
   });
 
   test("a broken file or anchor is found (control)", () => {
-    const links = relativeLinks("docs/x.md", "[ok](../README.md) [gone](missing.md) `[code](missing.md)` [web](https://example.com)\n```\n[fenced](missing.md)\n```\n[bad anchor](../README.md#no-such-heading)\n");
+    const links = relativeLinks(
+      "docs/x.md",
+      "[ok](../README.md) [gone](missing.md) `[code](missing.md)` [web](https://example.com)\n```\n[fenced](missing.md)\n```\n[bad anchor](../README.md#no-such-heading)\n",
+    );
     assert.deepEqual(
       links.map((l) => l.target),
       ["../README.md", "missing.md", "../README.md#no-such-heading"],

@@ -26,7 +26,9 @@ const ROOT = path.join(__dirname, "..", "..");
 const CLI = path.join(ROOT, "lab", "cli.ts");
 const plan = labPlan();
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pgha-lab-cli-"));
-after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+after(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
 
 /** Only readFile is asked for (etcdctl's environment file); anything else is a test bug. */
 function fakeTransport(files: Record<string, string>): NodeTransport {
@@ -122,7 +124,14 @@ describe("logs: where a unit's logs are", () => {
     const logs = unitLogs(host, fakeTransport({}));
     assert.deepEqual(await logs.units(), ["etcd.service", "patroni.service", "pgha-path-mtu.service"]);
     assert.deepEqual(logs.command(["patroni.service"], { lines: 50, follow: false }), { on: "host", argv: ["tail", "-n", "50", serviceLog(host, "patroni.service")] });
-    assert.deepEqual(logs.command(["etcd.service", "patroni.service"], { lines: 10, follow: true }).argv, ["tail", "-n", "10", "-F", serviceLog(host, "etcd.service"), serviceLog(host, "patroni.service")]);
+    assert.deepEqual(logs.command(["etcd.service", "patroni.service"], { lines: 10, follow: true }).argv, [
+      "tail",
+      "-n",
+      "10",
+      "-F",
+      serviceLog(host, "etcd.service"),
+      serviceLog(host, "patroni.service"),
+    ]);
   });
 
   it("under systemd: journalctl -u UNIT on the node", () => {
@@ -156,10 +165,15 @@ describe("the CLI (child process, empty state dir)", { timeout: 120_000 }, () =>
 
   function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     return new Promise((resolve) => {
-      execFile(process.execPath, ["--import", "tsx", CLI, "--state-dir", stateDir, ...args], { cwd: ROOT, env: { ...process.env, PGHA_LAB_DIR: stateDir }, timeout: 90_000 }, (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      });
+      execFile(
+        process.execPath,
+        ["--import", "tsx", CLI, "--state-dir", stateDir, ...args],
+        { cwd: ROOT, env: { ...process.env, PGHA_LAB_DIR: stateDir }, timeout: 90_000 },
+        (error, stdout, stderr) => {
+          const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
+          resolve({ code, stdout, stderr });
+        },
+      );
     });
   }
 

@@ -53,7 +53,7 @@ function run(file: string, args: string[], cwd: string): string {
     return execFileSync(file, args, { cwd, env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   } catch (error) {
     const failed = error as { stdout?: string; stderr?: string; message: string };
-    throw new Error(`${[file, ...args].join(" ")} failed:\n${failed.stdout ?? ""}${failed.stderr ?? failed.message}`);
+    throw new Error(`${[file, ...args].join(" ")} failed:\n${failed.stdout ?? ""}${failed.stderr ?? failed.message}`, { cause: error });
   }
 }
 
@@ -137,7 +137,8 @@ describe(`the ${PACKAGE} package, consumed by examples/basic`, () => {
   });
 
   it("ships the compiled library, its declarations and the files it reads at run time, and not the program", () => {
-    for (const file of ["package.json", "dist/library.js", "dist/library.d.ts", "dist/components/cluster.d.ts", "dist/ops/readiness.js"]) assert.ok(packed.includes(file), `${file} is not in the tarball`);
+    for (const file of ["package.json", "dist/library.js", "dist/library.d.ts", "dist/components/cluster.d.ts", "dist/ops/readiness.js"])
+      assert.ok(packed.includes(file), `${file} is not in the tarball`);
     for (const dir of ["cloud-init/scripts", "cloud-init/keys"]) {
       for (const name of readdirSync(join(ROOT, dir))) assert.ok(packed.includes(`dist/${dir}/${name}`), `dist/${dir}/${name} is not in the tarball`);
     }
@@ -188,7 +189,12 @@ describe(`the ${PACKAGE} package, consumed by examples/basic`, () => {
       Object.entries(stackFile(join(consumer, "Pulumi.dev.yaml"))).map(([key, value]) => [key, typeof value === "string" ? value : JSON.stringify(value)]),
     );
     writeFileSync(join(consumer, "mock-run.ts"), MOCK_RUN_SCRIPT);
-    const out = JSON.parse(run(process.execPath, ["--import", "tsx", join(consumer, "mock-run.ts"), JSON.stringify(config)], consumer)) as { writers: string[]; types: string[]; gateCommand?: string; gateEnvironment?: Record<string, string> };
+    const out = JSON.parse(run(process.execPath, ["--import", "tsx", join(consumer, "mock-run.ts"), JSON.stringify(config)], consumer)) as {
+      writers: string[];
+      types: string[];
+      gateCommand?: string;
+      gateEnvironment?: Record<string, string>;
+    };
     assert.deepEqual(out.writers, ["10.1.0.20:5000", "10.2.0.20:5000", "10.3.0.20:5000"]);
     assert.equal(out.types.filter((type) => type === "aws:ec2/instance:Instance").length, 6);
     assert.ok(out.types.includes(`${TYPE_PREFIX}:PgHaCluster`), "no PgHaCluster registered");
@@ -198,7 +204,12 @@ describe(`the ${PACKAGE} package, consumed by examples/basic`, () => {
     assert.match(gate, new RegExp(`^node node_modules/${PACKAGE}/dist/ops/readiness\\.js gate --stack `), gate);
     // Run for real from the consumer's directory, as the Command provider runs it: the script loads and
     // parses its arguments; PGHA_SKIP_READINESS=1 stops it before AWS.
-    const skipped = spawnSync("/bin/sh", ["-c", gate], { cwd: consumer, encoding: "utf8", env: { ...process.env, ...out.gateEnvironment, PGHA_SKIP_READINESS: "1" }, timeout: 60_000 });
+    const skipped = spawnSync("/bin/sh", ["-c", gate], {
+      cwd: consumer,
+      encoding: "utf8",
+      env: { ...process.env, ...out.gateEnvironment, PGHA_SKIP_READINESS: "1" },
+      timeout: 60_000,
+    });
     assert.equal(skipped.status, 0, skipped.stderr);
     assert.match(skipped.stdout, /\[pgha gate\] SKIPPED: PGHA_SKIP_READINESS=1/);
   });

@@ -37,7 +37,7 @@ function configErrorOf(input: unknown): ConfigError {
     caught = error;
   }
   assert.ok(caught !== undefined, "expected buildClusterPlan to reject the input, but it built a plan");
-  assert.ok(caught instanceof ConfigError, `expected a ConfigError, got ${String(caught)}`);
+  assert.ok(caught instanceof ConfigError, `expected a ConfigError, got ${caught instanceof Error ? caught.message : JSON.stringify(caught)}`);
   return caught;
 }
 
@@ -167,7 +167,10 @@ describe("defaults reproduce the reference layout", () => {
   });
 
   test("postgres+etcd nodes get etcd, Patroni and PostgreSQL certificates", () => {
-    const kinds = plan.certificates.filter((c) => c.node === "pg-tokyo-1").map((c) => c.kind).sort();
+    const kinds = plan.certificates
+      .filter((c) => c.node === "pg-tokyo-1")
+      .map((c) => c.kind)
+      .sort();
     assert.deepEqual(kinds, ["etcd-client", "etcd-member", "patroni-rest", "postgres-server"]);
   });
 
@@ -242,7 +245,9 @@ describe("instance type architecture", () => {
     ["a1.large", "arm64"],
   ];
   for (const [instanceType, architecture] of table) {
-    test(`${instanceType} is ${architecture}`, () => assert.equal(instanceTypeArchitecture(instanceType), architecture));
+    test(`${instanceType} is ${architecture}`, () => {
+      assert.equal(instanceTypeArchitecture(instanceType), architecture);
+    });
   }
 
   test("an arm64 stack with Graviton types for both roles builds", () => {
@@ -302,15 +307,13 @@ describe("rejections", () => {
       value: "10.1.1.20",
       rule: /is in none of the region's subnets \(10\.1\.0\.0\/24\)/,
     },
-    ...["10.1.0.0", "10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.255"].map(
-      (ip): Case => ({
-        name: `AWS-reserved address ${ip}`,
-        input: { regions: regionsWith((r) => (r[0].nodes[1].privateIp = ip)) },
-        key: "regions[0].nodes[1].privateIp",
-        value: ip,
-        rule: /is reserved by AWS in subnet 10\.1\.0\.0\/24/,
-      }),
-    ),
+    ...["10.1.0.0", "10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.255"].map((ip): Case => ({
+      name: `AWS-reserved address ${ip}`,
+      input: { regions: regionsWith((r) => (r[0].nodes[1].privateIp = ip)) },
+      key: "regions[0].nodes[1].privateIp",
+      value: ip,
+      rule: /is reserved by AWS in subnet 10\.1\.0\.0\/24/,
+    })),
     {
       name: "duplicate node name across regions",
       input: { regions: regionsWith((r) => (r[1].nodes[1].name = "haproxy-1")) },
@@ -581,15 +584,13 @@ describe("rejections", () => {
       ["a trailing slash", "arn:aws:iam::123456789012:policy/boundaries/"],
       ["an empty string", ""],
       ["a number", 123456789012],
-    ].map(
-      ([what, value]): Case => ({
-        name: `permissions boundary: ${what}`,
-        input: { iam: { nodePermissionsBoundaryArn: value } },
-        key: "iam.nodePermissionsBoundaryArn",
-        value,
-        rule: /^must be an IAM managed policy ARN arn:<partition>:iam::<12-digit account>:policy\/<path\/name>$/,
-      }),
-    ),
+    ].map(([what, value]): Case => ({
+      name: `permissions boundary: ${what}`,
+      input: { iam: { nodePermissionsBoundaryArn: value } },
+      key: "iam.nodePermissionsBoundaryArn",
+      value,
+      rule: /^must be an IAM managed policy ARN arn:<partition>:iam::<12-digit account>:policy\/<path\/name>$/,
+    })),
     {
       name: "an unknown key under iam",
       input: { iam: { permissionsBoundary: "arn:aws:iam::123456789012:policy/b" } },
@@ -649,7 +650,10 @@ describe("the node roles' permissions boundary (pgha:iam.nodePermissionsBoundary
       configErrorOf({ iam: { nodePermissionsBoundaryArn: "arn:aws:iam::ACCOUNT_ID:policy/pgha-ephemeral-node-boundary" } }).message,
       'pgha:iam.nodePermissionsBoundaryArn = "arn:aws:iam::ACCOUNT_ID:policy/pgha-ephemeral-node-boundary": must be an IAM managed policy ARN arn:<partition>:iam::<12-digit account>:policy/<path/name>',
     );
-    assert.equal(configErrorOf({ iam: "arn:aws:iam::123456789012:policy/b" }).message, 'pgha:iam = "arn:aws:iam::123456789012:policy/b": must be an object such as {nodePermissionsBoundaryArn: ...}');
+    assert.equal(
+      configErrorOf({ iam: "arn:aws:iam::123456789012:policy/b" }).message,
+      'pgha:iam = "arn:aws:iam::123456789012:policy/b": must be an object such as {nodePermissionsBoundaryArn: ...}',
+    );
   });
 });
 
@@ -658,8 +662,14 @@ describe("several mistakes at once", () => {
     const error = configErrorOf({ patroni: { ttl: 19 }, haproxy: { primaryPort: 5432 } });
     const lines = error.message.split("\n");
     assert.equal(lines.length, 2, error.message);
-    assert.ok(lines.some((l) => l.startsWith("pgha:patroni.ttl = 19: ")), error.message);
-    assert.ok(lines.some((l) => l.startsWith("pgha:haproxy.primaryPort = 5432: ")), error.message);
+    assert.ok(
+      lines.some((l) => l.startsWith("pgha:patroni.ttl = 19: ")),
+      error.message,
+    );
+    assert.ok(
+      lines.some((l) => l.startsWith("pgha:haproxy.primaryPort = 5432: ")),
+      error.message,
+    );
   });
 
   test("a typo'd key and a wrong type in different sections are both reported", () => {

@@ -38,7 +38,9 @@ import { iamName } from "../../components/naming";
 const ROOT = join(__dirname, "..", "..");
 const WORKFLOW_DIR = join(ROOT, ".github", "workflows");
 const ACTION_FILE = join(ROOT, ".github", "actions", "prepare", "action.yml");
-const workflowFiles = readdirSync(WORKFLOW_DIR).filter((f) => /\.ya?ml$/.test(f)).sort();
+const workflowFiles = readdirSync(WORKFLOW_DIR)
+  .filter((f) => /\.ya?ml$/.test(f))
+  .sort();
 const text = (file: string) => readFileSync(file, "utf8");
 const workflows = Object.fromEntries(workflowFiles.map((f) => [f, load(text(join(WORKFLOW_DIR, f))) as any]));
 const action = load(text(ACTION_FILE)) as any;
@@ -49,27 +51,40 @@ const allDeps = (pkg: any): Record<string, string> => ({ ...pkg.dependencies, ..
 type Step = Record<string, any>;
 const jobsOf = (workflow: any): [string, any][] => Object.entries(workflow.jobs ?? {});
 const stepsOf = (job: any): Step[] => job.steps ?? [];
-const PULUMI_ACTION = /^pulumi\/actions@/;
-const pulumiSteps = (job: any) => stepsOf(job).filter((s) => PULUMI_ACTION.test(s.uses ?? "") && s.with?.command);
+const pulumiSteps = (job: any) => stepsOf(job).filter((s) => (s.uses ?? "").startsWith("pulumi/actions@") && s.with?.command);
 const usesAwsCredentials = (job: any) =>
-  stepsOf(job).some((s) => /^aws-actions\/configure-aws-credentials@/.test(s.uses ?? "") || s.uses === "./.github/actions/prepare");
+  stepsOf(job).some((s) => {
+    const uses = String(s.uses ?? "");
+    return uses.startsWith("aws-actions/configure-aws-credentials@") || uses === "./.github/actions/prepare";
+  });
 
 /** The composite action's steps as a reusable workflow, so actionlint checks them with its inputs in scope. */
 function compositeAsWorkflow(): string {
-  const inputs = Object.fromEntries(Object.entries(action.inputs ?? {}).map(([name, spec]: [string, any]) => [name, { type: "string", required: spec.required === true, ...(spec.default !== undefined ? { default: spec.default } : {}) }]));
+  const inputs = Object.fromEntries(
+    Object.entries(action.inputs ?? {}).map(([name, spec]: [string, any]) => [
+      name,
+      { type: "string", required: spec.required === true, ...(spec.default !== undefined ? { default: spec.default } : {}) },
+    ]),
+  );
   const steps = (action.runs.steps as Step[]).map((step) => {
     const { shell: _shell, ...rest } = step;
     return rest;
   });
   const { dump } = require("js-yaml") as typeof import("js-yaml");
-  return dump({ name: "composite", on: { workflow_call: { inputs } }, permissions: { contents: "read", "id-token": "write" }, jobs: { composite: { "runs-on": "ubuntu-24.04", steps } } }, { lineWidth: -1 });
+  return dump(
+    { name: "composite", on: { workflow_call: { inputs } }, permissions: { contents: "read", "id-token": "write" }, jobs: { composite: { "runs-on": "ubuntu-24.04", steps } } },
+    { lineWidth: -1 },
+  );
 }
 
 describe("actionlint", () => {
   for (const file of workflowFiles) {
     it(`${file}: no findings`, async () => {
       const findings = await runLint(text(join(WORKFLOW_DIR, file)), `.github/workflows/${file}`);
-      assert.deepEqual(findings.map((f) => `${f.line}:${f.column} ${f.message} [${f.kind}]`), []);
+      assert.deepEqual(
+        findings.map((f) => `${f.line}:${f.column} ${f.message} [${f.kind}]`),
+        [],
+      );
     });
   }
 
@@ -77,7 +92,10 @@ describe("actionlint", () => {
     assert.equal(action.runs.using, "composite");
     for (const step of action.runs.steps as Step[]) if (step.run) assert.equal(step.shell, "bash", "composite run steps need a shell");
     const findings = await runLint(compositeAsWorkflow(), ".github/workflows/composite-prepare.yml");
-    assert.deepEqual(findings.map((f) => `${f.line}:${f.column} ${f.message} [${f.kind}]`), []);
+    assert.deepEqual(
+      findings.map((f) => `${f.line}:${f.column} ${f.message} [${f.kind}]`),
+      [],
+    );
   });
 
   it("control: a broken workflow is caught (script injection, unknown job, bad event)", async () => {
@@ -86,9 +104,18 @@ describe("actionlint", () => {
       .replace("types: [opened,", "types: [openned,")
       .replace("  destroy:\n", "  destroy:\n    needs: nonexistent\n");
     const kinds = (await runLint(broken, ".github/workflows/ephemeral.yml")).map((f) => f.message);
-    assert.ok(kinds.some((m) => /potentially untrusted/.test(m)), kinds.join("\n"));
-    assert.ok(kinds.some((m) => /openned/.test(m)), kinds.join("\n"));
-    assert.ok(kinds.some((m) => /nonexistent/.test(m)), kinds.join("\n"));
+    assert.ok(
+      kinds.some((m) => m.includes("potentially untrusted")),
+      kinds.join("\n"),
+    );
+    assert.ok(
+      kinds.some((m) => m.includes("openned")),
+      kinds.join("\n"),
+    );
+    assert.ok(
+      kinds.some((m) => m.includes("nonexistent")),
+      kinds.join("\n"),
+    );
   });
 });
 
@@ -99,7 +126,9 @@ describe("shellcheck on run: scripts", () => {
   }
   (action.runs.steps as Step[]).forEach((step, i) => step.run && scripts.push({ where: `prepare action step ${i + 1}`, script: step.run }));
   // `npm run setup` installs shellcheck; a missing one fails the run rather than skipping it.
-  const requireShellcheck = (): void => assert.equal(spawnSync("shellcheck", ["--version"]).status, 0, "shellcheck is not installed: run `sudo npm run setup`");
+  const requireShellcheck = (): void => {
+    assert.equal(spawnSync("shellcheck", ["--version"]).status, 0, "shellcheck is not installed: run `sudo npm run setup`");
+  };
 
   it("every script passes shellcheck (bash, as GitHub runs it)", () => {
     requireShellcheck();
@@ -114,7 +143,7 @@ describe("shellcheck on run: scripts", () => {
 
   it("control: shellcheck flags an unquoted expansion", () => {
     requireShellcheck();
-    const result = spawnSync("shellcheck", ["--norc", "--shell=bash", "-"], { input: 'rm -rf $DIR/tmp\n', encoding: "utf8" });
+    const result = spawnSync("shellcheck", ["--norc", "--shell=bash", "-"], { input: "rm -rf $DIR/tmp\n", encoding: "utf8" });
     assert.notEqual(result.status, 0);
   });
 });
@@ -169,7 +198,7 @@ describe("pinning and credentials", () => {
   it("checks code out without persisting the token", () => {
     for (const [file, workflow] of Object.entries(workflows)) {
       for (const [name, job] of jobsOf(workflow)) {
-        for (const step of stepsOf(job).filter((s) => /^actions\/checkout@/.test(s.uses ?? ""))) assert.equal(step.with?.["persist-credentials"], false, `${file} ${name}`);
+        for (const step of stepsOf(job).filter((s) => (s.uses ?? "").startsWith("actions/checkout@"))) assert.equal(step.with?.["persist-credentials"], false, `${file} ${name}`);
       }
     }
   });
@@ -182,7 +211,9 @@ describe("what each workflow does", () => {
 
   it("runs the project's tests (.ci/run as root) from one reusable workflow, on pull requests and before deploying main", () => {
     assert.ok(workflows["tests.yml"].on.workflow_call !== undefined);
-    const runs = stepsOf(workflows["tests.yml"].jobs.test).map((s) => s.run ?? "").join("\n");
+    const runs = stepsOf(workflows["tests.yml"].jobs.test)
+      .map((s) => s.run ?? "")
+      .join("\n");
     assert.match(runs, /bash \.ci\/run/);
     assert.match(runs, /apt-get install .*shellcheck/);
     assert.equal(pr.jobs.test.uses, "./.github/workflows/tests.yml");
@@ -317,7 +348,17 @@ describe("what each workflow does", () => {
 
 describe("ephemeral stack names and files", () => {
   it("sanitises branch names into the plan's stack-name rule, deterministically", () => {
-    const cases = ["feature/login-page", "Feature/Login_Page", "fix-a", "fix/a", "dependabot/npm_and_yarn/@pulumi/aws-7.48.0", "한글-브랜치", "---", "a".repeat(200), "release/2026.01"];
+    const cases = [
+      "feature/login-page",
+      "Feature/Login_Page",
+      "fix-a",
+      "fix/a",
+      "dependabot/npm_and_yarn/@pulumi/aws-7.48.0",
+      "한글-브랜치",
+      "---",
+      "a".repeat(200),
+      "release/2026.01",
+    ];
     const names = cases.map(ephemeralStackName);
     for (const [i, name] of names.entries()) {
       assert.match(name, STACK_NAME_RULE, cases[i]);
@@ -336,7 +377,11 @@ describe("ephemeral stack names and files", () => {
     const template = text(join(ROOT, TEMPLATE_FILE));
     const rendered = load(renderStackFile(template)) as { config: Record<string, unknown> };
     assert.deepEqual(rendered.config, (load(template) as any).config);
-    const input = Object.fromEntries(Object.entries(rendered.config).filter(([k]) => k.startsWith("pgha:")).map(([k, v]) => [k.slice(5), v]));
+    const input = Object.fromEntries(
+      Object.entries(rendered.config)
+        .filter(([k]) => k.startsWith("pgha:"))
+        .map(([k, v]) => [k.slice(5), v]),
+    );
     const plan = buildClusterPlan(input, { stack: ephemeralStackName("feature/x") });
     assert.equal(plan.config.instances.protectDataVolumes, false);
   });
@@ -354,7 +399,11 @@ describe("ephemeral stack names and files", () => {
     assert.equal(tagValue("a\u0000b"), "a_b");
     const config = (load(renderStackFile(text(join(ROOT, TEMPLATE_FILE)), tags)) as any).config;
     assert.deepEqual(config["pgha:tags"], tags);
-    const input = Object.fromEntries(Object.entries(config).filter(([k]) => k.startsWith("pgha:")).map(([k, v]) => [k.slice(5), v]));
+    const input = Object.fromEntries(
+      Object.entries(config)
+        .filter(([k]) => k.startsWith("pgha:"))
+        .map(([k, v]) => [k.slice(5), v]),
+    );
     assert.deepEqual(buildClusterPlan(input, { stack: "pr-x-123456" }).config.tags, tags);
   });
 });
@@ -367,14 +416,22 @@ describe("the node roles' permissions boundary in ephemeral stacks", () => {
     assert.equal(NODE_BOUNDARY_POLICY, "pgha-ephemeral-node-boundary");
     assert.equal(nodeBoundaryArn(ROLE), BOUNDARY);
     assert.equal(nodeBoundaryArn("arn:aws-cn:iam::210987654321:role/ci/github-pgha-ephemeral"), "arn:aws-cn:iam::210987654321:policy/pgha-ephemeral-node-boundary");
-    for (const bad of ["", "github-pgha-ephemeral", "arn:aws:iam::ACCOUNT_ID:role/github-pgha-ephemeral", "arn:aws:sts::123456789012:assumed-role/github-pgha-ephemeral/s", "arn:aws:iam::123456789012:policy/x"]) {
+    for (const bad of [
+      "",
+      "github-pgha-ephemeral",
+      "arn:aws:iam::ACCOUNT_ID:role/github-pgha-ephemeral",
+      "arn:aws:sts::123456789012:assumed-role/github-pgha-ephemeral/s",
+      "arn:aws:iam::123456789012:policy/x",
+    ]) {
       assert.throws(() => nodeBoundaryArn(bad), /^Error: ephemeral-stack: EPHEMERAL_ROLE_ARN = .*: must be the ephemeral role's ARN/, bad);
     }
   });
 
   it("is the ARN the ephemeral role demands for CreateRole, PutRolePolicy and AttachRolePolicy (documents filled as the README's fill does)", () => {
     const filled = JSON.parse(text(join(ROOT, ".github", "aws", "permissions-ephemeral.json")).replaceAll("ACCOUNT_ID", "123456789012"));
-    const demanded = filled.Statement.filter((s: any) => s.Condition?.StringEquals?.["iam:PermissionsBoundary"]).map((s: any) => s.Condition.StringEquals["iam:PermissionsBoundary"]);
+    const demanded = filled.Statement.filter((s: any) => s.Condition?.StringEquals?.["iam:PermissionsBoundary"]).map(
+      (s: any) => s.Condition.StringEquals["iam:PermissionsBoundary"],
+    );
     assert.equal(demanded.length, 2);
     for (const arn of demanded) assert.equal(arn, nodeBoundaryArn(ROLE));
   });
@@ -383,7 +440,11 @@ describe("the node roles' permissions boundary in ephemeral stacks", () => {
     const config = (load(renderStackFile(text(join(ROOT, TEMPLATE_FILE)), { "pgha:ephemeral": "true" }, BOUNDARY)) as any).config;
     assert.deepEqual(config["pgha:iam"], { nodePermissionsBoundaryArn: BOUNDARY });
     assert.deepEqual(config["pgha:tags"], { "pgha:ephemeral": "true" });
-    const input = Object.fromEntries(Object.entries(config).filter(([k]) => k.startsWith("pgha:")).map(([k, v]) => [k.slice(5), v]));
+    const input = Object.fromEntries(
+      Object.entries(config)
+        .filter(([k]) => k.startsWith("pgha:"))
+        .map(([k, v]) => [k.slice(5), v]),
+    );
     assert.equal(buildClusterPlan(input, { stack: "pr-x-123456" }).config.iam.nodePermissionsBoundaryArn, BOUNDARY);
   });
 });
@@ -422,7 +483,9 @@ describe("AWS role documents (.github/aws)", () => {
       for (const statement of statements(file)) {
         for (const action of [statement.Action].flat()) assert.ok(!/^\*$|^[a-z0-9]+:\*$/.test(action), `${file}: ${action}`);
         const iam = [statement.Action].flat().filter((a: string) => a.startsWith("iam:") && a !== "iam:GetUser");
-        if (iam.length > 0) for (const resource of [statement.Resource].flat()) assert.match(resource, /^arn:aws:iam::ACCOUNT_ID:(role|instance-profile)\/pgha-(pr-)?\*$/, `${file} ${statement.Sid}`);
+        if (iam.length > 0)
+          for (const resource of [statement.Resource].flat())
+            assert.match(resource, /^arn:aws:iam::ACCOUNT_ID:(role|instance-profile)\/pgha-(pr-)?\*$/, `${file} ${statement.Sid}`);
       }
     }
     for (const file of ["permissions-deploy.json", "permissions-ephemeral.json"]) {
