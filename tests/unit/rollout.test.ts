@@ -326,16 +326,18 @@ class RecordingTransport implements NodeTransport {
   }
 }
 
-describe("applyWork: one step on one node", () => {
-  const access = (transport: NodeTransport): ClusterAccess => ({
-    plan,
-    transport,
-    client: "haproxy-1",
-    superuserPassword: "",
-    clientFiles: { caCert: "", foreignCert: "", foreignKey: "" },
-    isolated: new Set(),
-  });
+/** What the rollout needs of the cluster, over a fake transport (no client files, nothing isolated). */
+const access = (transport: NodeTransport, secretSource?: { args: string[] }): ClusterAccess => ({
+  plan,
+  transport,
+  client: "haproxy-1",
+  superuserPassword: "",
+  clientFiles: { caCert: "", foreignCert: "", foreignKey: "" },
+  isolated: new Set(),
+  secretSource,
+});
 
+describe("applyWork: one step on one node", () => {
   it("patroni.yml: written, then Patroni reloaded (SIGHUP); a pending restart through patronictl with the node's env file", async () => {
     const t = new RecordingTransport(true);
     await applyWork(access(t), { node: "pg-tokyo-1", files: [file(NODE_PATHS.patroniConfig)], secrets: [], pendingRestart: true }, () => undefined);
@@ -438,16 +440,6 @@ describe("node secrets: renewed certificates", () => {
     assert.throws(() => parseSecretFetchReport('{"wrote": 3}'), /not a pgha-fetch-secrets report/);
     assert.deepEqual(fetchSecretsArgv([], true), [NODE_PATHS.fetchSecrets, "--check"]);
     assert.deepEqual(fetchSecretsArgv(["--from-dir", "/p"], false), [NODE_PATHS.fetchSecrets, "--from-dir", "/p"]);
-  });
-
-  const access = (transport: NodeTransport, secretSource?: { args: string[] }): ClusterAccess => ({
-    plan,
-    transport,
-    client: "haproxy-1",
-    superuserPassword: "",
-    clientFiles: { caCert: "", foreignCert: "", foreignKey: "" },
-    isolated: new Set(),
-    secretSource,
   });
 
   it("on AWS the rollout always compares node secrets: each node reads SSM itself (no values, no --from-dir in the command)", () => {
