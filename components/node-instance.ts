@@ -1,7 +1,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { encodeUserData } from "../cloud-init/user-data";
-import type { ClusterPlan, CpuArchitecture, NodePlan } from "../plan";
+import { osProfile, type ClusterPlan, type NodePlan } from "../plan";
 import { stackTags } from "./naming";
 
 /**
@@ -9,22 +9,19 @@ import { stackTags } from "./naming";
  * settings every node gets, and how the AMI is found.
  */
 
-/** Canonical's public SSM parameter for the current Ubuntu 24.04 LTS gp3 AMI. */
-export function ubuntuAmiParameter(architecture: CpuArchitecture): string {
-  return `/aws/service/canonical/ubuntu/server/24.04/stable/current/${architecture}/hvm/ebs-gp3/ami-id`;
-}
-
 /**
  * The AMI for a region: `instances.amiOverrides[awsRegion]` when set, else
- * Canonical's current Ubuntu 24.04 LTS, looked up in that region through its
- * provider. The id changes whenever Canonical publishes an image; instances
- * ignore later changes (see {@link NODE_IGNORE_CHANGES}).
+ * the current image of `instances.os` (plan/os.ts: Canonical's Ubuntu 24.04
+ * LTS by default), looked up in that region through its provider from the
+ * OS's public SSM parameter. The id changes whenever the publisher releases
+ * an image; instances ignore later changes (see {@link NODE_IGNORE_CHANGES}).
  */
 export function regionAmi(plan: ClusterPlan, awsRegion: string, provider: aws.Provider, parent: pulumi.Resource): pulumi.Output<string> {
-  const override = plan.config.instances.amiOverrides[awsRegion];
+  const { amiOverrides, os, architecture } = plan.config.instances;
+  const override = amiOverrides[awsRegion];
   if (override) return pulumi.output(override);
   // `insecureValue`: an AMI id is not a secret, and `value` would mark every instance's ami as one.
-  return aws.ssm.getParameterOutput({ name: ubuntuAmiParameter(plan.config.instances.architecture) }, { provider, parent }).insecureValue;
+  return aws.ssm.getParameterOutput({ name: osProfile(os).amiParameter(architecture) }, { provider, parent }).insecureValue;
 }
 
 /** IMDSv2 only, and a hop limit of 1 so containers or forwarded traffic cannot reach the metadata service. */
@@ -70,7 +67,7 @@ export function launchIdentityChange(node: string, launched: LaunchIdentity | un
  *   instead: dynamic settings through Patroni's DCS (`patronictl
  *   edit-config`), the rest by replacing one node at a time
  *   (`pulumi up --replace <instance urn>`), which boots with the new user-data.
- * - `ami`: the Ubuntu lookup returns a new id every few weeks; new images
+ * - `ami`: the OS image lookup returns a new id every few weeks; new images
  *   reach a node only when it is replaced on purpose.
  */
 export const NODE_IGNORE_CHANGES = ["userDataBase64", "userData", "ami"];

@@ -7,6 +7,8 @@
  * them); objects are merged key by key.
  */
 
+import type { OsName } from "./os";
+
 /** Roles a node can carry. A node holds any non-empty set of them. */
 export type NodeRole = "postgres" | "etcd" | "haproxy";
 
@@ -61,6 +63,26 @@ export interface VersionsConfig {
 }
 
 export type CpuArchitecture = "amd64" | "arm64";
+
+/** An apt repository, written as one `deb` line in /etc/apt/sources.list.d/pgdg.list. */
+export interface AptRepositoryConfig {
+  /** http(s) URL of the repository. */
+  uri: string;
+  /** Suite; cloud-init replaces `$RELEASE` with the OS codename (noble, trixie). */
+  suite: string;
+  /** Components of the suite, e.g. `main`. */
+  components: string[];
+  /** Armoured OpenPGP public key the repository is signed with; unset, the PGDG key (cloud-init/keys/pgdg.asc). */
+  key?: string;
+}
+
+/** Where nodes get their software from. */
+export interface PackagesConfig {
+  /** The apt repository that provides PostgreSQL and Patroni (PGDG by default). */
+  repository: AptRepositoryConfig;
+  /** Base URL of the etcd release archives: `<url>/v<version>/etcd-v<version>-linux-<arch>.tar.gz`. */
+  etcdReleaseUrl: string;
+}
 
 export interface PatroniConfig {
   /** Patroni `scope`: the cluster name, the same on every member. */
@@ -133,7 +155,9 @@ export interface InstancesConfig {
   dataVolumeGiB: number;
   /** Pulumi `protect` on data volumes: on for real stacks, off for ephemeral ones. */
   protectDataVolumes: boolean;
-  /** Override the AMI per AWS region (default: Canonical's Ubuntu 24.04 LTS). */
+  /** Operating system of every node (plan/os.ts): its AMI, and the codename apt sources use. */
+  os: OsName;
+  /** Override the AMI per AWS region (default: the current image of `os`, from its public SSM parameter). */
   amiOverrides: Record<string, string>;
 }
 
@@ -150,6 +174,7 @@ export interface IamConfig {
 export interface ClusterConfig {
   regions: RegionConfig[];
   versions: VersionsConfig;
+  packages: PackagesConfig;
   patroni: PatroniConfig;
   etcd: EtcdConfig;
   haproxy: HaproxyConfig;
@@ -172,4 +197,16 @@ export type ClusterConfigInput = {
 };
 
 /** The keys a user may set under `pgha:`. */
-export const CONFIG_KEYS: readonly (keyof ClusterConfig)[] = ["regions", "versions", "patroni", "etcd", "haproxy", "access", "instances", "parameterPrefix", "tags", "iam"];
+export const CONFIG_KEYS: readonly (keyof ClusterConfig)[] = [
+  "regions",
+  "versions",
+  "packages",
+  "patroni",
+  "etcd",
+  "haproxy",
+  "access",
+  "instances",
+  "parameterPrefix",
+  "tags",
+  "iam",
+];

@@ -56,6 +56,13 @@ export const DEFAULT_CONFIG: ClusterConfig = {
       arm64: "95bf6918623a097c0385b96f139d90248614485e781ec9bee4768dbb6c79c53f",
     },
   },
+  packages: {
+    // PGDG: PostgreSQL 17 and Patroni 4.1 for the node's release ($RELEASE: cloud-init's codename, noble on
+    // Ubuntu 24.04). No key given: the PGDG key shipped in cloud-init/keys/pgdg.asc. The lab points this at its mirror.
+    repository: { uri: "https://apt.postgresql.org/pub/repos/apt", suite: "$RELEASE-pgdg", components: ["main"] },
+    // etcd's own release archives on GitHub, checked against versions.etcdSha256.
+    etcdReleaseUrl: "https://github.com/etcd-io/etcd/releases/download",
+  },
   patroni: {
     scope: "pg-multiregion",
     namespace: "/db/",
@@ -108,6 +115,8 @@ export const DEFAULT_CONFIG: ClusterConfig = {
     postgresType: "m6i.large",
     haproxyType: "t3.small",
     architecture: "amd64",
+    // Production's OS; the lab boots Debian 13 (plan/os.ts holds what differs).
+    os: "ubuntu-24.04",
     rootVolumeGiB: 20,
     dataVolumeGiB: 100,
     protectDataVolumes: true,

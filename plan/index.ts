@@ -8,3 +8,4 @@ export * from "./pki";
 export * from "./secrets";
 export * from "./etcd-timing";
 export * from "./net";
+export * from "./os";

@@ -22,6 +22,7 @@ import { AWS_REGIONS, zoneBelongsToRegion } from "./aws-regions";
 import type { ClusterConfig } from "./config";
 import { DEFAULT_CONFIG } from "./defaults";
 import { blockWithin, parseIpv4, parseIpv4Cidr, type Ipv4Block } from "./net";
+import { OS_NAMES } from "./os";
 
 export const NODE_ROLES = ["postgres", "etcd", "haproxy"] as const;
 export const ARCHITECTURES = ["amd64", "arm64"] as const;
@@ -33,6 +34,15 @@ const SHA256_PATTERN = /^[0-9a-f]{64}$/;
 const INSTANCE_TYPE_PATTERN = /^[a-z0-9-]+\.[a-z0-9]+$/;
 /** `arn:<partition>:iam::<12-digit account>:policy/<path/name>` (IAM's path and name characters). */
 const IAM_POLICY_ARN = /^arn:aws(-[a-z]+)*:iam::\d{12}:policy\/([\w+=,.@-]+\/)*[\w+=,.@-]{1,128}$/;
+/** http(s), a host name or IPv4 address (no credentials: user-data is not secret), an optional port and path, no query or fragment. */
+const HTTP_URL = /^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?(\/[^\s?#]*)?$/;
+/** {@link HTTP_URL} without a trailing slash: a path is appended to it. */
+const HTTP_BASE_URL = /^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?(\/[^\s?#]*[^\s?#/])?$/;
+/** An apt suite; cloud-init replaces `$RELEASE` with the OS codename. */
+const APT_SUITE = /^([A-Za-z0-9._-]|\$RELEASE)+$/;
+const APT_COMPONENT = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
+const ARMOURED_KEY_BEGIN = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+const ARMOURED_KEY_END = "-----END PGP PUBLIC KEY BLOCK-----";
 /** Written without the `i` flag: JSON Schema patterns carry no flags, so the editor schema must mean the same. */
 const NOT_AWS_PREFIXED = /^(?![aA][wW][sS]:)/;
 
@@ -199,6 +209,44 @@ const versionsSchema = section(
   })
   .prefault({});
 
+const ARMOURED_KEY_RULE = `must be an armoured OpenPGP public key, from ${ARMOURED_KEY_BEGIN} to ${ARMOURED_KEY_END}`;
+
+const repositorySchema = section(
+  {
+    uri: text(HTTP_URL, "must be an http(s) URL without credentials, query or fragment, such as https://apt.postgresql.org/pub/repos/apt")
+      .meta({ format: "uri" })
+      .default(defaults.packages.repository.uri)
+      .describe("URL of the apt repository that provides PostgreSQL and Patroni."),
+    suite: text(APT_SUITE, "must be letters, digits, dots, dashes, underscores and $RELEASE (the OS codename), such as $RELEASE-pgdg")
+      .default(defaults.packages.repository.suite)
+      .describe("Suite; cloud-init replaces $RELEASE with the OS codename (noble on Ubuntu 24.04, trixie on Debian 13)."),
+    components: list(text(APT_COMPONENT, "must be an apt component (letters, digits, dots, dashes, underscores), such as main"), 1)
+      .default(defaults.packages.repository.components)
+      .describe("Components of the suite."),
+    key: z
+      .string({ error: ARMOURED_KEY_RULE })
+      .regex(new RegExp(`^${ARMOURED_KEY_BEGIN}`), { error: ARMOURED_KEY_RULE, abort: true })
+      .refine((key) => key.trimEnd().endsWith(ARMOURED_KEY_END), ARMOURED_KEY_RULE)
+      .optional()
+      .describe("Armoured OpenPGP public key the repository is signed with; unset, the PGDG key (cloud-init/keys/pgdg.asc)."),
+  },
+  "must be an object with uri, suite, components and key",
+).prefault({});
+
+const packagesSchema = section(
+  {
+    repository: repositorySchema.describe("The apt repository of PostgreSQL and Patroni, one deb line (pgdg.list) on postgres nodes."),
+    etcdReleaseUrl: text(
+      HTTP_BASE_URL,
+      "must be an http(s) URL without credentials, query, fragment or trailing slash, such as https://github.com/etcd-io/etcd/releases/download (the archive is <url>/v<version>/etcd-v<version>-linux-<arch>.tar.gz)",
+    )
+      .meta({ format: "uri" })
+      .default(defaults.packages.etcdReleaseUrl)
+      .describe("Base URL of the etcd release archives: <url>/v<version>/etcd-v<version>-linux-<arch>.tar.gz."),
+  },
+  "must be an object",
+).prefault({});
+
 const seconds = () => whole(1, 3600);
 
 const patroniSchema = section(
@@ -285,6 +333,9 @@ const instancesSchema = section(
     architecture: oneOf(ARCHITECTURES, `must be one of ${ARCHITECTURES.join(", ")}`)
       .default(defaults.instances.architecture)
       .describe("CPU architecture of every instance type (selects the AMI and the etcd archive)."),
+    os: oneOf(OS_NAMES, `must be one of ${OS_NAMES.join(", ")}`)
+      .default(defaults.instances.os)
+      .describe("Operating system of every node (plan/os.ts): selects the AMI unless amiOverrides names one."),
     rootVolumeGiB: whole(8, 16384).default(defaults.instances.rootVolumeGiB),
     dataVolumeGiB: whole(1, 16384).default(defaults.instances.dataVolumeGiB),
     protectDataVolumes: flag().default(defaults.instances.protectDataVolumes),
@@ -299,7 +350,7 @@ const instancesSchema = section(
         { error: "must map AWS regions to AMI ids" },
       )
       .default(defaults.instances.amiOverrides)
-      .describe("AMI per AWS region (default: Canonical's Ubuntu 24.04 LTS)."),
+      .describe("AMI per AWS region (default: the current image of instances.os, from its public SSM parameter)."),
   },
   "must be an object",
 ).prefault({});
@@ -335,6 +386,7 @@ export const configSchema = section(
   {
     regions: list(regionSchema, 1).default(defaults.regions).describe("Every region of the cluster (replaces the default three)."),
     versions: versionsSchema.describe("PostgreSQL, Patroni and etcd versions and the etcd archive checksums."),
+    packages: packagesSchema.describe("Where nodes get their software: the apt repository of PostgreSQL and Patroni, and the etcd release archives."),
     patroni: patroniSchema.describe("Patroni settings; ttl >= 20 and loopWait + 2 x retryTimeout <= ttl."),
     etcd: etcdSchema.describe("etcd timing (derived from rttMs unless given) and storage."),
     haproxy: haproxySchema.describe("HAProxy listener ports, health checks and connection limit."),

@@ -1,12 +1,12 @@
 /**
  * The components' plain functions, and a cluster that is not the reference
  * layout: HAProxy co-located on a database node, an etcd-only witness in
- * the third region, an AMI override, unprotected data volumes and no admin
- * networks.
+ * the third region, Debian 13 with an AMI override, unprotected data volumes
+ * and no admin networks.
  */
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
-import { buildClusterPlan, type ClusterPlan } from "../../plan";
+import { buildClusterPlan, OS_PROFILES, type ClusterPlan } from "../../plan";
 import { installMocks, prepareRenderer, valueOf } from "./mocks";
 
 const world = installMocks("alt");
@@ -40,7 +40,7 @@ const altPlan = buildClusterPlan(
       },
     ],
     access: { applicationCidrs: ["10.9.0.0/16"], adminCidrs: [] },
-    instances: { protectDataVolumes: false, amiOverrides: { "ap-southeast-1": OVERRIDE_AMI } },
+    instances: { protectDataVolumes: false, os: "debian-13", amiOverrides: { "ap-southeast-1": OVERRIDE_AMI } },
     tags: { "pgha:created-by": "octocat", team: "dba" },
   },
   { stack: "alt" },
@@ -56,7 +56,6 @@ const { peeringPairs, validateMeshPeeringArgs } = require("../../components/mesh
 const { nodeParameterPolicy, validateNodeSecretsArgs } = require("../../components/node-secrets") as typeof import("../../components/node-secrets");
 const { validatePatroniNodeArgs } = require("../../components/patroni-node") as typeof import("../../components/patroni-node");
 const { validateHaproxyNodeArgs } = require("../../components/haproxy-node") as typeof import("../../components/haproxy-node");
-const { ubuntuAmiParameter } = require("../../components/node-instance") as typeof import("../../components/node-instance");
 const { validateRegionNetworkArgs } = require("../../components/region-network") as typeof import("../../components/region-network");
 
 const referencePlan = buildClusterPlan({ access: { applicationCidrs: ["10.1.0.0/16"], adminCidrs: ["10.1.100.0/24"] } }, { stack: "dev" });
@@ -217,8 +216,13 @@ describe("component argument checks", () => {
     }, /not a subnet of this region/);
   });
 
-  it("looks up Canonical's Ubuntu 24.04 gp3 AMI for the configured architecture", () => {
-    assert.equal(ubuntuAmiParameter("arm64"), "/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id");
+  it("knows each OS's AMI parameter for an architecture: Canonical's Ubuntu 24.04 gp3 image, the Debian cloud team's Debian 13", () => {
+    assert.equal(OS_PROFILES["ubuntu-24.04"].amiParameter("arm64"), "/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id");
+    assert.equal(OS_PROFILES["debian-13"].amiParameter("arm64"), "/aws/service/debian/release/13/latest/arm64");
+    assert.deepEqual(
+      Object.values(OS_PROFILES).map((os) => os.codename),
+      ["noble", "trixie"],
+    );
   });
 });
 
@@ -253,13 +257,15 @@ describe("a non-reference cluster under mocks", () => {
   });
 
   it("uses the AMI override and skips the lookup in that region only", () => {
-    const lookups = world.invocations
-      .filter((c) => c.token === "aws:ssm/getParameter:getParameter")
-      .map((c) => world.regionOf(c))
-      .sort();
-    assert.deepEqual(lookups, ["ap-northeast-1", "ap-northeast-2"]);
+    const lookups = world.invocations.filter((c) => c.token === "aws:ssm/getParameter:getParameter");
+    assert.deepEqual(lookups.map((c) => world.regionOf(c)).sort(), ["ap-northeast-1", "ap-northeast-2"]);
     assert.equal(instanceOf("witness-1").inputs.ami, OVERRIDE_AMI);
     assert.notEqual(instanceOf("pg-tokyo-1").inputs.ami, OVERRIDE_AMI);
+  });
+
+  it("looks up the Debian 13 AMI parameter where instances.os is debian-13 (no override)", () => {
+    const names = world.invocations.filter((c) => c.token === "aws:ssm/getParameter:getParameter").map((c) => c.inputs.name);
+    assert.deepEqual(names, ["/aws/service/debian/release/13/latest/amd64", "/aws/service/debian/release/13/latest/amd64"]);
   });
 
   it("stores only the witness's etcd material under its path", () => {
