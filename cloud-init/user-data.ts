@@ -40,7 +40,8 @@ export function pgdgKey(): string {
   return readFileSync(PGDG_KEY_FILE, "utf8");
 }
 
-function packagesFor(plan: ClusterPlan, node: NodePlan): string[] {
+/** The packages the install step installs on a node (cloud-init `packages:`). */
+export function nodePackages(plan: ClusterPlan, node: NodePlan): string[] {
   const major = plan.config.versions.postgresMajor;
   const packages = new Set<string>(["ca-certificates", "curl", "python3-boto3"]);
   if (node.roles.has("postgres")) {
@@ -75,12 +76,12 @@ export function checkVersionsCommand(plan: ClusterPlan, node: NodePlan): BootCom
  * touches the data volume or starts.
  */
 export function bootCommands(plan: ClusterPlan, node: NodePlan, boot: BootInputs): BootCommand[] {
-  const { versions, instances } = plan.config;
+  const { versions, instances, packages } = plan.config;
   const commands: BootCommand[] = [];
   if (node.roles.has("etcd")) {
     const sha = versions.etcdSha256[instances.architecture];
     if (!sha) throw new Error(`internal: no etcd checksum for ${instances.architecture} after validation`);
-    commands.push([NODE_PATHS.installEtcd, versions.etcd, sha, instances.architecture]);
+    commands.push([NODE_PATHS.installEtcd, versions.etcd, sha, instances.architecture, packages.etcdReleaseUrl]);
   }
   const checkVersions = checkVersionsCommand(plan, node);
   if (checkVersions) commands.push(checkVersions);
@@ -124,16 +125,19 @@ export function userDataDocument(plan: ClusterPlan, node: NodePlan, boot: BootIn
   const apt: Record<string, unknown> = { conf: APT_RETRY_CONF };
   document.apt = apt;
   if (node.roles.has("postgres")) {
+    const { uri, suite, components, key } = plan.config.packages.repository;
     apt.sources = {
+      // The file keeps its name whatever the repository (PGDG by default, the lab's mirror there).
       "pgdg.list": {
-        source: "deb [signed-by=$KEY_FILE] https://apt.postgresql.org/pub/repos/apt $RELEASE-pgdg main",
+        // cloud-init replaces $RELEASE with the OS codename (noble, trixie: plan/os.ts).
+        source: `deb [signed-by=$KEY_FILE] ${uri} ${suite} ${components.join(" ")}`,
         // cloud-init dearmours it to /etc/apt/cloud-init.gpg.d/pgdg.gpg and puts that path in $KEY_FILE.
-        key: pgdgKey(),
+        key: key ?? pgdgKey(),
       },
     };
   }
   document.package_update = true;
-  document.packages = packagesFor(plan, node);
+  document.packages = nodePackages(plan, node);
   // The version check is a first-boot step only, so it is not among the node files the rollout keeps in step.
   const checkVersionsScript: NodeFile[] = checkVersionsCommand(plan, node)
     ? [{ path: NODE_PATHS.checkVersions, content: bootScript("pgha-check-versions.sh"), owner: "root:root", permissions: "0755", defer: false }]
@@ -148,7 +152,8 @@ export function userDataDocument(plan: ClusterPlan, node: NodePlan, boot: BootIn
  * - `write_files`: every rendered file, including the systemd units under
  *   /etc/systemd/system, the secrets manifest /etc/pgha/secrets.json and
  *   the boot scripts under /usr/local/sbin;
- * - `runcmd`: argv lists in boot order — install etcd (etcd nodes), check
+ * - `runcmd`: argv lists in boot order — install etcd from
+ *   `packages.etcdReleaseUrl` (etcd nodes), check
  *   the installed versions (database-tier nodes), prepare
  *   PGDATA's volume (postgres nodes; a plain `install -d` when no volume id
  *   is given, as in the lab), fetch secrets, `systemctl daemon-reload`, then

@@ -1,12 +1,18 @@
 #!/bin/bash
-# Installs etcd from its official release archive, verified against the
-# SHA-256 pinned in the stack configuration (versions.etcdSha256).
-# Usage: pgha-install-etcd VERSION SHA256 ARCH
+# Installs etcd from a release archive (etcd's own on GitHub unless
+# packages.etcdReleaseUrl says otherwise), verified against the SHA-256
+# pinned in the stack configuration (versions.etcdSha256).
+# Usage: pgha-install-etcd VERSION SHA256 ARCH URL
+#   fetches URL/vVERSION/etcd-vVERSION-linux-ARCH.tar.gz (URL: packages.etcdReleaseUrl)
 set -euo pipefail
+if [ $# -ne 4 ]; then
+  echo "usage: pgha-install-etcd VERSION SHA256 ARCH URL" >&2
+  exit 2
+fi
 version=$1
 sha256=$2
 arch=$3
-release_url=${PGHA_ETCD_RELEASE_URL:-https://github.com/etcd-io/etcd/releases/download}
+release_url=$4
 
 if [ -x /usr/local/bin/etcd ] && /usr/local/bin/etcd --version | grep -qx "etcd Version: $version"; then
   exit 0

@@ -291,13 +291,14 @@ describe("boot step: etcd install", () => {
     fs.mkdirSync(path.dirname(archive), { recursive: true });
     assert.equal((await exec(["tar", "-czf", archive, "-C", stage, name])).code, 0);
     const sha = createHash("sha256").update(fs.readFileSync(archive)).digest("hex");
-    const env = { PGHA_ETCD_RELEASE_URL: "file:///srv/release" };
+    // The 4th argument is packages.etcdReleaseUrl; curl reads a file: URL just as well.
+    const releaseUrl = "file:///srv/release";
 
-    const tampered = await root.run([NODE_PATHS.installEtcd, version, "0".repeat(64), "amd64"], { env });
+    const tampered = await root.run([NODE_PATHS.installEtcd, version, "0".repeat(64), "amd64", releaseUrl]);
     assert.notEqual(tampered.code, 0, "a checksum mismatch must stop the install");
     assert.ok(!fs.existsSync(root.hostPath(NODE_PATHS.etcdBinary)), "nothing may be installed from an unverified archive");
 
-    const verified = await root.run([NODE_PATHS.installEtcd, version, sha, "amd64"], { env });
+    const verified = await root.run([NODE_PATHS.installEtcd, version, sha, "amd64", releaseUrl]);
     assert.equal(verified.code, 0, verified.stderr);
     assert.ok(fs.existsSync(root.hostPath(NODE_PATHS.etcdBinary)));
   });
