@@ -113,10 +113,10 @@ export function nodeUnits(plan: ClusterPlan, node: NodePlan): RenderedUnit[] {
           Documentation: "https://patroni.readthedocs.io/",
           After: node.roles.has("etcd") ? "network-online.target etcd.service" : "network-online.target",
           Wants: node.roles.has("etcd") ? "network-online.target etcd.service" : "network-online.target",
-          // PGDATA's volume is in fstab with nofail (a missing volume must not stop the boot into a node SSM can
-          // reach), so nothing else orders the mount before Patroni: without this, a reboot can start Patroni on
-          // the empty directory of the root disk and initdb there. With it Patroni waits for the mount, and does
-          // not start if the mount fails.
+          // PGDATA's volume has a mount unit that only multi-user.target wants (a missing volume must not stop the
+          // boot into a node SSM can reach; pgha-prepare-data-volume writes it), so nothing else orders the mount
+          // before Patroni: without this, a reboot can start Patroni on the empty directory of the root disk and
+          // initdb there. With it Patroni waits for the mount, and does not start if the mount fails.
           RequiresMountsFor: postgresPaths(plan.config.versions.postgresMajor).mountPoint,
         },
         Service: {

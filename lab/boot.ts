@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { NODE_PATHS, type ClusterPlan } from "../plan";
 import { renderUserData } from "../cloud-init/user-data";
-import { sleep } from "./exec";
+import { sleep, tailOf } from "./exec";
 import type { HostLayout, LabLayout } from "./layout";
 import { hostLayout } from "./layout";
 import { mkdirInRoot, mountRoot, readAccounts, replayTmpfiles, resolveInRoot, writeFileInRoot } from "./roots";
@@ -159,14 +159,6 @@ export interface BootOptions {
   startTimeoutMs?: number;
 }
 
-function tail(file: string, lines = 25): string {
-  try {
-    return fs.readFileSync(file, "utf8").split("\n").slice(-lines).join("\n");
-  } catch {
-    return "(no log)";
-  }
-}
-
 async function waitReady(host: HostLayout, unit: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -177,7 +169,7 @@ async function waitReady(host: HostLayout, unit: string, timeoutMs: number): Pro
     await sleep(200);
   }
   throw new Error(
-    `${host.name}: ${unit} did not become ready within ${timeoutMs / 1000} s (state ${serviceStatus(host, unit)?.state ?? "?"}); last log lines:\n${tail(serviceLog(host, unit))}`,
+    `${host.name}: ${unit} did not become ready within ${timeoutMs / 1000} s (state ${serviceStatus(host, unit)?.state ?? "?"}); last log lines:\n${tailOf(serviceLog(host, unit))}`,
   );
 }
 

@@ -20,9 +20,11 @@ self="$here/$(basename "${BASH_SOURCE[0]}")"
 cache_dir=${PGHA_ROOTFS_CACHE:-/var/cache/pgha-lab}
 suite=trixie
 mirror=${PGHA_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# openssh-client: cloud-init generates the SSH host keys a cloud image has with its
+# ssh-keygen (without it: six failed runs and "degraded done"); no SSH server runs.
 packages=(
   systemd systemd-sysv dbus cloud-init ca-certificates gpg iproute2 iputils-ping
-  procps util-linux e2fsprogs curl python3 netbase openssl less
+  procps util-linux e2fsprogs curl python3 netbase openssl less openssh-client
   debian-archive-keyring
 )
 # The node installs these at first boot; an image carrying them would hide a

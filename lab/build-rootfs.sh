@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once) the Debian 13 root filesystem that the render tests and the lab
 # run the real programs from: PostgreSQL 17, Patroni, etcd 3.5, HAProxy 3.0,
-# cloud-init 25.1 and openssl. The result is cached under $PGHA_ROOTFS_CACHE
+# cloud-init 25.1 and openssl, and the lab's SSM-compatible endpoint (moto_server;
+# flask-cors is only its recommendation, but moto_server does not start without it). The result is cached under $PGHA_ROOTFS_CACHE
 # keyed by the package list, so a rerun with the same list is a no-op.
 set -euo pipefail
 
@@ -12,7 +13,7 @@ mirror=${PGHA_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # Patroni's etcd3 DCS needs python3-etcd (it imports `etcd`), not python3-etcd3.
 packages=(
   postgresql-17 postgresql-client-17 patroni python3-psycopg2 python3-etcd
-  etcd-server etcd-client haproxy cloud-init
+  etcd-server etcd-client haproxy cloud-init python3-moto python3-flask-cors python3-boto3
   openssl ca-certificates iproute2 iputils-ping procps util-linux curl
 )
 

@@ -1,8 +1,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { sleep } from "./exec";
+import { exec, sleep } from "./exec";
 import { deleteNamespace, existingNamespaces, namespacePids } from "./netns";
 import { mountsUnder, unmountAll } from "./roots";
+import { loopDevicesUnder, machineWrapperPids, powerOff } from "./machine";
 
 /** Processes whose root directory lies inside the lab's state dir (chrooted into a node root). */
 function chrootedPids(stateDir: string): number[] {
@@ -71,6 +72,14 @@ export interface CleanupReport {
  */
 export async function cleanupLab(stateDir: string, expected: string[], log: (line: string) => void = () => undefined): Promise<CleanupReport> {
   const problems: string[] = [];
+  // Machines first, gracefully: their systemd stops the services in order (a plain kill would leave nspawn to reap).
+  const wrappers = machineWrapperPids(stateDir);
+  if (wrappers.length) {
+    log(`powering off ${wrappers.length} machine(s)`);
+    const hostsDir = path.join(stateDir, "hosts");
+    await Promise.all(fs.readdirSync(hostsDir).map((name) => powerOff({ root: path.join(hostsDir, name, "root") }, 30_000)));
+    signal(machineWrapperPids(stateDir), "SIGKILL");
+  }
   let pids = await labPids(stateDir, expected);
   const killed = pids.length;
   if (pids.length) {
@@ -94,6 +103,10 @@ export async function cleanupLab(stateDir: string, expected: string[], log: (lin
     log(`unmounting ${mounted} mount(s)`);
     problems.push(...(await unmountAll(path.resolve(stateDir))));
   }
+  for (const device of await loopDevicesUnder(stateDir)) {
+    const detached = await exec(["losetup", "--detach", device]);
+    if (detached.code !== 0) problems.push(`${device}: ${detached.stderr.trim()}`);
+  }
   const namespaces = await labNamespaces(stateDir, expected);
   for (const ns of namespaces) await deleteNamespace(ns);
   const left = await labNamespaces(stateDir, expected);
@@ -106,5 +119,6 @@ export async function cleanupLab(stateDir: string, expected: string[], log: (lin
 export async function leftoversExist(stateDir: string, expected: string[]): Promise<boolean> {
   if ((await labNamespaces(stateDir, expected)).length) return true;
   if (fs.existsSync(stateDir) && mountsUnder(path.resolve(stateDir)).length) return true;
+  if (machineWrapperPids(stateDir).length || (await loopDevicesUnder(stateDir)).length) return true;
   return chrootedPids(stateDir).length > 0;
 }

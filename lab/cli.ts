@@ -7,7 +7,8 @@ import { DRILLS, selectDrills, type DrillSummary } from "./drills";
 import { CLIENT, DEFAULT_STATE_DIR, hostLayout } from "./layout";
 import { hostProcesses } from "./services";
 import { acquireLabLock } from "./lock";
-import { labContext, labDown, labUp, preflight } from "./lab";
+import { labContext, labDown, labPlan, labUp, preflight } from "./lab";
+import { labImages } from "./images";
 import { runDrills, summaryTable, waitHealthy } from "./runner";
 import type { Check, Verification } from "../checks/readiness";
 import { verifyCluster } from "./verify";
@@ -61,6 +62,15 @@ export interface UpRecord {
 }
 
 program
+  .command("images")
+  .description("build (once; cached) the machines' cloud image and the signed package mirror")
+  .action(async () => {
+    const { image, mirror } = await labImages(labPlan(), false);
+    say(`image ${image}`);
+    say(`mirror ${mirror.dir} (etcd ${mirror.etcd.version} ${mirror.etcd.sha256})`);
+  });
+
+program
   .command("up")
   .description("build namespaces, roots and PKI, replay every node's user-data, wait until healthy")
   .option("--timeout <seconds>", "budget for the cluster to become healthy after boot", positiveInt, 240)
@@ -68,13 +78,18 @@ program
   .option("--wan-jitter <ms>", "with --wan: uniform jitter ± ms per one-way delay", nonNegativeNumber)
   .option("--wan-loss <percent>", "with --wan: loss per packet and direction", nonNegativeNumber)
   .option("--wan-seed <n>", "with --wan: seed of the delay line's jitter/loss", nonNegativeNumber)
-  .action(async (options: { timeout: number; wan?: boolean; wanJitter?: number; wanLoss?: number; wanSeed?: number }) => {
+  .option("--machines", "boot every node as a machine: systemd-nspawn, real systemd, cloud-init, apt from the lab mirror, SSM (also PGHA_LAB_MACHINES=1)")
+  .action(async (options: { timeout: number; wan?: boolean; wanJitter?: number; wanLoss?: number; wanSeed?: number; machines?: boolean }) => {
     process.once("SIGINT", () => {
       say("interrupted: run `npm run lab -- down` to remove what was built");
       process.exit(130);
     });
     const started = Date.now();
-    const up = await labUp(stateDir(), say, { wan: wanUpOptions(options, wanOptionsFromEnv()) });
+    const machines = options.machines === true || process.env.PGHA_LAB_MACHINES === "1";
+    const up = await labUp(stateDir(), say, { wan: wanUpOptions(options, wanOptionsFromEnv()), machines });
+    const failed = (up.machines ?? []).filter((m) => m.status !== "done");
+    if (failed.length)
+      throw new Error(`cloud-init did not finish cleanly on ${failed.map((m) => `${m.node} (${m.status})`).join(", ")}: see \`npm run lab -- logs NODE cloud-init\``);
     const bootStarted = started + ((up.timings.upSeconds ?? 0) - (up.timings.bootSeconds ?? 0)) * 1000;
     const lab = labContext(stateDir());
     say("waiting for the cluster to pass every status check");

@@ -1,4 +1,5 @@
 import { spawn, type SpawnOptions } from "node:child_process";
+import * as fs from "node:fs";
 
 export interface ExecResult {
   code: number;
@@ -89,5 +90,14 @@ export async function waitFor<T>(what: string, timeoutMs: number, probe: () => P
       throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${what}${detail}`);
     }
     await sleep(intervalMs);
+  }
+}
+
+/** The last lines of a log file, or a note that there is none (for error messages). */
+export function tailOf(file: string, lines = 25, missing = "(no log)"): string {
+  try {
+    return fs.readFileSync(file, "utf8").split("\n").slice(-lines).join("\n");
+  } catch {
+    return missing;
   }
 }

@@ -7,10 +7,13 @@ import type { ClusterAccess } from "../checks/cluster";
 import { exec } from "./exec";
 import { CLIENT, DEFAULT_STATE_DIR, hostLayout, labLayout, ROUTER_NS, type LabLayout } from "./layout";
 import { createNetwork } from "./netns";
-import { checkIssued, issuePki, writeParameterDirs } from "./pki";
+import { checkIssued, issuePki, parameterRecords, writeParameterDirs } from "./pki";
 import { LabTransport } from "./transport";
 import { startWan, type WanOptions, type WanSpec } from "./wan";
 import { acquireLabLock } from "./lock";
+import { labImages, readMirrorInfo, type MirrorInfo } from "./images";
+import { INFRA_ADDRESS, INFRA_NS, startInfra } from "./infra";
+import { bootMachines, type MachineBootRecord } from "./machines";
 
 export const LAB_STACK = "lab";
 
@@ -29,8 +32,42 @@ export interface LabContext {
   access: ClusterAccess;
 }
 
-export function labPlan(): ClusterPlan {
-  return buildClusterPlan(undefined, { stack: LAB_STACK });
+/**
+ * The lab's stack configuration: production's defaults, with where packages
+ * come from pointed at the lab's mirror (README "The lab and production").
+ * Debian 13 carries Patroni 4.0, not PGDG's 4.1 for Ubuntu; its etcd archive
+ * is the one the mirror built from Debian's etcd, with that archive's checksum.
+ */
+export function labConfig(mirror?: MirrorInfo): Record<string, unknown> {
+  return {
+    instances: { os: "debian-13" },
+    versions: {
+      patroni: LAB_PATRONI,
+      ...(mirror ? { etcd: mirror.etcd.version, etcdSha256: { amd64: mirror.etcd.sha256 } } : {}),
+    },
+    packages: {
+      repository: { uri: `http://${INFRA_ADDRESS}/pgdg`, suite: "$RELEASE-pgdg", components: ["main"], ...(mirror ? { key: fs.readFileSync(mirror.archiveKey, "utf8") } : {}) },
+      etcdReleaseUrl: `http://${INFRA_ADDRESS}/etcd`,
+    },
+  };
+}
+
+/** Debian 13's Patroni series (PGDG's 4.1 is built for Ubuntu). */
+export const LAB_PATRONI = "4.0.*";
+
+/** The lab plan; with the mirror, its etcd version, checksum and archive key are the mirror's. */
+export function labPlan(mirror?: MirrorInfo): ClusterPlan {
+  return buildClusterPlan(labConfig(mirror), { stack: LAB_STACK });
+}
+
+/** The mirror recorded by a machines `up` in this state dir (so `lab psql` and the drills see the plan the machines booted). */
+export function recordedMirror(stateDir: string): MirrorInfo | undefined {
+  try {
+    const state = JSON.parse(fs.readFileSync(path.join(stateDir, "state.json"), "utf8")) as { mirror?: string };
+    return state.mirror ? readMirrorInfo(state.mirror) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Fails with a clear message when the lab cannot run here (not root, no rootfs). */
@@ -50,7 +87,7 @@ export async function preflight(): Promise<string> {
 }
 
 export function labContext(stateDir = DEFAULT_STATE_DIR): LabContext {
-  const plan = labPlan();
+  const plan = labPlan(recordedMirror(stateDir));
   const layout = labLayout(plan, stateDir);
   const transport = new LabTransport(layout);
   let superuserPassword: string;
@@ -75,6 +112,8 @@ export interface UpResult {
   rootfs: string;
   timings: Record<string, number>;
   boot: NodeBootRecord[];
+  /** Machines mode: each node's boot (cloud-init's verdict, seconds). */
+  machines?: MachineBootRecord[];
   pkiProblems: string[];
   /** The WAN emulator's settings when it is on. */
   wan?: WanSpec;
@@ -83,10 +122,19 @@ export interface UpResult {
 export interface UpOptions {
   /** Turn the WAN emulator on (lab/wan.ts): inter-region packets delayed by the plan's RTTs. */
   wan?: WanOptions;
+  /**
+   * Boot every node as a machine (lab/machine.ts): systemd-nspawn, real
+   * systemd and cloud-init on the node's own user-data, packages from the lab
+   * mirror, secrets from the lab's SSM endpoint, PGDATA on a loop device.
+   */
+  machines?: boolean;
+  /** Machines only: database nodes booted without their data volume (drill c). */
+  withoutVolume?: ReadonlySet<string>;
 }
 
 /** Builds the whole lab and boots every node from its rendered user-data. */
 export async function labUp(stateDir: string, log: Logger, options: UpOptions = {}): Promise<UpResult> {
+  if (options.machines) return labUpMachines(stateDir, log, options);
   const rootfs = await preflight();
   const timings: Record<string, number> = {};
   const t0 = Date.now();
@@ -129,8 +177,56 @@ export async function labUp(stateDir: string, log: Logger, options: UpOptions = 
   return { rootfs, timings, boot, pkiProblems, wan };
 }
 
+/**
+ * The lab on machines: the network, the lab's cloud (mirror, SSM endpoint,
+ * IMDS), then every node booted from its user-data; up returns once cloud-init
+ * has finished everywhere. A node whose cloud-init ended in error is reported
+ * in `machines` (the caller judges; drill c expects one).
+ */
+async function labUpMachines(stateDir: string, log: Logger, options: UpOptions): Promise<UpResult> {
+  const rootfs = await preflight();
+  const timings: Record<string, number> = {};
+  const t0 = Date.now();
+  const { image, mirror } = await labImages(labPlan(), true);
+  const plan = labPlan(mirror);
+  const layout = labLayout(plan, stateDir);
+  await resetState(stateDir, layout, rootfs, log, { mirror: mirror.dir, image, machines: true });
+
+  let t = Date.now();
+  const client = hostLayout(layout, CLIENT);
+  const pki = await issuePki(plan, layout.pkiDir, client.link.address);
+  const pkiProblems = await checkIssued(plan, pki);
+  if (pkiProblems.length) throw new Error(`issued certificates do not match the plan:\n  ${pkiProblems.join("\n  ")}`);
+  timings.pkiSeconds = (Date.now() - t) / 1000;
+
+  t = Date.now();
+  await createNetwork(layout);
+  await startInfra({ plan, layout, rootfs, mirror: mirror.dir, parameters: parameterRecords(plan, pki, LAB_STACK), log });
+  timings.networkSeconds = (Date.now() - t) / 1000;
+  let wan: WanSpec | undefined;
+  if (options.wan) {
+    t = Date.now();
+    wan = await startWan(plan, layout, rootfs, options.wan, log);
+    timings.wanSeconds = (Date.now() - t) / 1000;
+  }
+  // The client is the application's host, not a cluster node: it stays a chroot of the tools rootfs.
+  await prepareRoot(client, rootfs);
+  prepareClient(client, { caCert: pki.caCert, foreignCa: pki.foreign.caCert, foreignCert: pki.foreign.cert, foreignKey: pki.foreign.key });
+
+  t = Date.now();
+  const transport = new LabTransport(layout);
+  const machines = await bootMachines({ plan, layout, transport, image, log, withoutVolume: options.withoutVolume });
+  timings.bootSeconds = (Date.now() - t) / 1000;
+  timings.upSeconds = (Date.now() - t0) / 1000;
+  fs.writeFileSync(path.join(stateDir, "boot.json"), JSON.stringify(machines, null, 2));
+  for (const record of machines.filter((m) => m.status !== "done"))
+    log(`${record.node}: cloud-init ${record.status}:
+${record.cloudInit}`);
+  return { rootfs, timings, boot: [], machines, pkiProblems, wan };
+}
+
 /** Removes whatever an earlier lab left, then records the new one in the state file. */
-async function resetState(stateDir: string, layout: LabLayout, rootfs: string, log: Logger): Promise<void> {
+async function resetState(stateDir: string, layout: LabLayout, rootfs: string, log: Logger, extra: Record<string, unknown> = {}): Promise<void> {
   const owned = labNamespaceNames(layout);
   if (await leftoversExist(stateDir, owned)) {
     log("cleaning up the previous lab first");
@@ -140,7 +236,7 @@ async function resetState(stateDir: string, layout: LabLayout, rootfs: string, l
   for (const dir of [path.join(stateDir, "hosts"), path.join(stateDir, "router"), layout.wanFile, layout.pkiDir, layout.paramsDir])
     fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  fs.writeFileSync(layout.stateFile, JSON.stringify({ rootfs, startedAt: new Date().toISOString(), pid: process.pid, namespaces: owned }, null, 2));
+  fs.writeFileSync(layout.stateFile, JSON.stringify({ rootfs, startedAt: new Date().toISOString(), pid: process.pid, namespaces: owned, ...extra }, null, 2));
 }
 
 /**
@@ -161,7 +257,7 @@ export async function labNetworkUp(stateDir: string, log: Logger, options: UpOpt
 
 /** The namespaces this lab creates (and the only ones `down` removes). */
 export function labNamespaceNames(layout: LabLayout): string[] {
-  return [ROUTER_NS, ...layout.hosts.map((host) => host.ns)];
+  return [ROUTER_NS, INFRA_NS, ...layout.hosts.map((host) => host.ns)];
 }
 
 export async function labDown(stateDir: string, log: Logger): Promise<CleanupReport> {

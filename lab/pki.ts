@@ -1,7 +1,7 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { CA_PLAN, LEAF_VALIDITY_HOURS, type CertificatePlan, type ClusterPlan, type TlsUse } from "../plan";
+import { CA_PLAN, findNode, LEAF_VALIDITY_HOURS, type CertificatePlan, type ClusterPlan, type TlsUse } from "../plan";
 import { run } from "./exec";
 
 /**
@@ -256,6 +256,34 @@ export function writeParameterDirs(plan: ClusterPlan, pki: IssuedPki, paramsDir:
     dirs.set(secrets.node, nodeDir);
   }
   return dirs;
+}
+
+/** One parameter as NodeSecrets creates it (components/node-secrets.ts), in its node's region. */
+export interface ParameterRecord {
+  name: string;
+  type: "SecureString" | "String";
+  value: string;
+  tier: "Standard";
+  description: string;
+  region: string;
+}
+
+/**
+ * Every node's parameters as NodeSecrets creates them on AWS (same names,
+ * types, tier, description and values), for the lab's SSM endpoint.
+ */
+export function parameterRecords(plan: ClusterPlan, pki: IssuedPki, stack: string): ParameterRecord[] {
+  return plan.secrets.flatMap((secrets) => {
+    const node = findNode(plan, secrets.node);
+    return secrets.parameters.map((parameter): ParameterRecord => ({
+      name: parameter.name,
+      type: parameter.secure ? "SecureString" : "String",
+      value: parameterValue(pki, parameter.value),
+      tier: "Standard",
+      description: `pgha ${stack}: ${parameter.value.kind} for ${node.name}`,
+      region: node.awsRegion,
+    }));
+  });
 }
 
 /** Reads back an issued certificate's SANs and usages (self-check against the plan). */

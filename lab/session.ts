@@ -281,7 +281,8 @@ export function registerSessionCommands(program: Command, stateDir: () => string
       const host = hostLayout(lab.layout, node);
       requireRoot();
       const up = await requireUp(stateDir());
-      const logs = unitLogs(host, up.transport);
+      // A booted machine's services are its own systemd's: journalctl; the chroot lab's are the supervisor's log files.
+      const logs = unitLogs(host, up.transport, up.transport.isMachine(node) ? "systemd" : LAB_SERVICE_MANAGER);
       const units = await logs.units();
       if (units.length === 0) throw new Error(`${node} has no unit logs yet`);
       const wanted = unit === undefined ? units : [unitName(unit)];

@@ -5,6 +5,7 @@ import { exec, sleep } from "./exec";
 import { hostLayout, type HostLayout, type LabLayout } from "./layout";
 import { cutLink, linkIsUp, restoreLink } from "./netns";
 import { readAccounts, resolveInRoot } from "./roots";
+import { machineLeader, machinePaths } from "./machine";
 import { hostProcesses, reloadCommands, serviceStatus, startService, stopService } from "./services";
 import { parseEnvironmentFile } from "../checks/env-file";
 import type { NodeTransport, RunningCommand, RunOptions, RunResult, ServiceName } from "../checks/transport";
@@ -33,7 +34,22 @@ export class LabTransport implements NodeTransport, FaultInjector {
     return Object.assign({}, ...files.map((file) => parseEnvironmentFile(fs.readFileSync(resolveInRoot(root, file), "utf8")))) as Record<string, string>;
   }
 
-  /** ip netns exec NS chroot ROOT [setpriv --reuid U --regid G --init-groups --] env -i ... argv */
+  /** True when the node is a booted machine (lab/machine.ts): commands enter it, its own systemd runs the services. */
+  isMachine(node: string): boolean {
+    return fs.existsSync(machinePaths(this.host(node)).wrapperPidFile);
+  }
+
+  /** The machine's PID 1 as the host sees it (changes with every boot). */
+  private leader(node: string): number {
+    const leader = machineLeader(this.host(node));
+    if (leader === undefined) throw new Error(`${node}: the machine is not running (no systemd inside; see ${machinePaths(this.host(node)).consoleLog})`);
+    return leader;
+  }
+
+  /**
+   * A machine: nsenter into all of its namespaces (root included); otherwise
+   * ip netns exec NS chroot ROOT. Then [setpriv --reuid U --regid G --init-groups --] env -i ... argv.
+   */
   commandLine(node: string, argv: string[], options: RunOptions = {}): string[] {
     const host = this.host(node);
     const user = options.user ?? "root";
@@ -42,7 +58,8 @@ export class LabTransport implements NodeTransport, FaultInjector {
     const env = { PATH: BASE_PATH, HOME: account.home, USER: user, LOGNAME: user, LANG: "C.UTF-8", ...(options.env ?? {}), ...this.envFileVariables(node, options.envFiles) };
     const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
     const drop = user === "root" ? [] : ["/usr/bin/setpriv", `--reuid=${user}`, `--regid=${account.gid}`, "--init-groups", "--"];
-    return ["ip", "netns", "exec", host.ns, "chroot", host.root, ...drop, "/usr/bin/env", "-i", ...envArgs, ...argv];
+    const enter = this.isMachine(node) ? ["nsenter", `--target=${String(this.leader(node))}`, "--all", "--root", "--wd"] : ["ip", "netns", "exec", host.ns, "chroot", host.root];
+    return [...enter, ...drop, "/usr/bin/env", "-i", ...envArgs, ...argv];
   }
 
   async run(node: string, argv: string[], options: RunOptions = {}): Promise<RunResult> {
@@ -86,19 +103,31 @@ export class LabTransport implements NodeTransport, FaultInjector {
   }
 
   async readFile(node: string, file: string): Promise<string> {
-    return fs.readFileSync(resolveInRoot(this.host(node).root, file), "utf8");
+    if (!this.isMachine(node)) return fs.readFileSync(resolveInRoot(this.host(node).root, file), "utf8");
+    const result = await this.run(node, ["cat", "--", file]);
+    if (result.code !== 0) throw new Error(`${node}: cannot read ${file}: ${result.stderr.trim()}`);
+    return result.stdout;
+  }
+
+  /** systemctl VERB UNIT inside the machine; throws with systemd's own words. */
+  private async systemctl(node: string, verb: string, unit: string, timeoutMs = 300_000): Promise<void> {
+    const result = await this.run(node, ["systemctl", verb, unit], { timeoutMs });
+    if (result.code !== 0) throw new Error(`${node}: systemctl ${verb} ${unit} failed (exit ${String(result.code)}): ${result.stderr.trim()}`);
   }
 
   async startService(node: string, unit: string): Promise<void> {
+    if (this.isMachine(node)) return this.systemctl(node, "start", unit);
     await startService(this.host(node), unit);
   }
 
   async stopService(node: string, unit: string): Promise<void> {
+    if (this.isMachine(node)) return this.systemctl(node, "stop", unit);
     await stopService(this.host(node), unit);
   }
 
-  /** The node shares the host's PID namespace, so $MAINPID from the supervisor's status is right inside the node too. */
+  /** The chroot shares the host's PID namespace, so $MAINPID from the supervisor's status is right inside the node too. */
   async reloadService(node: string, unit: string): Promise<void> {
+    if (this.isMachine(node)) return this.systemctl(node, "reload", unit, 60_000);
     for (const argv of reloadCommands(this.host(node), unit)) {
       const result = await this.run(node, argv, { timeoutMs: 30_000 });
       if (result.code !== 0) throw new Error(`${node}: reload of ${unit} (${argv.join(" ")}) failed: ${result.stderr.trim()}`);
@@ -106,11 +135,18 @@ export class LabTransport implements NodeTransport, FaultInjector {
   }
 
   async serviceActive(node: string, unit: string): Promise<boolean> {
+    if (this.isMachine(node)) return (await this.run(node, ["systemctl", "is-active", "--quiet", unit])).code === 0;
     const status = serviceStatus(this.host(node), unit);
     return !!status && status.state === "running" && status.mainPid !== null;
   }
 
   async signalProcesses(node: string, service: ServiceName, signal: NodeJS.Signals): Promise<number> {
+    if (this.isMachine(node)) {
+      // pkill inside the machine; --echo prints one line per process signalled.
+      const result = await this.run(node, ["pkill", `--signal=${signal.replace(/^SIG/, "")}`, "--echo", ...PKILL_PATTERN[service]]);
+      if (result.code > 1) throw new Error(`${node}: pkill ${service} failed (exit ${String(result.code)}): ${result.stderr.trim()}`);
+      return result.stdout.split("\n").filter(Boolean).length;
+    }
     const matches = (await hostProcesses(this.host(node))).filter((p) => processIsService(p, service));
     for (const p of matches) {
       try {
@@ -142,6 +178,14 @@ export class LabTransport implements NodeTransport, FaultInjector {
     return healed;
   }
 }
+
+/** pkill's selection of each service's processes inside a machine (the same processes processIsService picks). */
+const PKILL_PATTERN: Record<ServiceName, string[]> = {
+  postgres: ["--exact", "postgres"],
+  patroni: ["--full", "^/usr/bin/python3 /usr/bin/patroni( |$)"],
+  etcd: ["--exact", "etcd"],
+  haproxy: ["--exact", "haproxy"],
+};
 
 export function processIsService(p: { exe: string; cmdline: string[] }, service: ServiceName): boolean {
   const base = p.exe.split("/").at(-1) ?? "";

@@ -22,11 +22,30 @@ fi
 if ! blkid -o value -s TYPE "$device" >/dev/null 2>&1; then
   mkfs.ext4 -q -L pgdata -m 0 "$device"
 fi
-uuid=$(blkid -o value -s UUID "$device")
 mkdir -p "$mount_point"
-if ! grep -q "UUID=$uuid " /etc/fstab; then
-  echo "UUID=$uuid $mount_point ext4 defaults,noatime,nofail 0 2" >> /etc/fstab
-fi
-mountpoint -q "$mount_point" || mount "$mount_point"
+# A mount unit, not an fstab line: it names the volume by its EBS id, so a
+# replaced instance mounts the same volume whatever its attachment order, and
+# systemd orders it before Patroni (RequiresMountsFor= in patroni.service).
+# WantedBy=multi-user.target, not local-fs.target: a volume that is missing
+# after a reboot fails this unit (and so Patroni) but not the boot, and the
+# node stays reachable over SSM. (systemd's fstab generator also skips device
+# entries inside a container, where the lab runs this same script.)
+unit=$(systemd-escape --path --suffix=mount "$mount_point")
+cat > "/etc/systemd/system/$unit" <<UNIT
+# Written by pgha-prepare-data-volume at first boot: PGDATA's EBS volume $volume_id.
+[Unit]
+Description=PGDATA volume $volume_id
+
+[Mount]
+What=$device
+Where=$mount_point
+Type=ext4
+Options=defaults,noatime
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl daemon-reload
+systemctl enable --now "$unit"
 chown postgres:postgres "$mount_point"
 chmod 0700 "$mount_point"

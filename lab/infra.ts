@@ -1,0 +1,209 @@
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { ClusterPlan } from "../plan";
+import { exec, run, sleep, tailOf } from "./exec";
+import { ROUTER_NS, type HostLayout, type LabLayout } from "./layout";
+import { mountRoot, mkdirInRoot, resolveInRoot } from "./roots";
+import { labInstanceId } from "./machine";
+import type { ParameterRecord } from "./pki";
+
+/**
+ * The lab's cloud around the machines, in namespaces of its own:
+ * - the infrastructure namespace (INFRA_NS, behind the router like a NAT
+ *   gateway's far side) serves the signed apt mirror and the etcd release
+ *   archive over HTTP, and an SSM-compatible endpoint (Debian 13's moto_server)
+ *   over TLS under the lab infrastructure CA, at the names the nodes' image
+ *   resolves ssm.<region>.amazonaws.com to;
+ * - the instance metadata service (lab/assets/imds.py) on 169.254.169.254 in
+ *   the router namespace, so it stays reachable when "egress" is cut, as IMDS
+ *   is on EC2 before the NAT gateway carries traffic.
+ */
+
+export const INFRA_NS = "pgha-infra";
+export const INFRA_ADDRESS = "10.254.0.10";
+const INFRA_GATEWAY = "10.254.0.1";
+const INFRA_PREFIX = 24;
+const INFRA_BRIDGE = "brinfra";
+const INFRA_ROUTER_IF = "vinfra";
+export const IMDS_ADDRESS = "169.254.169.254";
+
+/** The lab's infrastructure keys (lab/infra-keys.sh): its CA and its apt archive key. */
+export function infraKeysDir(): string {
+  return path.join(process.env.PGHA_ROOTFS_CACHE ?? "/var/cache/pgha-lab", "infra");
+}
+
+/** The SSM endpoint names of the plan's regions (the image maps them to INFRA_ADDRESS). */
+export function ssmEndpointNames(plan: ClusterPlan): string[] {
+  return [...new Set(plan.regions.map((region) => `ssm.${region.awsRegion}.amazonaws.com`))];
+}
+
+export function infraHost(layout: LabLayout): HostLayout {
+  const dir = path.join(layout.stateDir, "infra");
+  return {
+    name: "infra",
+    ns: INFRA_NS,
+    region: "",
+    link: { ns: INFRA_NS, ifname: "eth0", routerIf: INFRA_ROUTER_IF, bridge: INFRA_BRIDGE, address: INFRA_ADDRESS, prefixLength: INFRA_PREFIX, gateway: INFRA_GATEWAY, mtu: 1500 },
+    root: path.join(dir, "root"),
+    upper: path.join(dir, "upper"),
+    work: path.join(dir, "work"),
+    logDir: path.join(dir, "log"),
+  };
+}
+
+const ip = (ns: string, ...args: string[]): Promise<string> => run(["ip", "-n", ns, ...args]);
+
+async function createInfraNetwork(host: HostLayout): Promise<void> {
+  const { link } = host;
+  await ip(ROUTER_NS, "link", "add", INFRA_BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0");
+  await ip(ROUTER_NS, "addr", "add", `${INFRA_GATEWAY}/${INFRA_PREFIX}`, "dev", INFRA_BRIDGE);
+  await ip(ROUTER_NS, "link", "set", INFRA_BRIDGE, "up");
+  await run(["ip", "netns", "add", host.ns]);
+  await ip(host.ns, "link", "set", "lo", "up");
+  await ip(ROUTER_NS, "link", "add", link.routerIf, "type", "veth", "peer", "name", link.ifname, "netns", host.ns);
+  await ip(ROUTER_NS, "link", "set", link.routerIf, "master", INFRA_BRIDGE);
+  await ip(ROUTER_NS, "link", "set", link.routerIf, "up");
+  await ip(host.ns, "addr", "add", `${link.address}/${link.prefixLength}`, "dev", link.ifname);
+  await ip(host.ns, "link", "set", link.ifname, "up");
+  await ip(host.ns, "route", "add", "default", "via", INFRA_GATEWAY, "dev", link.ifname);
+  // The metadata address lives on the router itself: reachable from every node, from nowhere else.
+  await ip(ROUTER_NS, "addr", "add", `${IMDS_ADDRESS}/32`, "dev", "lo");
+}
+
+/** Cuts the nodes off the mirror and the SSM endpoint (drill b: no NAT gateway yet); IMDS stays. */
+export async function setEgress(up: boolean): Promise<void> {
+  await ip(ROUTER_NS, "link", "set", INFRA_ROUTER_IF, up ? "up" : "down");
+}
+
+function startDaemon(host: HostLayout, name: string, argv: string[], options: { chroot: boolean; ns?: string }): void {
+  fs.mkdirSync(host.logDir, { recursive: true });
+  const out = fs.openSync(path.join(host.logDir, `${name}.log`), "a");
+  const inner = options.chroot ? ["chroot", host.root, ...argv] : argv;
+  const child = spawn("ip", ["netns", "exec", options.ns ?? host.ns, ...inner], {
+    detached: true,
+    stdio: ["ignore", out, out],
+    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" },
+  });
+  child.unref();
+  fs.closeSync(out);
+}
+
+async function waitTcp(ns: string, address: string, port: number, what: string, logFile: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const probe = await exec(["ip", "netns", "exec", ns, "bash", "-c", `exec 3<>/dev/tcp/${address}/${String(port)}`], { timeoutMs: 5000 });
+    if (probe.code === 0) return;
+    await sleep(250);
+  }
+  throw new Error(`${what} did not listen on ${address}:${String(port)} within ${timeoutMs / 1000} s:\n${tailOf(logFile, 15)}`);
+}
+
+/** The SSM endpoint's certificate under the lab infrastructure CA, for every region's endpoint name. */
+async function issueEndpointCertificate(plan: ClusterPlan, dir: string): Promise<{ cert: string; key: string; ca: string }> {
+  const keys = infraKeysDir();
+  const ca = path.join(keys, "ca.crt");
+  const key = path.join(dir, "endpoint.key");
+  const cert = path.join(dir, "endpoint.crt");
+  const csr = path.join(dir, "endpoint.csr");
+  const ext = path.join(dir, "endpoint.ext");
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const names = [...ssmEndpointNames(plan), "localhost"].map((name) => `DNS:${name}`);
+  fs.writeFileSync(ext, `subjectAltName=${[...names, `IP:${INFRA_ADDRESS}`].join(",")}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`);
+  await run([
+    "openssl",
+    "req",
+    "-new",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    key,
+    "-subj",
+    "/CN=ssm.amazonaws.com (pgha lab)",
+    "-out",
+    csr,
+  ]);
+  await run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", path.join(keys, "ca.key"), "-CAcreateserial", "-days", "30", "-extfile", ext, "-out", cert]);
+  return { cert, key, ca };
+}
+
+export interface InfraOptions {
+  plan: ClusterPlan;
+  layout: LabLayout;
+  /** The tools rootfs (Debian 13 with python3-moto) the infrastructure services run from. */
+  rootfs: string;
+  /** The mirror directory (lab/build-mirror.sh). */
+  mirror: string;
+  parameters: ParameterRecord[];
+  log: (line: string) => void;
+}
+
+/** Credentials the metadata service hands each node (moto accepts any key pair). */
+function imdsConfig(plan: ClusterPlan): Record<string, unknown> {
+  return Object.fromEntries(
+    plan.nodes.map((node) => [
+      node.privateIp,
+      {
+        instanceId: labInstanceId(node.name),
+        region: node.awsRegion,
+        role: `pgha-lab-${node.name}`,
+        accessKeyId: `ASIALAB${labInstanceId(node.name).slice(2, 15).toUpperCase()}`,
+        secretAccessKey: `lab-secret-${node.name}`,
+      },
+    ]),
+  );
+}
+
+/** Starts the mirror, the SSM endpoint (seeded with every parameter) and the metadata service. */
+export async function startInfra(options: InfraOptions): Promise<void> {
+  const { plan, layout, log } = options;
+  const host = infraHost(layout);
+  await createInfraNetwork(host);
+  await mountRoot(host, options.rootfs);
+  const mirrorInRoot = mkdirInRoot(host.root, "/srv/mirror");
+  await run(["mount", "--bind", "-o", "ro", options.mirror, mirrorInRoot]);
+  await run(["mount", "-o", "remount,bind,ro", mirrorInRoot]);
+
+  const tls = await issueEndpointCertificate(plan, path.join(path.dirname(host.root), "tls"));
+  const tlsInRoot = mkdirInRoot(host.root, "/etc/pgha-lab-infra");
+  for (const [from, to] of [
+    [tls.cert, "endpoint.crt"],
+    [tls.key, "endpoint.key"],
+    [tls.ca, "ca.crt"],
+  ] as const)
+    fs.copyFileSync(from, path.join(tlsInRoot, to));
+  const assets = mkdirInRoot(host.root, "/usr/local/lib/pgha-lab");
+  fs.copyFileSync(path.join(__dirname, "assets", "ssm-seed.py"), path.join(assets, "ssm-seed.py"));
+
+  startDaemon(host, "mirror", ["python3", "-m", "http.server", "80", "--bind", INFRA_ADDRESS, "--directory", "/srv/mirror"], { chroot: true });
+  startDaemon(
+    host,
+    "ssm",
+    ["moto_server", "--host", "0.0.0.0", "--port", "443", "--ssl-cert", "/etc/pgha-lab-infra/endpoint.crt", "--ssl-key", "/etc/pgha-lab-infra/endpoint.key"],
+    {
+      chroot: true,
+    },
+  );
+  const imdsFile = path.join(path.dirname(host.root), "imds.json");
+  fs.writeFileSync(imdsFile, JSON.stringify(imdsConfig(plan), null, 2), { mode: 0o600 });
+  startDaemon(host, "imds", ["python3", path.join(__dirname, "assets", "imds.py"), imdsFile], { chroot: false, ns: ROUTER_NS });
+
+  await waitTcp(INFRA_NS, INFRA_ADDRESS, 80, "the apt mirror", path.join(host.logDir, "mirror.log"));
+  await waitTcp(INFRA_NS, "127.0.0.1", 443, "the SSM endpoint (moto_server)", path.join(host.logDir, "ssm.log"));
+  await waitTcp(ROUTER_NS, IMDS_ADDRESS, 80, "the metadata service", path.join(host.logDir, "imds.log"));
+
+  const seeded = await exec(
+    ["ip", "netns", "exec", INFRA_NS, "chroot", host.root, "python3", "/usr/local/lib/pgha-lab/ssm-seed.py", "https://localhost:443", "/etc/pgha-lab-infra/ca.crt"],
+    { input: JSON.stringify(options.parameters), timeoutMs: 120_000 },
+  );
+  if (seeded.code !== 0) throw new Error(`seeding the SSM endpoint failed: ${seeded.stderr.trim()}`);
+  log(`infra: mirror on http://${INFRA_ADDRESS}/, SSM endpoint on https://${INFRA_ADDRESS}/ (${seeded.stdout.trim()}), IMDS on ${IMDS_ADDRESS}`);
+}
+
+/** Reads a file of the infrastructure root (its logs are host-side in logDir). */
+export function infraFile(layout: LabLayout, file: string): string {
+  return resolveInRoot(infraHost(layout).root, file);
+}

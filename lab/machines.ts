@@ -1,0 +1,100 @@
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { ClusterPlan } from "../plan";
+import { encodeUserData, renderUserData } from "../cloud-init/user-data";
+import { sleep } from "./exec";
+import { hostLayout, type LabLayout } from "./layout";
+import { attachVolume, labInstanceId, labVolumeId, mountDisk, nitroByIdPath, startMachine, waitLeader, writeSeed } from "./machine";
+import type { LabTransport } from "./transport";
+
+/** Size of each database node's data volume (a sparse file: only what PostgreSQL writes takes space). */
+export const LAB_VOLUME_MIB = 4096;
+
+export interface MachineBootRecord {
+  node: string;
+  instanceId: string;
+  dataVolumeId?: string;
+  /** Bytes of user-data as EC2 would get it (gzip). */
+  userDataBytes: number;
+  /** `cloud-init status --long` at the end of the boot. */
+  cloudInit: string;
+  /** cloud-init's verdict: done, error or degraded. */
+  status: string;
+  /** Seconds from nspawn's start to cloud-init's end. */
+  seconds: number;
+}
+
+export interface MachineBootOptions {
+  plan: ClusterPlan;
+  layout: LabLayout;
+  transport: LabTransport;
+  /** The lab's cloud image (lab/build-image.sh). */
+  image: string;
+  log: (line: string) => void;
+  /** Database nodes that get no data volume (drill c: the attachment never comes). */
+  withoutVolume?: ReadonlySet<string>;
+  /** How long to wait for cloud-init on every node. */
+  timeoutMs?: number;
+}
+
+/** The user-data of one node exactly as EC2 gets it: the rendered document, gzip, as bytes (EC2 decodes the base64). */
+export function machineUserData(plan: ClusterPlan, node: string): { bytes: Buffer; dataVolumeId?: string } {
+  const dataVolumeId = plan.nodes.find((n) => n.name === node)?.roles.has("postgres") ? labVolumeId(node) : undefined;
+  const text = renderUserData(plan, node, dataVolumeId ? { dataVolumeId } : {});
+  return { bytes: Buffer.from(encodeUserData(text), "base64"), dataVolumeId };
+}
+
+/** Disks, volumes and seeds of every node, then every machine booted at once (as `pulumi up` starts the instances). */
+export async function startMachines(options: MachineBootOptions): Promise<Map<string, { started: number; record: MachineBootRecord }>> {
+  const { plan, layout, log } = options;
+  const started = new Map<string, { started: number; record: MachineBootRecord }>();
+  for (const node of plan.nodes) {
+    const host = hostLayout(layout, node.name);
+    await mountDisk(host, options.image);
+    const { bytes, dataVolumeId } = machineUserData(plan, node.name);
+    fs.writeFileSync(path.join(path.dirname(host.root), "user-data.gz"), bytes);
+    const instanceId = labInstanceId(node.name);
+    const seedDir = writeSeed(host, bytes, instanceId);
+    let volume: { device: string; path: string } | undefined;
+    if (dataVolumeId && !options.withoutVolume?.has(node.name)) volume = { device: await attachVolume(host, LAB_VOLUME_MIB), path: nitroByIdPath(dataVolumeId) };
+    startMachine({ host, seedDir, volume });
+    started.set(node.name, {
+      started: Date.now(),
+      record: { node: node.name, instanceId, dataVolumeId, userDataBytes: bytes.length, cloudInit: "", status: "not finished", seconds: 0 },
+    });
+  }
+  await Promise.all(plan.nodes.map((node) => waitLeader(hostLayout(layout, node.name))));
+  log(`machines: ${plan.nodes.length} booted with systemd-nspawn from ${path.basename(options.image)}`);
+  return started;
+}
+
+/** cloud-init's verdict on one node, once it has finished (`cloud-init status --wait`). */
+export async function waitCloudInit(transport: LabTransport, node: string, timeoutMs: number): Promise<{ status: string; long: string }> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    // --wait polls inside the machine; the outer loop covers a machine whose systemd is not up yet.
+    const result = await transport.run(node, ["cloud-init", "status", "--wait", "--long"], { timeoutMs: Math.max(1000, deadline - Date.now()) }).catch((error: unknown) => ({
+      code: -1,
+      stdout: "",
+      stderr: error instanceof Error ? error.message : String(error),
+    }));
+    const status = /^status: (\S+)/m.exec(result.stdout)?.[1];
+    if (status && status !== "running" && status !== "not") return { status, long: result.stdout.trim() };
+    if (Date.now() > deadline) throw new Error(`${node}: cloud-init did not finish within ${timeoutMs / 1000} s: ${(result.stdout || result.stderr).trim()}`);
+    await sleep(1000);
+  }
+}
+
+/** Boots every node and waits for cloud-init everywhere; returns each node's record (never throws for a node's error: the caller judges). */
+export async function bootMachines(options: MachineBootOptions): Promise<MachineBootRecord[]> {
+  const started = await startMachines(options);
+  const timeoutMs = options.timeoutMs ?? 20 * 60_000;
+  return Promise.all(
+    [...started.values()].map(async ({ started: t0, record }) => {
+      const { status, long } = await waitCloudInit(options.transport, record.node, timeoutMs);
+      const seconds = (Date.now() - t0) / 1000;
+      options.log(`${record.node}: cloud-init ${status} after ${seconds.toFixed(0)} s`);
+      return { ...record, status, cloudInit: long, seconds };
+    }),
+  );
+}
