@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # One-time machine setup for the render tests and the lab (run as root):
-# host tools from Debian's archive (also the linters npm test runs: shellcheck, pyflakes3), then the cached Debian 13 rootfs that
-# holds the real PostgreSQL 17, Patroni, etcd 3.5, HAProxy and cloud-init.
+# host tools from Debian's archive (also the linters npm test runs: shellcheck, pyflakes3; systemd-nspawn and apt-utils
+# for the machines lab), then the cached Debian 13 rootfs that holds the real PostgreSQL 17, Patroni, etcd 3.5, HAProxy
+# and cloud-init, and the machines' cloud image and package mirror.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "lab/setup.sh: run as root (it installs packages and builds a chroot)" >&2
   exit 1
 fi
 need=()
-for tool in debootstrap:debootstrap ip:iproute2 unshare:util-linux openssl:openssl tar:tar shellcheck:shellcheck pyflakes3:python3-pyflakes; do
+for tool in debootstrap:debootstrap ip:iproute2 unshare:util-linux openssl:openssl tar:tar shellcheck:shellcheck pyflakes3:python3-pyflakes systemd-nspawn:systemd-container apt-ftparchive:apt-utils gpg:gpg losetup:mount; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -52,3 +53,7 @@ download_debs() {
 download_debs needrestart unattended-upgrades
 # Debian 13's systemd, for systemd-analyze verify on the rendered units (tests/render/first-boot.test.ts).
 download_debs systemd
+# The machines lab (lab up --machines): the cloud image and the signed package
+# mirror, both cached by their inputs (lab/images.ts).
+cd "$(dirname "$0")/.."
+npx tsx lab/cli.ts images
