@@ -227,13 +227,13 @@ ${record.cloudInit}`);
 
 /** Removes whatever an earlier lab left, then records the new one in the state file. */
 async function resetState(stateDir: string, layout: LabLayout, rootfs: string, log: Logger, extra: Record<string, unknown> = {}): Promise<void> {
-  const owned = labNamespaceNames(layout);
+  const owned = labOwnedNamespaces(layout);
   if (await leftoversExist(stateDir, owned)) {
     log("cleaning up the previous lab first");
     const report = await cleanupLab(stateDir, owned, log);
     if (report.problems.length) throw new Error(`cleanup left things behind: ${report.problems.join("; ")}`);
   }
-  for (const dir of [path.join(stateDir, "hosts"), path.join(stateDir, "router"), layout.wanFile, layout.pkiDir, layout.paramsDir])
+  for (const dir of [path.join(stateDir, "hosts"), path.join(stateDir, "router"), path.join(stateDir, "infra"), layout.wanFile, layout.pkiDir, layout.paramsDir])
     fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   fs.writeFileSync(layout.stateFile, JSON.stringify({ rootfs, startedAt: new Date().toISOString(), pid: process.pid, namespaces: owned, ...extra }, null, 2));
@@ -255,11 +255,16 @@ export async function labNetworkUp(stateDir: string, log: Logger, options: UpOpt
   return { rootfs, layout, plan, wan };
 }
 
-/** The namespaces this lab creates (and the only ones `down` removes). */
+/** The namespaces of an up lab: the router and every host (what "the lab is up" checks). */
 export function labNamespaceNames(layout: LabLayout): string[] {
-  return [ROUTER_NS, INFRA_NS, ...layout.hosts.map((host) => host.ns)];
+  return [ROUTER_NS, ...layout.hosts.map((host) => host.ns)];
+}
+
+/** Every namespace a lab may create, the machines' infrastructure namespace included (the only ones `down` removes). */
+export function labOwnedNamespaces(layout: LabLayout): string[] {
+  return [...labNamespaceNames(layout), INFRA_NS];
 }
 
 export async function labDown(stateDir: string, log: Logger): Promise<CleanupReport> {
-  return cleanupLab(stateDir, labNamespaceNames(labLayout(labPlan(), stateDir)), log);
+  return cleanupLab(stateDir, labOwnedNamespaces(labLayout(labPlan(), stateDir)), log);
 }
