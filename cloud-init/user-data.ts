@@ -88,7 +88,7 @@ export function bootCommands(plan: ClusterPlan, node: NodePlan, boot: BootInputs
   if (node.roles.has("postgres")) {
     commands.push(
       boot.dataVolumeId
-        ? [NODE_PATHS.prepareDataVolume, boot.dataVolumeId, dataMountPoint(plan)]
+        ? [NODE_PATHS.prepareDataVolume, boot.dataVolumeId, dataMountPoint(plan), String(plan.config.instances.dataVolumeAttachSeconds)]
         : ["install", "-d", "-o", SERVICE_USERS.postgres, "-g", SERVICE_USERS.postgres, "-m", "0700", dataMountPoint(plan)],
     );
   }

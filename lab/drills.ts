@@ -1,4 +1,5 @@
 import { findNode, nodesWithRole, type NodePlan } from "../plan";
+import { dataMountPoint } from "../cloud-init/node-files";
 import { clearEnvCache, clusterView, etcdEndpoints, leaderOf, observers, patronictl, postgresNodes, type ClusterAccess } from "../checks/cluster";
 import { monotonicSeconds, sleep } from "./exec";
 import type { NodeTransport } from "../checks/transport";
@@ -43,7 +44,7 @@ export interface DrillContext {
   progress: (phase: string) => void;
   log: (line: string) => void;
   /** Log file text of a service on a node (Patroni log for pg_rewind evidence); undefined when unavailable. */
-  serviceLog?: (node: string, unit: string) => string | undefined;
+  serviceLog?: (node: string, unit: string) => Promise<string | undefined>;
 }
 
 export interface DrillDefinition {
@@ -260,13 +261,13 @@ async function leaderNow(ctx: DrillContext, timeoutMs = 30_000): Promise<string>
 }
 
 /** Length of a node's Patroni log now, so later evidence is read from this point on. */
-function logMark(ctx: DrillContext, node: string): number {
-  return ctx.serviceLog?.(node, "patroni.service")?.length ?? 0;
+async function logMark(ctx: DrillContext, node: string): Promise<number> {
+  return (await ctx.serviceLog?.(node, "patroni.service"))?.length ?? 0;
 }
 
 /** What the old primary's Patroni log says about pg_rewind since `mark`. */
-function rewindEvidence(ctx: DrillContext, node: string, mark: number): { verdict: string; lines: string[] } {
-  const text = ctx.serviceLog?.(node, "patroni.service");
+async function rewindEvidence(ctx: DrillContext, node: string, mark: number): Promise<{ verdict: string; lines: string[] }> {
+  const text = await ctx.serviceLog?.(node, "patroni.service");
   if (text === undefined) return { verdict: "unknown", lines: [] };
   const lines = text
     .slice(mark)
@@ -293,7 +294,7 @@ async function lossDrill(
   result.oldPrimary = oldPrimary;
   const victims = options.victims(baseline);
   const haproxy = writerHaproxy(ctx, options.writerAvoidRegion);
-  const mark = logMark(ctx, oldPrimary);
+  const mark = await logMark(ctx, oldPrimary);
   await withWriter(ctx, id, repetition, haproxy, async (writer) => {
     ctx.progress(`cutting ${victims.join(", ")}`);
     const instant = monotonicSeconds();
@@ -329,7 +330,7 @@ async function lossDrill(
       result.details.rejoinSeconds = (Date.now() - t) / 1000;
       if (!rejoined) result.problems.push(`${oldPrimary} did not rejoin as a streaming replica within ${HEALTH_BUDGET_MS / 1000} s`);
       else result.details.topologyAfterRejoin = { leader: rejoined.leader, syncStandby: rejoined.syncStandby, replicas: rejoined.replicas };
-      result.details.rewind = rewindEvidence(ctx, oldPrimary, mark);
+      result.details.rewind = await rewindEvidence(ctx, oldPrimary, mark);
       await sleep(AFTER_RECOVERY_MS);
     }
     const primaryNow = newPrimary ?? (await leaderNow(ctx));
@@ -344,10 +345,147 @@ async function lossDrill(
     }
   });
   await restoreInto(ctx, result);
-  if (!options.rejoin) result.details.rewind = rewindEvidence(ctx, oldPrimary, mark);
+  if (!options.rejoin) result.details.rewind = await rewindEvidence(ctx, oldPrimary, mark);
   result.ok = result.problems.length === 0;
   return result;
 }
+
+/**
+ * The data volume's mount against Patroni's start in the node's current boot
+ * (both in µs of CLOCK_MONOTONIC, so they compare within one boot).
+ */
+async function mountBeforePatroni(ctx: DrillContext, node: string): Promise<{ ok: boolean; detail: string }> {
+  const show = async (argv: string[]): Promise<string> => {
+    const result = await ctx.transport.run(node, argv);
+    if (result.code !== 0) throw new Error(`${node}: ${argv.join(" ")}: ${result.stderr.trim()}`);
+    return result.stdout.trim();
+  };
+  // The unit name as pgha-prepare-data-volume wrote it: systemd's own escaping of the mount point.
+  const unit = await show(["systemd-escape", "--path", "--suffix=mount", dataMountPoint(ctx.access.plan)]);
+  const mounted = Number(await show(["systemctl", "show", "--property=ActiveEnterTimestampMonotonic", "--value", unit]));
+  const started = Number(await show(["systemctl", "show", "--property=ExecMainStartTimestampMonotonic", "--value", "patroni.service"]));
+  const source = await show(["findmnt", "--noheadings", "--output=SOURCE", dataMountPoint(ctx.access.plan)]).catch(() => "");
+  const detail = `${unit} active at ${(mounted / 1e6).toFixed(2)} s, patroni started at ${(started / 1e6).toFixed(2)} s of the boot, source ${source || "none"}`;
+  return { ok: mounted > 0 && started > 0 && mounted <= started && source !== "", detail };
+}
+
+/** Failed units of a node (what makes `is-system-running` say degraded). */
+async function failedUnits(ctx: DrillContext, node: string): Promise<string[]> {
+  const result = await ctx.transport.run(node, ["systemctl", "list-units", "--failed", "--plain", "--no-legend", "--output=cat"]).catch(() => undefined);
+  return (result?.stdout ?? "")
+    .split("\n")
+    .map((line) => line.trim().split(/\s+/)[0] ?? "")
+    .filter(Boolean);
+}
+
+/** Reboots one node and waits for its boot to end; problems (a degraded boot, the mount after Patroni) go to `result`. */
+async function rebootAndCheck(ctx: DrillContext, node: NodePlan, result: DrillOutcome): Promise<Record<string, unknown>> {
+  const t = Date.now();
+  ctx.progress(`rebooting ${node.name}`);
+  await ctx.faults.reboot(node.name);
+  const state = await ctx.faults.waitBooted(node.name);
+  const step: Record<string, unknown> = { node: node.name, bootSeconds: (Date.now() - t) / 1000, systemState: state };
+  if (state !== "running") result.problems.push(`${node.name}: boot ended ${state} (failed: ${(await failedUnits(ctx, node.name)).join(", ") || "?"})`);
+  if (node.roles.has("postgres")) {
+    // Patroni waits for its mount (RequiresMountsFor=); give it the time to start before reading its timestamp.
+    await poll(60_000, async () => ((await ctx.transport.serviceActive(node.name, "patroni.service")) ? true : undefined));
+    const order = await mountBeforePatroni(ctx, node.name);
+    step.mount = order.detail;
+    if (!order.ok) result.problems.push(`${node.name}: the data volume was not mounted before Patroni started (${order.detail})`);
+  }
+  return step;
+}
+
+/** Drill e: the primary's machine reboots (a clean shutdown); the sync standby takes over and the old primary rejoins. */
+async function primaryRebootDrill(ctx: DrillContext, repetition: number): Promise<DrillOutcome> {
+  const id = "primary-reboot";
+  const result = outcome(id, repetition);
+  const baseline = await waitBaseline(ctx);
+  const oldPrimary = baseline.leader as string;
+  result.oldPrimary = oldPrimary;
+  await withWriter(ctx, id, repetition, writerHaproxy(ctx), async (writer) => {
+    const instant = monotonicSeconds();
+    result.details.reboot = await rebootAndCheck(ctx, findNode(ctx.access.plan, oldPrimary), result);
+    const recovered = await waitRecovery(ctx, writer, instant, (server) => server !== ipOf(ctx, oldPrimary), "waiting for a new primary");
+    if (!recovered) result.problems.push(`no write acknowledged by a new primary within ${FAILOVER_BUDGET_MS / 1000} s`);
+    const newPrimary = await leaderNow(ctx);
+    result.newPrimary = newPrimary;
+    if (newPrimary !== baseline.syncStandby) result.problems.push(`promoted ${newPrimary}, which was not the sync standby ${baseline.syncStandby}`);
+    ctx.progress(`waiting for ${oldPrimary} to rejoin`);
+    const t = Date.now();
+    const rejoined = await poll(HEALTH_BUDGET_MS, async () => {
+      const view = await clusterView(ctx.access, newPrimary);
+      return view.members.some((m) => m.name === oldPrimary && m.state === "streaming") ? true : undefined;
+    });
+    result.details.rejoinSeconds = (Date.now() - t) / 1000;
+    if (!rejoined) result.problems.push(`${oldPrimary} did not rejoin as a streaming replica within ${HEALTH_BUDGET_MS / 1000} s`);
+    await sleep(AFTER_RECOVERY_MS);
+    await writer.stop();
+    await judgeWrites(ctx, result, writer, instant, oldPrimary, newPrimary);
+  });
+  await restoreInto(ctx, result);
+  result.ok = result.problems.length === 0;
+  return result;
+}
+
+/**
+ * Drill d: every node rebooted, one at a time (the primary last, as an OS
+ * rollout goes), each with a writer through an HAProxy other than the node.
+ * Each node must boot cleanly, mount its volume before Patroni and rejoin;
+ * RPO 0 and no split brain over every step.
+ */
+export const ROLLING_REBOOT: DrillDefinition = {
+  id: "rolling-reboot",
+  title: "every node rebooted, one at a time, with writes through HAProxy: the volume mounted before Patroni, each node rejoins, RPO 0",
+  run: async (ctx, repetition) => {
+    const id = "rolling-reboot";
+    const result = outcome(id, repetition);
+    const baseline = await waitBaseline(ctx);
+    result.oldPrimary = baseline.leader;
+    const nodes = ctx.access.plan.nodes;
+    const order = [...nodes.filter((n) => n.name !== baseline.leader), ...nodes.filter((n) => n.name === baseline.leader)];
+    const steps: Record<string, unknown>[] = [];
+    const rtos: number[] = [];
+    for (const node of order) {
+      const haproxy = nodesWithRole(ctx.access.plan, "haproxy").find((n) => n.name !== node.name);
+      if (!haproxy) throw new Error("no HAProxy besides the rebooted node");
+      const primaryBefore = await leaderNow(ctx);
+      const stepResult = outcome(id, repetition);
+      await withWriter(ctx, id, repetition, haproxy, async (writer) => {
+        const instant = monotonicSeconds();
+        const step = await rebootAndCheck(ctx, node, stepResult);
+        const t = Date.now();
+        ctx.progress(`waiting for ${node.name} to rejoin`);
+        await waitBaseline(ctx);
+        step.rejoinSeconds = (Date.now() - t) / 1000;
+        step.writerVia = haproxy.name;
+        await sleep(AFTER_RECOVERY_MS);
+        const primaryNow = await leaderNow(ctx);
+        await writer.stop();
+        await judgeWrites(ctx, stepResult, writer, instant, primaryBefore, primaryNow);
+        step.rtoSeconds = stepResult.rtoSeconds;
+        step.acked = stepResult.acked;
+        steps.push(step);
+      });
+      result.problems.push(...stepResult.problems.map((p) => `${node.name}: ${p}`));
+      result.rpoMissing += stepResult.rpoMissing;
+      result.splitBrainAcks += stepResult.splitBrainAcks;
+      result.acked += stepResult.acked;
+      result.unknownOutcome += stepResult.unknownOutcome;
+      result.unsafeAcks += stepResult.unsafeAcks;
+      result.maxGapAfterSeconds = Math.max(result.maxGapAfterSeconds, stepResult.maxGapAfterSeconds);
+      if (stepResult.rtoSeconds !== undefined) rtos.push(stepResult.rtoSeconds);
+      ctx.log(`rolling reboot: ${node.name} back (${JSON.stringify(steps.at(-1))})`);
+    }
+    result.details.steps = steps;
+    // The drill's RTO is its worst step's (the primary's reboot, a failover).
+    result.rtoSeconds = rtos.length === order.length ? Math.max(...rtos) : undefined;
+    result.newPrimary = await leaderNow(ctx);
+    await restoreInto(ctx, result);
+    result.ok = result.problems.length === 0;
+    return result;
+  },
+};
 
 export const DRILLS: DrillDefinition[] = [
   {
@@ -514,6 +652,11 @@ export const DRILLS: DrillDefinition[] = [
       clearEnvCache();
       return lossDrill(ctx, "region-loss", repetition, { victims: () => region.nodes.map((n) => n.name), writerAvoidRegion: region.name });
     },
+  },
+  {
+    id: "primary-reboot",
+    title: "reboot of the primary's machine (systemctl reboot): writes resume on the sync standby, the old primary rejoins after its volume mounts",
+    run: primaryRebootDrill,
   },
 ];
 

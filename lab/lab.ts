@@ -4,7 +4,7 @@ import { buildClusterPlan, type ClusterPlan } from "../plan";
 import { bootCluster, prepareClient, prepareRoot, type Logger, type NodeBootRecord } from "./boot";
 import { cleanupLab, leftoversExist, type CleanupReport } from "./cleanup";
 import type { ClusterAccess } from "../checks/cluster";
-import { exec } from "./exec";
+import { exec, sleep } from "./exec";
 import { CLIENT, DEFAULT_STATE_DIR, hostLayout, labLayout, ROUTER_NS, type LabLayout } from "./layout";
 import { createNetwork } from "./netns";
 import { checkIssued, issuePki, parameterRecords, writeParameterDirs } from "./pki";
@@ -12,8 +12,8 @@ import { LabTransport } from "./transport";
 import { startWan, type WanOptions, type WanSpec } from "./wan";
 import { acquireLabLock } from "./lock";
 import { labImages, readMirrorInfo, type MirrorInfo } from "./images";
-import { INFRA_ADDRESS, INFRA_NS, startInfra } from "./infra";
-import { bootMachines, type MachineBootRecord } from "./machines";
+import { INFRA_ADDRESS, INFRA_NS, setEgress, startInfra } from "./infra";
+import { bootMachines, replaceMachine, type MachineBootRecord } from "./machines";
 
 export const LAB_STACK = "lab";
 
@@ -40,7 +40,8 @@ export interface LabContext {
  */
 export function labConfig(mirror?: MirrorInfo): Record<string, unknown> {
   return {
-    instances: { os: "debian-13" },
+    // The lab binds the volume before the machine boots; a short wait keeps drill c (no volume) quick.
+    instances: { os: "debian-13", dataVolumeAttachSeconds: LAB_VOLUME_ATTACH_SECONDS },
     versions: {
       patroni: LAB_PATRONI,
       ...(mirror ? { etcd: mirror.etcd.version, etcdSha256: { amd64: mirror.etcd.sha256 } } : {}),
@@ -51,6 +52,9 @@ export function labConfig(mirror?: MirrorInfo): Record<string, unknown> {
     },
   };
 }
+
+/** How long a lab node's first boot waits for its data volume (production: 600 s). */
+export const LAB_VOLUME_ATTACH_SECONDS = 30;
 
 /** Debian 13's Patroni series (PGDG's 4.1 is built for Ubuntu). */
 export const LAB_PATRONI = "4.0.*";
@@ -130,6 +134,12 @@ export interface UpOptions {
   machines?: boolean;
   /** Machines only: database nodes booted without their data volume (drill c). */
   withoutVolume?: ReadonlySet<string>;
+  /**
+   * Machines only: the lab's mirror and SSM endpoint are unreachable from the
+   * nodes for this many seconds after the machines start (drill b: the NAT
+   * gateway not carrying traffic yet). IMDS stays up, as on EC2.
+   */
+  egressCutSeconds?: number;
 }
 
 /** Builds the whole lab and boots every node from its rendered user-data. */
@@ -215,7 +225,19 @@ async function labUpMachines(stateDir: string, log: Logger, options: UpOptions):
 
   t = Date.now();
   const transport = new LabTransport(layout);
+  let restoreEgress: Promise<void> | undefined;
+  if (options.egressCutSeconds) {
+    await setEgress(false);
+    log(`egress: the mirror and the SSM endpoint unreachable for the first ${String(options.egressCutSeconds)} s of the boot`);
+    const cutSeconds = options.egressCutSeconds;
+    restoreEgress = sleep(cutSeconds * 1000).then(async () => {
+      await setEgress(true);
+      timings.egressRestoredSeconds = (Date.now() - t) / 1000;
+      log(`egress: restored after ${String(cutSeconds)} s`);
+    });
+  }
   const machines = await bootMachines({ plan, layout, transport, image, log, withoutVolume: options.withoutVolume });
+  await restoreEgress;
   timings.bootSeconds = (Date.now() - t) / 1000;
   timings.upSeconds = (Date.now() - t0) / 1000;
   fs.writeFileSync(path.join(stateDir, "boot.json"), JSON.stringify(machines, null, 2));
@@ -223,6 +245,18 @@ async function labUpMachines(stateDir: string, log: Logger, options: UpOptions):
     log(`${record.node}: cloud-init ${record.status}:
 ${record.cloudInit}`);
   return { rootfs, timings, boot: [], machines, pkiProblems, wan };
+}
+
+/**
+ * Replaces one node's machine with a new instance on a fresh root disk (as
+ * `pulumi up --replace` does), with or without its data volume; returns once
+ * the new machine's cloud-init has finished.
+ */
+export async function labReplaceMachine(stateDir: string, node: string, log: Logger, options: { withVolume: boolean; generation: number }): Promise<MachineBootRecord> {
+  const state = JSON.parse(fs.readFileSync(path.join(stateDir, "state.json"), "utf8")) as { image?: string; machines?: boolean };
+  if (!state.machines || !state.image) throw new Error(`the lab in ${stateDir} was not booted as machines`);
+  const { plan, layout, transport } = labContext(stateDir);
+  return replaceMachine({ plan, layout, transport, image: state.image, log, withoutVolume: options.withVolume ? new Set() : new Set([node]) }, node, options.generation);
 }
 
 /** Removes whatever an earlier lab left, then records the new one in the state file. */

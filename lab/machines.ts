@@ -4,7 +4,8 @@ import type { ClusterPlan } from "../plan";
 import { encodeUserData, renderUserData } from "../cloud-init/user-data";
 import { sleep } from "./exec";
 import { hostLayout, type LabLayout } from "./layout";
-import { attachVolume, labInstanceId, labVolumeId, mountDisk, nitroByIdPath, startMachine, waitLeader, writeSeed } from "./machine";
+import { attachVolume, labInstanceId, labVolumeId, loopDevicesUnder, machinePaths, mountDisk, nitroByIdPath, powerOff, startMachine, waitLeader, writeSeed } from "./machine";
+import { run } from "./exec";
 import type { LabTransport } from "./transport";
 
 /** Size of each database node's data volume (a sparse file: only what PostgreSQL writes takes space). */
@@ -44,24 +45,26 @@ export function machineUserData(plan: ClusterPlan, node: string): { bytes: Buffe
   return { bytes: Buffer.from(encodeUserData(text), "base64"), dataVolumeId };
 }
 
+/** One node's new root disk, seed and (unless withheld) data volume, booted; returns its record so far. */
+async function launchMachine(options: MachineBootOptions, node: string, instanceId: string): Promise<MachineBootRecord> {
+  const host = hostLayout(options.layout, node);
+  await mountDisk(host, options.image);
+  const { bytes, dataVolumeId } = machineUserData(options.plan, node);
+  fs.writeFileSync(path.join(path.dirname(host.root), "user-data.gz"), bytes);
+  const seedDir = writeSeed(host, bytes, instanceId);
+  let volume: { device: string; path: string } | undefined;
+  if (dataVolumeId && !options.withoutVolume?.has(node)) volume = { device: await attachVolume(host, LAB_VOLUME_MIB), path: nitroByIdPath(dataVolumeId) };
+  startMachine({ host, seedDir, volume });
+  return { node, instanceId, dataVolumeId, userDataBytes: bytes.length, cloudInit: "", status: "not finished", seconds: 0 };
+}
+
 /** Disks, volumes and seeds of every node, then every machine booted at once (as `pulumi up` starts the instances). */
 export async function startMachines(options: MachineBootOptions): Promise<Map<string, { started: number; record: MachineBootRecord }>> {
   const { plan, layout, log } = options;
   const started = new Map<string, { started: number; record: MachineBootRecord }>();
   for (const node of plan.nodes) {
-    const host = hostLayout(layout, node.name);
-    await mountDisk(host, options.image);
-    const { bytes, dataVolumeId } = machineUserData(plan, node.name);
-    fs.writeFileSync(path.join(path.dirname(host.root), "user-data.gz"), bytes);
-    const instanceId = labInstanceId(node.name);
-    const seedDir = writeSeed(host, bytes, instanceId);
-    let volume: { device: string; path: string } | undefined;
-    if (dataVolumeId && !options.withoutVolume?.has(node.name)) volume = { device: await attachVolume(host, LAB_VOLUME_MIB), path: nitroByIdPath(dataVolumeId) };
-    startMachine({ host, seedDir, volume });
-    started.set(node.name, {
-      started: Date.now(),
-      record: { node: node.name, instanceId, dataVolumeId, userDataBytes: bytes.length, cloudInit: "", status: "not finished", seconds: 0 },
-    });
+    const record = await launchMachine(options, node.name, labInstanceId(node.name));
+    started.set(node.name, { started: Date.now(), record });
   }
   await Promise.all(plan.nodes.map((node) => waitLeader(hostLayout(layout, node.name))));
   log(`machines: ${plan.nodes.length} booted with systemd-nspawn from ${path.basename(options.image)}`);
@@ -97,4 +100,26 @@ export async function bootMachines(options: MachineBootOptions): Promise<Machine
       return { ...record, status, cloudInit: long, seconds };
     }),
   );
+}
+
+/**
+ * Replaces a node's machine as `pulumi up --replace` replaces an instance:
+ * the old one is powered off and its root disk (and volume) discarded, a new
+ * instance with a new id boots the same user-data on a fresh disk; `options.withoutVolume`
+ * decides whether the new one gets a volume. Waits for cloud-init.
+ */
+export async function replaceMachine(options: MachineBootOptions, node: string, generation: number): Promise<MachineBootRecord> {
+  const host = hostLayout(options.layout, node);
+  if (!(await powerOff(host))) throw new Error(`${node}: the machine did not power off`);
+  const dir = path.dirname(host.root);
+  for (const device of await loopDevicesUnder(dir)) await run(["losetup", "--detach", device]);
+  await run(["umount", host.root]);
+  for (const stale of [host.upper, host.work, machinePaths(host).volumeFile]) fs.rmSync(stale, { recursive: true, force: true });
+  const t0 = Date.now();
+  const record = await launchMachine(options, node, labInstanceId(`${node}#${String(generation)}`));
+  await waitLeader(host);
+  const { status, long } = await waitCloudInit(options.transport, node, options.timeoutMs ?? 20 * 60_000);
+  const seconds = (Date.now() - t0) / 1000;
+  options.log(`${node}: replaced by ${record.instanceId}; cloud-init ${status} after ${seconds.toFixed(0)} s`);
+  return { ...record, status, cloudInit: long, seconds };
 }

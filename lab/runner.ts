@@ -4,8 +4,6 @@ import { clearEnvCache } from "../checks/cluster";
 import { DRILLS, prepareDrills, restoreBaseline, summarise, type DrillContext, type DrillDefinition, type DrillOutcome, type DrillSummary } from "./drills";
 import { waitFor } from "./exec";
 import type { LabContext } from "./lab";
-import { hostLayout } from "./layout";
-import { serviceLog } from "./services";
 import { LiveTable } from "./table";
 import type { Verification } from "../checks/readiness";
 import { verifyCluster } from "./verify";
@@ -36,13 +34,7 @@ export function drillContext(lab: LabContext, progress: (phase: string) => void,
       progress(phase);
     },
     log,
-    serviceLog: (node, unit) => {
-      try {
-        return fs.readFileSync(serviceLog(hostLayout(lab.layout, node), unit), "utf8");
-      } catch {
-        return undefined;
-      }
-    },
+    serviceLog: (node, unit) => lab.transport.unitLog(node, unit).catch(() => undefined),
   };
 }
 

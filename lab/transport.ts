@@ -5,8 +5,8 @@ import { exec, sleep } from "./exec";
 import { hostLayout, type HostLayout, type LabLayout } from "./layout";
 import { cutLink, linkIsUp, restoreLink } from "./netns";
 import { readAccounts, resolveInRoot } from "./roots";
-import { machineLeader, machinePaths } from "./machine";
-import { hostProcesses, reloadCommands, serviceStatus, startService, stopService } from "./services";
+import { machineLeader, machinePaths, waitLeader } from "./machine";
+import { hostProcesses, reloadCommands, serviceLog, serviceStatus, startService, stopService } from "./services";
 import { parseEnvironmentFile } from "../checks/env-file";
 import type { NodeTransport, RunningCommand, RunOptions, RunResult, ServiceName } from "../checks/transport";
 
@@ -16,6 +16,14 @@ export interface FaultInjector {
   reconnect(nodes: string[]): Promise<void>;
   /** Undoes every fault still in place (after an interrupted drill); returns the nodes healed. */
   healAll(): Promise<string[]>;
+  /**
+   * Reboots a node's OS (on AWS, `aws ec2 reboot-instances`): returns once the
+   * old boot has ended and the next one's PID 1 runs; `waitBooted` waits for
+   * the rest of the boot.
+   */
+  reboot(node: string): Promise<void>;
+  /** Waits until the node's systemd has finished booting; returns `systemctl is-system-running`'s word. */
+  waitBooted(node: string, timeoutMs?: number): Promise<string>;
 }
 
 const BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -109,6 +117,14 @@ export class LabTransport implements NodeTransport, FaultInjector {
     return result.stdout;
   }
 
+  /** A unit's log so far: the machine's journal (message text only, as the service wrote it). */
+  async unitLog(node: string, unit: string): Promise<string> {
+    if (!this.isMachine(node)) return fs.readFileSync(serviceLog(this.host(node), unit), "utf8");
+    const result = await this.run(node, ["journalctl", "--no-pager", "--output=cat", `--unit=${unit}`], { timeoutMs: 60_000 });
+    if (result.code !== 0) throw new Error(`${node}: journalctl --unit=${unit} failed: ${result.stderr.trim()}`);
+    return result.stdout;
+  }
+
   /** systemctl VERB UNIT inside the machine; throws with systemd's own words. */
   private async systemctl(node: string, verb: string, unit: string, timeoutMs = 300_000): Promise<void> {
     const result = await this.run(node, ["systemctl", verb, unit], { timeoutMs });
@@ -165,6 +181,26 @@ export class LabTransport implements NodeTransport, FaultInjector {
   async reconnect(nodes: string[]): Promise<void> {
     for (const node of nodes) await restoreLink(this.host(node));
     await sleep(50);
+  }
+
+  async reboot(node: string): Promise<void> {
+    const before = this.leader(node);
+    // --no-block: the job is queued and systemctl returns before the shutdown kills it.
+    const result = await this.run(node, ["systemctl", "--no-block", "reboot"]);
+    if (result.code !== 0) throw new Error(`${node}: systemctl reboot failed (exit ${String(result.code)}): ${result.stderr.trim()}`);
+    await waitLeader(this.host(node), 120_000, before);
+  }
+
+  async waitBooted(node: string, timeoutMs = 180_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      // --wait returns when the boot is over (running or degraded); the loop covers a PID 1 not yet answering.
+      const result = await this.run(node, ["systemctl", "is-system-running", "--wait"], { timeoutMs: Math.max(1000, deadline - Date.now()) }).catch(() => undefined);
+      const state = result?.stdout.trim();
+      if (state === "running" || state === "degraded") return state;
+      if (Date.now() > deadline) throw new Error(`${node}: the boot did not finish within ${timeoutMs / 1000} s (is-system-running: ${state ?? "no answer"})`);
+      await sleep(500);
+    }
   }
 
   async healAll(): Promise<string[]> {

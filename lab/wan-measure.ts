@@ -5,7 +5,6 @@ import { clusterView, leaderOf, postgresNodes, sqlFromClient, type ClusterAccess
 import { sleep } from "./exec";
 import type { LabContext } from "./lab";
 import { CLIENT, hostLayout } from "./layout";
-import { serviceLog } from "./services";
 import type { RunningCommand } from "../checks/transport";
 import { parseEnvironmentFile } from "../checks/env-file";
 import { moveLeaderTo } from "./drills";
@@ -253,11 +252,7 @@ async function etcdEnv(access: ClusterAccess, node: string): Promise<{ env: Reco
 
 async function snapshotMember(lab: LabContext, member: { name: string; node: string; clientUrl: string }): Promise<EtcdMemberSnapshot> {
   const snap: EtcdMemberSnapshot = { member: member.name, node: member.node, metrics: {}, peerRtt: {}, logLength: 0 };
-  try {
-    snap.logLength = fs.statSync(serviceLog(hostLayout(lab.layout, member.node), "etcd.service")).size;
-  } catch {
-    snap.logLength = 0;
-  }
+  snap.logLength = (await lab.transport.unitLog(member.node, "etcd.service").catch(() => "")).length;
   try {
     const { env, owner } = await etcdEnv(lab.access, member.node);
     const rest = { ...env };
@@ -304,17 +299,11 @@ const ETCD_LOG_EVENTS: [string, RegExp][] = [
   ["prober detected unhealthy", /prober detected unhealthy status/],
 ];
 
-function etcdLogEvents(lab: LabContext, node: string, from: number): Record<string, number> {
+async function etcdLogEvents(lab: LabContext, node: string, from: number): Promise<Record<string, number>> {
   const counts: Record<string, number> = {};
   let text: string;
   try {
-    const file = serviceLog(hostLayout(lab.layout, node), "etcd.service");
-    const fd = fs.openSync(file, "r");
-    const size = fs.fstatSync(fd).size;
-    const buffer = Buffer.alloc(Math.max(0, size - from));
-    fs.readSync(fd, buffer, 0, buffer.length, from);
-    fs.closeSync(fd);
-    text = buffer.toString("utf8");
+    text = (await lab.transport.unitLog(node, "etcd.service")).slice(from);
   } catch {
     return counts;
   }
@@ -424,6 +413,7 @@ export async function etcdStability(lab: LabContext, seconds: number, work?: () 
   const leaderEnd = leaderOf(viewEnd.members);
   if (leaderEnd) leadersSeen.add(leaderEnd.name);
   const problems: string[] = [];
+  const logEvents = await Promise.all(members.map((m, i) => etcdLogEvents(lab, m.node, start[i]?.logLength ?? 0)));
   const rows = members.map((m, i) => {
     const a = start[i];
     const b = end[i];
@@ -445,7 +435,7 @@ export async function etcdStability(lab: LabContext, seconds: number, work?: () 
       proposalsFailed: delta("etcd_server_proposals_failed_total"),
       proposalsCommitted: delta("etcd_server_proposals_committed_total"),
       peerRttMs,
-      logEvents: etcdLogEvents(lab, m.node, a.logLength),
+      logEvents: logEvents[i] ?? {},
       error: a.error ?? b.error,
     };
     if (row.error) problems.push(`${m.name}: ${row.error}`);

@@ -155,6 +155,11 @@ export interface InstancesConfig {
   dataVolumeGiB: number;
   /** Pulumi `protect` on data volumes: on for real stacks, off for ephemeral ones. */
   protectDataVolumes: boolean;
+  /**
+   * How long the first boot waits for the data volume's attachment before it
+   * fails (cloud-init reports the error and no database service starts).
+   */
+  dataVolumeAttachSeconds: number;
   /** Operating system of every node (plan/os.ts): its AMI, and the codename apt sources use. */
   os: OsName;
   /** Override the AMI per AWS region (default: the current image of `os`, from its public SSM parameter). */

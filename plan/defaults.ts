@@ -120,6 +120,8 @@ export const DEFAULT_CONFIG: ClusterConfig = {
     rootVolumeGiB: 20,
     dataVolumeGiB: 100,
     protectDataVolumes: true,
+    // EC2 attaches the volume after the instance starts, usually within a minute.
+    dataVolumeAttachSeconds: 600,
     amiOverrides: {},
   },
   parameterPrefix: "/pgha",

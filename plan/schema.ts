@@ -339,6 +339,9 @@ const instancesSchema = section(
     rootVolumeGiB: whole(8, 16384).default(defaults.instances.rootVolumeGiB),
     dataVolumeGiB: whole(1, 16384).default(defaults.instances.dataVolumeGiB),
     protectDataVolumes: flag().default(defaults.instances.protectDataVolumes),
+    dataVolumeAttachSeconds: whole(10, 3600)
+      .default(defaults.instances.dataVolumeAttachSeconds)
+      .describe("Seconds the first boot waits for the data volume to be attached before it fails."),
     amiOverrides: z
       .record(
         // A plain string key (not an enum) keeps the parsed type Record<string, string>; the enum is there for editors.

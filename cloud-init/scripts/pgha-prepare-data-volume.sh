@@ -1,21 +1,23 @@
 #!/bin/bash
 # Formats (first boot only) and mounts the node's PGDATA volume.
-# Usage: pgha-prepare-data-volume VOLUME_ID MOUNT_POINT
+# Usage: pgha-prepare-data-volume VOLUME_ID MOUNT_POINT [ATTACH_SECONDS]
 # The volume is found by its EBS id, which NVMe exposes under
 # /dev/disk/by-id regardless of attachment order. A volume that already
 # holds a filesystem (a replaced instance) is mounted as it is, never formatted.
 set -euo pipefail
 volume_id=$1
 mount_point=$2
+attach_seconds=${3:-600}
 device=/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${volume_id//-/}
 
-# The attachment is made after the instance starts; wait for it.
-for _ in $(seq 1 120); do
-  [ -e "$device" ] && break
-  sleep 5
+# The attachment is made after the instance starts; wait for it
+# (pgha:instances.dataVolumeAttachSeconds).
+deadline=$((SECONDS + attach_seconds))
+until [ -e "$device" ] || [ "$SECONDS" -ge "$deadline" ]; do
+  sleep 2
 done
 if [ ! -e "$device" ]; then
-  echo "pgha-prepare-data-volume: $volume_id never appeared at $device" >&2
+  echo "pgha-prepare-data-volume: $volume_id never appeared at $device within ${attach_seconds} s (pgha:instances.dataVolumeAttachSeconds)" >&2
   exit 1
 fi
 
