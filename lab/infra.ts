@@ -195,12 +195,22 @@ export async function startInfra(options: InfraOptions): Promise<void> {
   await waitTcp(INFRA_NS, "127.0.0.1", 443, "the SSM endpoint (moto_server)", path.join(host.logDir, "ssm.log"));
   await waitTcp(ROUTER_NS, IMDS_ADDRESS, 80, "the metadata service", path.join(host.logDir, "imds.log"));
 
+  const seeded = await putParameters(layout, options.parameters);
+  log(`infra: mirror on http://${INFRA_ADDRESS}/, SSM endpoint on https://${INFRA_ADDRESS}/ (${seeded}), IMDS on ${IMDS_ADDRESS}`);
+}
+
+/**
+ * Writes parameters to the lab's SSM endpoint (put-parameter, overwriting),
+ * as NodeSecrets does on `pulumi up`; returns the seeder's counts.
+ */
+export async function putParameters(layout: LabLayout, parameters: ParameterRecord[]): Promise<string> {
+  const host = infraHost(layout);
   const seeded = await exec(
     ["ip", "netns", "exec", INFRA_NS, "chroot", host.root, "python3", "/usr/local/lib/pgha-lab/ssm-seed.py", "https://localhost:443", "/etc/pgha-lab-infra/ca.crt"],
-    { input: JSON.stringify(options.parameters), timeoutMs: 120_000 },
+    { input: JSON.stringify(parameters), timeoutMs: 120_000 },
   );
-  if (seeded.code !== 0) throw new Error(`seeding the SSM endpoint failed: ${seeded.stderr.trim()}`);
-  log(`infra: mirror on http://${INFRA_ADDRESS}/, SSM endpoint on https://${INFRA_ADDRESS}/ (${seeded.stdout.trim()}), IMDS on ${IMDS_ADDRESS}`);
+  if (seeded.code !== 0) throw new Error(`writing parameters to the SSM endpoint failed: ${seeded.stderr.trim()}`);
+  return seeded.stdout.trim();
 }
 
 /** Reads a file of the infrastructure root (its logs are host-side in logDir). */

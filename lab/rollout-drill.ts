@@ -1,8 +1,6 @@
-import * as path from "node:path";
 import { load } from "js-yaml";
 import { buildClusterPlan, certificateFor, NODE_PATHS, nodesWithRole, type ClusterConfigInput, type ClusterPlan } from "../plan";
 import { normaliseSerial, serialOf, SERVED_SERIAL_SCRIPT, TLS_SERVERS } from "../ops/node-secrets";
-import { LAB_PARAMS, stageParameters } from "./boot";
 import { runRollout, type RolloutReport } from "../ops/rollout";
 import { canonicalJson, dynamicSettings } from "../ops/dynamic-config";
 import { patroniRest, sqlOnNode, type ClusterAccess } from "../checks/cluster";
@@ -10,7 +8,8 @@ import { monotonicSeconds, sleep } from "./exec";
 import { LAB_STACK, type LabContext } from "./lab";
 import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer } from "./writer";
 import { quickHealth } from "./verify";
-import { certificateSerial, loadIssuedPki, renewLeaves, writeParameterDirs } from "./pki";
+import { certificateSerial, loadIssuedPki, parameterRecords, renewLeaves } from "./pki";
+import { putParameters } from "./infra";
 
 /**
  * The rolling day-2 change of ops/rollout.ts, in the lab, through the lab's
@@ -175,23 +174,6 @@ export async function rolloutDrill(
   };
 }
 
-/**
- * Every node's parameter directory staged inside the node, and the secret
- * source that makes the rollout's `pgha-fetch-secrets` read it (the lab's
- * stand-in for SSM). `unstage` removes the copies again.
- */
-export function stageLabSecrets(lab: LabContext): { secretSource: { args: string[] }; unstage: () => void } {
-  const removals = lab.plan.nodes.map((node) => stageParameters(lab.transport.host(node.name), path.join(lab.layout.paramsDir, node.name)));
-  return {
-    secretSource: { args: ["--from-dir", LAB_PARAMS] },
-    unstage: () => {
-      removals.forEach((remove) => {
-        remove();
-      });
-    },
-  };
-}
-
 /** HAProxy's runtime API: the certificate it has loaded for a file (its check client certificate), not the file on disk. */
 const HAPROXY_LOADED_CERT_SCRIPT =
   'import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect("/run/haproxy/admin.sock")\ns.sendall(("show ssl cert %s\\n" % sys.argv[1]).encode())\nprint(b"".join(iter(lambda: s.recv(65536), b"")).decode())';
@@ -262,7 +244,7 @@ export interface RenewalDrillResult {
 /**
  * Certificate renewal as `pulumi up` does it in a leaf's last 30 days: every
  * leaf re-issued by the same CA with the same key and a new serial, written
- * to the parameter directories (the lab's SSM), then the rollout of the
+ * to the lab's SSM endpoint, then the rollout of the
  * plan the cluster runs (`deployed`: nothing else changes) with the writer
  * going through HAProxy. Afterwards every TLS
  * server must serve its new serial on a fresh connection and every HAProxy
@@ -281,20 +263,16 @@ export async function renewalDrill(lab: LabContext, deployed: ClusterPlan, log: 
       problems.push(`before: ${served.node} ${served.what} serves ${served.serial ?? served.error}, its file has ${before[served.certificate]}`);
 
   const renewed = await renewLeaves(lab.plan, pki);
-  writeParameterDirs(lab.plan, pki, lab.layout.paramsDir);
+  // What NodeSecrets does on `pulumi up`: the renewed parameters overwrite the old ones in SSM.
+  const written = await putParameters(lab.layout, parameterRecords(lab.plan, pki, LAB_STACK));
   const after = await serialsOf();
   const serials = Object.fromEntries(lab.plan.certificates.map((c) => [c.id, { before: before[c.id], after: after[c.id] }]));
   for (const [id, s] of Object.entries(serials)) if (s.before === s.after) problems.push(`${id}: renewal kept serial ${s.before}`);
-  log(`renewed ${renewed.length} leaf certificates (same CA, same keys, new serials); parameter directories rewritten`);
+  log(`renewed ${renewed.length} leaf certificates (same CA, same keys, new serials); SSM parameters overwritten (${written})`);
 
-  const { secretSource, unstage } = stageLabSecrets(lab);
-  let drill: RolloutDrillResult | undefined;
-  try {
-    drill = await rolloutDrill(lab, deployed, { patroni: {}, parameters: {} }, log, { secretSource });
-    problems.push(...drill.problems);
-  } finally {
-    unstage();
-  }
+  // The rollout's pgha-fetch-secrets reads SSM with the node's instance role, as on AWS.
+  const drill = await rolloutDrill(lab, deployed, { patroni: {}, parameters: {} }, log, { secretSource: { args: [] } });
+  problems.push(...drill.problems);
 
   const servedAfter = await servedCertificates(lab);
   for (const served of servedAfter) {

@@ -19,7 +19,7 @@ import { after, describe, test } from "node:test";
 import { clearEnvCache } from "../../checks/cluster";
 import { DEFAULT_STATE_DIR } from "../../lab/layout";
 import { labContext, labDown, labUp, preflight, type LabContext } from "../../lab/lab";
-import { changedLabPlan, renewalDrill, rolloutDrill, stageLabSecrets, type RenewalDrillResult, type RolloutDrillResult } from "../../lab/rollout-drill";
+import { changedLabPlan, renewalDrill, rolloutDrill, type RenewalDrillResult, type RolloutDrillResult } from "../../lab/rollout-drill";
 import { waitHealthy } from "../../lab/runner";
 import { verifyReadiness } from "../../checks/readiness";
 import { awsAccess } from "../../ops/readiness";
@@ -114,13 +114,8 @@ describe("lab: rolling day-2 change with writes through HAProxy", { timeout: 14 
     { timeout: 2 * 60_000 },
     async () => {
       const current = requireLab();
-      const { secretSource, unstage } = stageLabSecrets(current);
-      let report: RolloutReport;
-      try {
-        report = await runRollout({ access: { ...current.access, secretSource }, log, healthBudgetMs: 60_000, pollMs: 1000 });
-      } finally {
-        unstage();
-      }
+      // Secrets are the nodes' own SSM reads (instance role), as on AWS.
+      const report: RolloutReport = await runRollout({ access: { ...current.access, secretSource: { args: [] } }, log, healthBudgetMs: 60_000, pollMs: 1000 });
       results.noop = report;
       assert.deepEqual(report.patch, {});
       assert.deepEqual(report.steps, []);
