@@ -23,6 +23,31 @@ export const RUNCMD_FAIL_FAST = "set -e";
 /** apt's retries of a fetch that could not connect (see userDataDocument); cloud-init writes it to /etc/apt/apt.conf.d/94cloud-init-config. */
 export const APT_RETRY_CONF = 'Acquire::Retries "10";\nAcquire::Retries::Delay "true";\nAcquire::Retries::Delay::Maximum "30";\n';
 
+/**
+ * How long a first boot waits for its package sources (the NAT gateway of a
+ * new stack can take minutes to carry traffic) before it fails.
+ */
+export const PACKAGE_SOURCES_WAIT_SECONDS = 900;
+
+/**
+ * The first-boot wait for the package sources, as a bootcmd entry: bootcmd
+ * runs before cloud-init configures apt and installs the packages, and before
+ * write_files, so the script travels inline; `cloud-init-per instance` runs
+ * it on the first boot only.
+ */
+export function waitPackageSourcesCommand(): string[] {
+  return [
+    "cloud-init-per",
+    "instance",
+    "pgha-wait-package-sources",
+    "sh",
+    "-c",
+    bootScript("pgha-wait-package-sources.sh"),
+    "pgha-wait-package-sources",
+    String(PACKAGE_SOURCES_WAIT_SECONDS),
+  ];
+}
+
 /** The PostgreSQL project's apt signing key (ACCC4CF8), pinned by full fingerprint. */
 export const PGDG_KEY_FINGERPRINT = "B97B0AFCAA1A47F044F244A07FCC7D46ACCC4CF8";
 
@@ -118,10 +143,10 @@ export function userDataDocument(plan: ClusterPlan, node: NodePlan, boot: BootIn
     // The release archive creates no user; etcd runs as its own system account.
     document.users = ["default", { name: SERVICE_USERS.etcd, system: true, homedir: NODE_PATHS.etcdDataDir, no_create_home: true, shell: "/usr/sbin/nologin", lock_passwd: true }];
   }
-  // apt retries a fetch that failed to connect with a growing delay (1, 2, 4 … capped at 30 s): a first boot
-  // before the NAT gateway carries traffic waits about three minutes instead of failing the install once (apt-get
-  // update only warns and exits 0, so the package step then finds nothing). Measured with the real apt in
-  // tests/render/first-boot.test.ts.
+  // A first boot before the NAT gateway carries traffic waits for it here (see the script), not in apt.
+  document.bootcmd = [waitPackageSourcesCommand()];
+  // apt retries a fetch that failed with a growing delay (1, 2, 4 … capped at 30 s): a mirror's passing error
+  // during the install. It cannot wait out an outage: apt does not try an address again once it failed to connect.
   const apt: Record<string, unknown> = { conf: APT_RETRY_CONF };
   document.apt = apt;
   if (node.roles.has("postgres")) {
