@@ -4,8 +4,8 @@ import * as path from "node:path";
 import { Command } from "commander";
 import { clearEnvCache } from "../checks/cluster";
 import { DRILLS, selectDrills, type DrillSummary } from "./drills";
-import { CLIENT, DEFAULT_STATE_DIR, hostLayout } from "./layout";
-import { hostProcesses } from "./services";
+import { CLIENT_NS, DEFAULT_STATE_DIR } from "./layout";
+import { namespacePids } from "./netns";
 import { acquireLabLock } from "./lock";
 import { labContext, labDown, labPlan, labUp, preflight } from "./lab";
 import { labImages } from "./images";
@@ -52,6 +52,26 @@ async function requireUp(): Promise<void> {
   await requireLabUp(stateDir());
 }
 
+/**
+ * SIGTERM to the drills' writers in the client namespace (a chroot sharing
+ * this PID namespace: found by `ip netns pids` and their argv, never by name).
+ */
+async function stopClientWriters(): Promise<void> {
+  for (const pid of await namespacePids(CLIENT_NS)) {
+    try {
+      if (
+        fs
+          .readFileSync(`/proc/${String(pid)}/cmdline`, "utf8")
+          .split("\0")
+          .includes(WRITER_PATH)
+      )
+        process.kill(pid, "SIGTERM");
+    } catch {
+      // exited meanwhile
+    }
+  }
+}
+
 export interface UpRecord {
   timings: Record<string, number>;
   upToHealthySeconds: number;
@@ -72,22 +92,20 @@ program
 
 program
   .command("up")
-  .description("build namespaces, roots and PKI, replay every node's user-data, wait until healthy")
+  .description("build the network, the lab's cloud and PKI, boot every node as a machine from its user-data, wait until healthy")
   .option("--timeout <seconds>", "budget for the cluster to become healthy after boot", positiveInt, 240)
   .option("--wan", "WAN emulator on: inter-region packets delayed by the plan's RTTs (also PGHA_LAB_WAN=1)")
   .option("--wan-jitter <ms>", "with --wan: uniform jitter ± ms per one-way delay", nonNegativeNumber)
   .option("--wan-loss <percent>", "with --wan: loss per packet and direction", nonNegativeNumber)
   .option("--wan-seed <n>", "with --wan: seed of the delay line's jitter/loss", nonNegativeNumber)
-  .option("--machines", "boot every node as a machine: systemd-nspawn, real systemd, cloud-init, apt from the lab mirror, SSM (also PGHA_LAB_MACHINES=1)")
-  .action(async (options: { timeout: number; wan?: boolean; wanJitter?: number; wanLoss?: number; wanSeed?: number; machines?: boolean }) => {
+  .action(async (options: { timeout: number; wan?: boolean; wanJitter?: number; wanLoss?: number; wanSeed?: number }) => {
     process.once("SIGINT", () => {
       say("interrupted: run `npm run lab -- down` to remove what was built");
       process.exit(130);
     });
     const started = Date.now();
-    const machines = options.machines === true || process.env.PGHA_LAB_MACHINES === "1";
-    const up = await labUp(stateDir(), say, { wan: wanUpOptions(options, wanOptionsFromEnv()), machines });
-    const failed = (up.machines ?? []).filter((m) => m.status !== "done");
+    const up = await labUp(stateDir(), say, { wan: wanUpOptions(options, wanOptionsFromEnv()) });
+    const failed = up.machines.filter((m) => m.status !== "done");
     if (failed.length)
       throw new Error(`cloud-init did not finish cleanly on ${failed.map((m) => `${m.node} (${m.status})`).join(", ")}: see \`npm run lab -- logs NODE cloud-init\``);
     const bootStarted = started + ((up.timings.upSeconds ?? 0) - (up.timings.bootSeconds ?? 0)) * 1000;
@@ -111,7 +129,7 @@ program
     await ensureWritesTable(lab.access, verification.topology.leader as string);
     fs.writeFileSync(upRecordPath(), JSON.stringify(record, null, 2));
     printChecks(verification.checks);
-    say(`healthy: ${record.upToHealthySeconds.toFixed(1)} s from \`up\` (boot replay to healthy ${record.bootToHealthySeconds.toFixed(1)} s)`);
+    say(`healthy: ${record.upToHealthySeconds.toFixed(1)} s from \`up\` (machines' boot to healthy ${record.bootToHealthySeconds.toFixed(1)} s)`);
   });
 
 program
@@ -150,9 +168,7 @@ program
       interrupted = true;
       say("interrupted: stopping the writer and reconnecting every host (cluster left as is; `status` tells)");
       void (async () => {
-        for (const p of await hostProcesses(hostLayout(lab.layout, CLIENT))) {
-          if (p.cmdline.some((arg) => arg === WRITER_PATH)) process.kill(p.pid, "SIGTERM");
-        }
+        await stopClientWriters();
         await lab.transport.healAll();
       })().finally(() => process.exit(130));
     });

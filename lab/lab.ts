@@ -1,19 +1,22 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { buildClusterPlan, type ClusterPlan } from "../plan";
-import { bootCluster, prepareClient, prepareRoot, type Logger, type NodeBootRecord } from "./boot";
 import { cleanupLab, leftoversExist, type CleanupReport } from "./cleanup";
 import type { ClusterAccess } from "../checks/cluster";
 import { exec, sleep } from "./exec";
 import { CLIENT, DEFAULT_STATE_DIR, hostLayout, labLayout, ROUTER_NS, type LabLayout } from "./layout";
 import { createNetwork } from "./netns";
-import { checkIssued, issuePki, parameterRecords, writeParameterDirs } from "./pki";
+import { checkIssued, issuePki, parameterRecords } from "./pki";
 import { LabTransport } from "./transport";
 import { startWan, type WanOptions, type WanSpec } from "./wan";
 import { acquireLabLock } from "./lock";
 import { labImages, readMirrorInfo, type MirrorInfo } from "./images";
 import { INFRA_ADDRESS, INFRA_NS, setEgress, startInfra } from "./infra";
 import { bootMachines, replaceMachine, type MachineBootRecord } from "./machines";
+import { prepareClient, prepareRoot } from "./roots";
+
+/** Where the lab's progress lines go (the CLI: stderr with a time stamp). */
+export type Logger = (line: string) => void;
 
 export const LAB_STACK = "lab";
 
@@ -64,7 +67,7 @@ export function labPlan(mirror?: MirrorInfo): ClusterPlan {
   return buildClusterPlan(labConfig(mirror), { stack: LAB_STACK });
 }
 
-/** The mirror recorded by a machines `up` in this state dir (so `lab psql` and the drills see the plan the machines booted). */
+/** The mirror recorded by `up` in this state dir (so `lab psql` and the drills see the plan the machines booted). */
 export function recordedMirror(stateDir: string): MirrorInfo | undefined {
   try {
     const state = JSON.parse(fs.readFileSync(path.join(stateDir, "state.json"), "utf8")) as { mirror?: string };
@@ -115,9 +118,8 @@ export function labContext(stateDir = DEFAULT_STATE_DIR): LabContext {
 export interface UpResult {
   rootfs: string;
   timings: Record<string, number>;
-  boot: NodeBootRecord[];
-  /** Machines mode: each node's boot (cloud-init's verdict, seconds). */
-  machines?: MachineBootRecord[];
+  /** Each node's boot: cloud-init's verdict, seconds. */
+  machines: MachineBootRecord[];
   pkiProblems: string[];
   /** The WAN emulator's settings when it is on. */
   wan?: WanSpec;
@@ -127,73 +129,30 @@ export interface UpOptions {
   /** Turn the WAN emulator on (lab/wan.ts): inter-region packets delayed by the plan's RTTs. */
   wan?: WanOptions;
   /**
-   * Boot every node as a machine (lab/machine.ts): systemd-nspawn, real
-   * systemd and cloud-init on the node's own user-data, packages from the lab
-   * mirror, secrets from the lab's SSM endpoint, PGDATA on a loop device.
+   * Ignored: every lab node is a booted machine. Only here while
+   * tests/lab/boot.test.ts still passes it; delete it with that key.
    */
-  machines?: boolean;
-  /** Machines only: database nodes booted without their data volume (drill c). */
+  machines?: true;
+  /** Database nodes booted without their data volume (drill c). */
   withoutVolume?: ReadonlySet<string>;
   /**
-   * Machines only: the lab's mirror and SSM endpoint are unreachable from the
-   * nodes for this many seconds after the machines start (drill b: the NAT
-   * gateway not carrying traffic yet). IMDS stays up, as on EC2.
+   * The lab's mirror and SSM endpoint are unreachable from the nodes for this
+   * many seconds after the machines start (drill b: the NAT gateway not
+   * carrying traffic yet). IMDS stays up, as on EC2.
    */
   egressCutSeconds?: number;
 }
 
-/** Builds the whole lab and boots every node from its rendered user-data. */
-export async function labUp(stateDir: string, log: Logger, options: UpOptions = {}): Promise<UpResult> {
-  if (options.machines) return labUpMachines(stateDir, log, options);
-  const rootfs = await preflight();
-  const timings: Record<string, number> = {};
-  const t0 = Date.now();
-  const plan = labPlan();
-  const layout = labLayout(plan, stateDir);
-  await resetState(stateDir, layout, rootfs, log);
-
-  let t = Date.now();
-  const client = hostLayout(layout, CLIENT);
-  const pki = await issuePki(plan, layout.pkiDir, client.link.address);
-  const pkiProblems = await checkIssued(plan, pki);
-  if (pkiProblems.length) throw new Error(`issued certificates do not match the plan:\n  ${pkiProblems.join("\n  ")}`);
-  const paramsDirs = writeParameterDirs(plan, pki, layout.paramsDir);
-  timings.pkiSeconds = (Date.now() - t) / 1000;
-  log(`PKI: CA and ${plan.certificates.length} certificates issued (${timings.pkiSeconds.toFixed(1)} s)`);
-
-  t = Date.now();
-  await createNetwork(layout);
-  timings.networkSeconds = (Date.now() - t) / 1000;
-  log(`network: router + ${layout.hosts.length} host namespaces (${timings.networkSeconds.toFixed(1)} s)`);
-  let wan: WanSpec | undefined;
-  if (options.wan) {
-    t = Date.now();
-    wan = await startWan(plan, layout, rootfs, options.wan, log);
-    timings.wanSeconds = (Date.now() - t) / 1000;
-  }
-
-  t = Date.now();
-  await Promise.all(layout.hosts.map((host) => prepareRoot(host, rootfs)));
-  prepareClient(client, { caCert: pki.caCert, foreignCa: pki.foreign.caCert, foreignCert: pki.foreign.cert, foreignKey: pki.foreign.key });
-  timings.rootsSeconds = (Date.now() - t) / 1000;
-  log(`roots: ${layout.hosts.length} overlays with /proc, /dev, /dev/shm, /run, /tmp (${timings.rootsSeconds.toFixed(1)} s)`);
-
-  t = Date.now();
-  const transport = new LabTransport(layout);
-  const boot = await bootCluster({ plan, layout, transport, rootfs, paramsDirs, log });
-  timings.bootSeconds = (Date.now() - t) / 1000;
-  timings.upSeconds = (Date.now() - t0) / 1000;
-  fs.writeFileSync(path.join(stateDir, "boot.json"), JSON.stringify(boot, null, 2));
-  return { rootfs, timings, boot, pkiProblems, wan };
-}
-
 /**
- * The lab on machines: the network, the lab's cloud (mirror, SSM endpoint,
- * IMDS), then every node booted from its user-data; up returns once cloud-init
- * has finished everywhere. A node whose cloud-init ended in error is reported
- * in `machines` (the caller judges; drill c expects one).
+ * Builds the whole lab: the network, the lab's cloud (mirror, SSM endpoint,
+ * IMDS), then every node booted as a machine (lab/machine.ts: systemd-nspawn,
+ * real systemd and cloud-init on the node's own user-data, packages from the
+ * lab mirror, secrets from the lab's SSM endpoint, PGDATA on a loop device).
+ * Returns once cloud-init has finished everywhere. A node whose cloud-init
+ * ended in error is reported in `machines` (the caller judges; drill c
+ * expects one).
  */
-async function labUpMachines(stateDir: string, log: Logger, options: UpOptions): Promise<UpResult> {
+export async function labUp(stateDir: string, log: Logger, options: UpOptions = {}): Promise<UpResult> {
   const rootfs = await preflight();
   const timings: Record<string, number> = {};
   const t0 = Date.now();
@@ -244,7 +203,7 @@ async function labUpMachines(stateDir: string, log: Logger, options: UpOptions):
   for (const record of machines.filter((m) => m.status !== "done"))
     log(`${record.node}: cloud-init ${record.status}:
 ${record.cloudInit}`);
-  return { rootfs, timings, boot: [], machines, pkiProblems, wan };
+  return { rootfs, timings, machines, pkiProblems, wan };
 }
 
 /**
@@ -267,7 +226,7 @@ async function resetState(stateDir: string, layout: LabLayout, rootfs: string, l
     const report = await cleanupLab(stateDir, owned, log);
     if (report.problems.length) throw new Error(`cleanup left things behind: ${report.problems.join("; ")}`);
   }
-  for (const dir of [path.join(stateDir, "hosts"), path.join(stateDir, "router"), path.join(stateDir, "infra"), layout.wanFile, layout.pkiDir, layout.paramsDir])
+  for (const dir of [path.join(stateDir, "hosts"), path.join(stateDir, "router"), path.join(stateDir, "infra"), layout.wanFile, layout.pkiDir])
     fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   fs.writeFileSync(layout.stateFile, JSON.stringify({ rootfs, startedAt: new Date().toISOString(), pid: process.pid, namespaces: owned, ...extra }, null, 2));
@@ -275,10 +234,15 @@ async function resetState(stateDir: string, layout: LabLayout, rootfs: string, l
 
 /**
  * Only the network, the host roots and (optionally) the WAN emulator: no PKI,
- * no services. The WAN emulator's own test (tests/lab/wan.test.ts) runs on
+ * no machines; every host, nodes included, is a chroot of the tools rootfs in
+ * its namespace. The WAN emulator's own test (tests/lab/wan.test.ts) runs on
  * it; `down` removes it like a full lab.
  */
-export async function labNetworkUp(stateDir: string, log: Logger, options: UpOptions = {}): Promise<{ rootfs: string; layout: LabLayout; plan: ClusterPlan; wan?: WanSpec }> {
+export async function labNetworkUp(
+  stateDir: string,
+  log: Logger,
+  options: Pick<UpOptions, "wan"> = {},
+): Promise<{ rootfs: string; layout: LabLayout; plan: ClusterPlan; wan?: WanSpec }> {
   const rootfs = await preflight();
   const plan = labPlan();
   const layout = labLayout(plan, stateDir);

@@ -56,12 +56,12 @@ export interface HostLayout {
   name: string;
   ns: string;
   link: LinkLayout;
-  /** Root directory the host's processes are chrooted into. */
+  /** The host's root: a node's machine disk (an overlay over the cloud image), or the client's chroot (over the tools rootfs). */
   root: string;
   /** Overlay upper and work directories. */
   upper: string;
   work: string;
-  /** Service logs. */
+  /** Host-side logs. */
   logDir: string;
   /** Region name (client: the region its subnet belongs to). */
   region: string;
@@ -71,9 +71,8 @@ export interface LabLayout {
   stateDir: string;
   subnets: SubnetLayout[];
   hosts: HostLayout[];
-  /** Issued PKI and the SSM-like parameter directory. */
+  /** Issued PKI (the lab's SSM endpoint is seeded from it). */
   pkiDir: string;
-  paramsDir: string;
   /** Written by `up`, read by `down` after a crash. */
   stateFile: string;
   /** The router namespace's own root (WAN delay line only; see lab/wan.ts). */
@@ -144,7 +143,6 @@ export function labLayout(plan: ClusterPlan, stateDir = DEFAULT_STATE_DIR): LabL
     subnets,
     hosts,
     pkiDir: path.join(stateDir, "pki"),
-    paramsDir: path.join(stateDir, "params"),
     stateFile: path.join(stateDir, "state.json"),
     router: {
       root: path.join(stateDir, "router", "root"),

@@ -140,18 +140,6 @@ export function mkdirInRoot(root: string, dir: string): string {
   return resolved;
 }
 
-/** Writes one file inside the root with owner and mode, as cloud-init's write_files would. */
-export function writeFileInRoot(root: string, accounts: Accounts, file: { path: string; content: string; owner: string; permissions: string }): void {
-  const { uid, gid } = resolveOwner(accounts, file.owner);
-  mkdirInRoot(root, path.posix.dirname(file.path));
-  const target = resolveInRoot(root, file.path);
-  const mode = parseInt(file.permissions, 8);
-  if (!/^0?[0-7]{3,4}$/.test(file.permissions) || Number.isNaN(mode)) throw new Error(`${file.path}: permissions ${JSON.stringify(file.permissions)} is not an octal mode string`);
-  fs.writeFileSync(target, file.content, { mode });
-  fs.chownSync(target, uid, gid);
-  fs.chmodSync(target, mode);
-}
-
 /**
  * systemd-tmpfiles' `d`/`D` lines for volatile paths (/run, /tmp), which
  * systemd creates at boot and the chroot does not have.
@@ -183,4 +171,24 @@ export function replayTmpfiles(root: string, accounts: Accounts): string[] {
     }
   }
   return created;
+}
+
+/**
+ * A host root for the tools rootfs (the client, the application's host; the
+ * WAN test's hosts): the mounts of mountRoot and the tmpfiles.d directories.
+ */
+export async function prepareRoot(host: HostLayout, rootfs: string): Promise<void> {
+  await mountRoot(host, rootfs);
+  replayTmpfiles(host.root, readAccounts(host.root));
+}
+
+/** Lab-only files for the client host: the cluster CA, a foreign CA's client certificate, the writer. */
+export function prepareClient(client: HostLayout, files: { caCert: string; foreignCert: string; foreignKey: string; foreignCa: string }): void {
+  const dir = mkdirInRoot(client.root, "/etc/pgha-lab");
+  fs.copyFileSync(files.caCert, path.join(dir, "ca.crt"));
+  fs.copyFileSync(files.foreignCa, path.join(dir, "foreign-ca.crt"));
+  fs.copyFileSync(files.foreignCert, path.join(dir, "foreign-client.crt"));
+  fs.copyFileSync(files.foreignKey, path.join(dir, "foreign-client.key"));
+  fs.chmodSync(path.join(dir, "foreign-client.key"), 0o600);
+  fs.copyFileSync(path.join(__dirname, "assets", "writer.py"), path.join(dir, "writer.py"));
 }

@@ -8,9 +8,8 @@ import { parseEnvironmentFile } from "../checks/env-file";
 import type { ClusterAccess } from "../checks/cluster";
 import type { NodeTransport, RunOptions } from "../checks/transport";
 import { labContext, labNamespaceNames, type LabContext } from "./lab";
-import { hostLayout, type HostLayout } from "./layout";
+import { CLIENT, hostLayout } from "./layout";
 import { existingNamespaces } from "./netns";
-import { serviceLog } from "./services";
 import type { LabTransport } from "./transport";
 
 /**
@@ -118,26 +117,16 @@ export async function execOptions(
 
 // ---- logs --------------------------------------------------------------------------------
 
-/** What runs the lab's services: lab/assets/supervise.py today; systemd once the lab boots it. */
-export type ServiceManager = "lab-supervisor" | "systemd";
-export const LAB_SERVICE_MANAGER: ServiceManager = "lab-supervisor";
-
 export interface LogOptions {
   lines: number;
   follow: boolean;
 }
 
-/** A command that prints logs: on the host (the supervisor's files) or inside the node (the journal). */
-export interface LogCommand {
-  on: "host" | "node";
-  argv: string[];
-}
-
 export interface UnitLogs {
-  /** The units with logs on the node, as `name.service`. */
+  /** The node's service units, as `name.service`. */
   units(): Promise<string[]>;
-  /** Prints (with follow: keeps printing) the logs of these units; of all of them when none is given. */
-  command(units: string[], options: LogOptions): LogCommand;
+  /** The command, run on the node, that prints (with follow: keeps printing) the logs of these units; of all of them when none is given. */
+  command(units: string[], options: LogOptions): string[];
 }
 
 /** `patroni` → `patroni.service`; a name with a unit suffix stays as it is. */
@@ -145,47 +134,19 @@ export function unitName(name: string): string {
   return /\.(service|socket|timer|target|mount|path)$/.test(name) ? name : `${name}.service`;
 }
 
-/**
- * Where a node's unit logs are: the one place that knows it. The supervisor
- * appends a unit's output, its own lines included, to a host-side file
- * (lab/services.ts serviceLog); under systemd it is the node's journal.
- */
-export function unitLogs(host: HostLayout, transport: NodeTransport, manager: ServiceManager = LAB_SERVICE_MANAGER): UnitLogs {
-  if (manager === "systemd") {
-    return {
-      units: async () => {
-        const result = await transport.run(host.name, ["systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager", "--type=service"]);
-        if (result.code !== 0) throw new Error(`${host.name}: systemctl list-units failed: ${result.stderr.trim()}`);
-        return result.stdout
-          .split("\n")
-          .map((line) => line.trim().split(/\s+/)[0] ?? "")
-          .filter(Boolean)
-          .sort();
-      },
-      command: (units, options) => ({
-        on: "node",
-        argv: ["journalctl", "--no-pager", "-n", String(options.lines), ...units.flatMap((unit) => ["-u", unit]), ...(options.follow ? ["-f"] : [])],
-      }),
-    };
-  }
+/** A node's unit logs: its machine's journal. */
+export function unitLogs(node: string, transport: NodeTransport): UnitLogs {
   return {
     units: async () => {
-      let files: string[];
-      try {
-        files = fs.readdirSync(host.logDir).filter((file) => file.endsWith(".log"));
-      } catch {
-        files = [];
-      }
-      return files
-        .map((file) => unitName(file.slice(0, -".log".length)))
-        .filter((unit) => fs.existsSync(serviceLog(host, unit)))
+      const result = await transport.run(node, ["systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager", "--type=service"]);
+      if (result.code !== 0) throw new Error(`${node}: systemctl list-units failed: ${result.stderr.trim()}`);
+      return result.stdout
+        .split("\n")
+        .map((line) => line.trim().split(/\s+/)[0] ?? "")
+        .filter(Boolean)
         .sort();
     },
-    command: (units, options) => ({
-      on: "host",
-      // -F: the file outlives restarts (the supervisor appends) and tail keeps reading it.
-      argv: ["tail", "-n", String(options.lines), ...(options.follow ? ["-F"] : []), ...units.map((unit) => serviceLog(host, unit))],
-    }),
+    command: (units, options) => ["journalctl", "--no-pager", "-n", String(options.lines), ...units.flatMap((unit) => ["-u", unit]), ...(options.follow ? ["-f"] : [])],
   };
 }
 
@@ -277,20 +238,19 @@ export function registerSessionCommands(program: Command, stateDir: () => string
     .option("-n, --lines <n>", "lines from the end of each log", positiveInt, 100)
     .option("-f, --follow", "keep printing new lines")
     .action(async (node: string, unit: string | undefined, options: { lines: number; follow?: boolean }) => {
-      const lab = labContext(stateDir());
-      const host = hostLayout(lab.layout, node);
+      // Names first: a typo is reported the same whether or not the lab is up.
+      hostLayout(labContext(stateDir()).layout, node);
+      if (node === CLIENT) throw new Error("the client runs no units of the cluster: `logs` takes a node name");
       requireRoot();
       const up = await requireUp(stateDir());
-      // A booted machine's services are its own systemd's: journalctl; the chroot lab's are the supervisor's log files.
-      const logs = unitLogs(host, up.transport, up.transport.isMachine(node) ? "systemd" : LAB_SERVICE_MANAGER);
+      const logs = unitLogs(node, up.transport);
       const units = await logs.units();
       if (units.length === 0) throw new Error(`${node} has no unit logs yet`);
       const wanted = unit === undefined ? units : [unitName(unit)];
       if (unit !== undefined && !units.includes(unitName(unit))) {
         throw new Error(`no unit ${JSON.stringify(unit)} with logs on ${node} (units: ${units.map((u) => u.replace(/\.service$/, "")).join(", ")})`);
       }
-      const command = logs.command(wanted, { lines: options.lines, follow: options.follow === true });
-      const code = command.on === "host" ? await runAttached(command.argv) : await runOnNode(up.transport, node, command.argv, {});
+      const code = await runOnNode(up.transport, node, logs.command(wanted, { lines: options.lines, follow: options.follow === true }), {});
       // Ctrl-C is how one stops following: not a failure.
       process.exitCode = options.follow && code === 128 + os.constants.signals.SIGINT ? 0 : code;
     });

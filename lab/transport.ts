@@ -2,11 +2,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as readline from "node:readline";
 import { exec, sleep } from "./exec";
-import { hostLayout, type HostLayout, type LabLayout } from "./layout";
+import { CLIENT, hostLayout, type HostLayout, type LabLayout } from "./layout";
 import { cutLink, linkIsUp, restoreLink } from "./netns";
 import { readAccounts, resolveInRoot } from "./roots";
 import { machineLeader, machinePaths, waitLeader } from "./machine";
-import { hostProcesses, reloadCommands, serviceLog, serviceStatus, startService, stopService } from "./services";
 import { parseEnvironmentFile } from "../checks/env-file";
 import type { NodeTransport, RunningCommand, RunOptions, RunResult, ServiceName } from "../checks/transport";
 
@@ -42,7 +41,12 @@ export class LabTransport implements NodeTransport, FaultInjector {
     return Object.assign({}, ...files.map((file) => parseEnvironmentFile(fs.readFileSync(resolveInRoot(root, file), "utf8")))) as Record<string, string>;
   }
 
-  /** True when the node is a booted machine (lab/machine.ts): commands enter it, its own systemd runs the services. */
+  /**
+   * True when the host is a booted machine (lab/machine.ts): commands enter
+   * it, its own systemd runs the services. Every node of an `up` lab is one;
+   * the client (and every host of the WAN test's network-only lab) is a
+   * chroot of the tools rootfs in its namespace.
+   */
   isMachine(node: string): boolean {
     return fs.existsSync(machinePaths(this.host(node)).wrapperPidFile);
   }
@@ -55,8 +59,8 @@ export class LabTransport implements NodeTransport, FaultInjector {
   }
 
   /**
-   * A machine: nsenter into all of its namespaces (root included); otherwise
-   * ip netns exec NS chroot ROOT. Then [setpriv --reuid U --regid G --init-groups --] env -i ... argv.
+   * A machine: nsenter into all of its namespaces (root included); a chroot
+   * host (the client): ip netns exec NS chroot ROOT. Then [setpriv --reuid U --regid G --init-groups --] env -i ... argv.
    */
   commandLine(node: string, argv: string[], options: RunOptions = {}): string[] {
     const host = this.host(node);
@@ -110,8 +114,9 @@ export class LabTransport implements NodeTransport, FaultInjector {
     };
   }
 
+  /** A node's file, read inside its machine; the client's, host-side from its root. */
   async readFile(node: string, file: string): Promise<string> {
-    if (!this.isMachine(node)) return fs.readFileSync(resolveInRoot(this.host(node).root, file), "utf8");
+    if (node === CLIENT) return fs.readFileSync(resolveInRoot(this.host(node).root, file), "utf8");
     const result = await this.run(node, ["cat", "--", file]);
     if (result.code !== 0) throw new Error(`${node}: cannot read ${file}: ${result.stderr.trim()}`);
     return result.stdout;
@@ -119,7 +124,6 @@ export class LabTransport implements NodeTransport, FaultInjector {
 
   /** A unit's log so far: the machine's journal (message text only, as the service wrote it). */
   async unitLog(node: string, unit: string): Promise<string> {
-    if (!this.isMachine(node)) return fs.readFileSync(serviceLog(this.host(node), unit), "utf8");
     const result = await this.run(node, ["journalctl", "--no-pager", "--output=cat", `--unit=${unit}`], { timeoutMs: 60_000 });
     if (result.code !== 0) throw new Error(`${node}: journalctl --unit=${unit} failed: ${result.stderr.trim()}`);
     return result.stdout;
@@ -132,46 +136,26 @@ export class LabTransport implements NodeTransport, FaultInjector {
   }
 
   async startService(node: string, unit: string): Promise<void> {
-    if (this.isMachine(node)) return this.systemctl(node, "start", unit);
-    await startService(this.host(node), unit);
+    return this.systemctl(node, "start", unit);
   }
 
   async stopService(node: string, unit: string): Promise<void> {
-    if (this.isMachine(node)) return this.systemctl(node, "stop", unit);
-    await stopService(this.host(node), unit);
+    return this.systemctl(node, "stop", unit);
   }
 
-  /** The chroot shares the host's PID namespace, so $MAINPID from the supervisor's status is right inside the node too. */
   async reloadService(node: string, unit: string): Promise<void> {
-    if (this.isMachine(node)) return this.systemctl(node, "reload", unit, 60_000);
-    for (const argv of reloadCommands(this.host(node), unit)) {
-      const result = await this.run(node, argv, { timeoutMs: 30_000 });
-      if (result.code !== 0) throw new Error(`${node}: reload of ${unit} (${argv.join(" ")}) failed: ${result.stderr.trim()}`);
-    }
+    return this.systemctl(node, "reload", unit, 60_000);
   }
 
   async serviceActive(node: string, unit: string): Promise<boolean> {
-    if (this.isMachine(node)) return (await this.run(node, ["systemctl", "is-active", "--quiet", unit])).code === 0;
-    const status = serviceStatus(this.host(node), unit);
-    return !!status && status.state === "running" && status.mainPid !== null;
+    return (await this.run(node, ["systemctl", "is-active", "--quiet", unit])).code === 0;
   }
 
   async signalProcesses(node: string, service: ServiceName, signal: NodeJS.Signals): Promise<number> {
-    if (this.isMachine(node)) {
-      // pkill inside the machine; --echo prints one line per process signalled.
-      const result = await this.run(node, ["pkill", `--signal=${signal.replace(/^SIG/, "")}`, "--echo", ...PKILL_PATTERN[service]]);
-      if (result.code > 1) throw new Error(`${node}: pkill ${service} failed (exit ${String(result.code)}): ${result.stderr.trim()}`);
-      return result.stdout.split("\n").filter(Boolean).length;
-    }
-    const matches = (await hostProcesses(this.host(node))).filter((p) => processIsService(p, service));
-    for (const p of matches) {
-      try {
-        process.kill(p.pid, signal);
-      } catch {
-        // gone already
-      }
-    }
-    return matches.length;
+    // pkill inside the machine; --echo prints one line per process signalled.
+    const result = await this.run(node, ["pkill", `--signal=${signal.replace(/^SIG/, "")}`, "--echo", ...PKILL_PATTERN[service]]);
+    if (result.code > 1) throw new Error(`${node}: pkill ${service} failed (exit ${String(result.code)}): ${result.stderr.trim()}`);
+    return result.stdout.split("\n").filter(Boolean).length;
   }
 
   async isolate(nodes: string[]): Promise<void> {
@@ -215,24 +199,10 @@ export class LabTransport implements NodeTransport, FaultInjector {
   }
 }
 
-/** pkill's selection of each service's processes inside a machine (the same processes processIsService picks). */
+/** pkill's selection of each service's processes inside a machine: the postgres processes, Patroni's Python, etcd, HAProxy. */
 const PKILL_PATTERN: Record<ServiceName, string[]> = {
   postgres: ["--exact", "postgres"],
   patroni: ["--full", "^/usr/bin/python3 /usr/bin/patroni( |$)"],
   etcd: ["--exact", "etcd"],
   haproxy: ["--exact", "haproxy"],
 };
-
-export function processIsService(p: { exe: string; cmdline: string[] }, service: ServiceName): boolean {
-  const base = p.exe.split("/").at(-1) ?? "";
-  switch (service) {
-    case "postgres":
-      return base === "postgres";
-    case "patroni":
-      return base.includes("python3") && p.cmdline.some((arg) => arg.endsWith("/patroni") || arg === "patroni");
-    case "etcd":
-      return base === "etcd";
-    case "haproxy":
-      return base === "haproxy";
-  }
-}

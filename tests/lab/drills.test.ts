@@ -1,8 +1,10 @@
 /**
- * The lab end to end: boot the rendered configuration of every node in
- * network namespaces, verify it, run the seven failover drills, tear it down.
- * Needs root and the Debian 13 rootfs (`npm run setup`); without them it
- * FAILS with the reason, it never skips.
+ * The lab end to end: boot every node as a machine (systemd-nspawn, real
+ * systemd and cloud-init on its rendered user-data, apt from the lab mirror,
+ * secrets from the lab's SSM endpoint) in its own network namespace, verify
+ * the cluster, run the seven failover drills, tear it down. Needs root, the
+ * Debian 13 rootfs and the machines' image and mirror (`npm run setup`);
+ * without them it FAILS with the reason, it never skips.
  *
  * PGHA_LAB_REPEAT (default 1) repetitions per drill; the JSON report goes to
  * PGHA_LAB_REPORT (default .lab/report.json, .lab/report-wan.json with the WAN).
@@ -44,14 +46,12 @@ try {
 } catch (error) {
   wanError = error as Error;
 }
-/** PGHA_LAB_MACHINES=1: every node a booted machine (systemd-nspawn, cloud-init, apt from the lab mirror, SSM). */
-const MACHINES = process.env.PGHA_LAB_MACHINES === "1";
 const STEADY_SECONDS = Number(process.env.PGHA_LAB_WAN_STEADY_SECONDS ?? "120");
 const PGBENCH_SECONDS = Number(process.env.PGHA_LAB_WAN_PGBENCH_SECONDS ?? "15");
 const REPORT = process.env.PGHA_LAB_REPORT ?? path.join(process.cwd(), ".lab", WAN ? "report-wan.json" : "report.json");
 const log = (line: string): void => void process.stderr.write(`  [lab ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 
-describe("local lab: boot, verify, drill, tear down", { timeout: (MACHINES ? 45 : 19) * 60_000 }, () => {
+describe("local lab: boot, verify, drill, tear down", { timeout: 45 * 60_000 }, () => {
   let lab: LabContext | undefined;
   let upError: Error | undefined;
   const boot: Record<string, number> = {};
@@ -116,17 +116,15 @@ describe("local lab: boot, verify, drill, tear down", { timeout: (MACHINES ? 45 
     }
   });
 
-  test("up: every node boots from its own rendered user-data and the cluster becomes healthy", { timeout: (MACHINES ? 25 : 6) * 60_000 }, async () => {
+  test("up: every node boots from its own rendered user-data and the cluster becomes healthy", { timeout: 25 * 60_000 }, async () => {
     if (preflightError) throw new Error(`cannot run the lab here: ${preflightError.message}`);
     const started = Date.now();
     upStarted = true;
     try {
-      const up = await labUp(STATE_DIR, log, { wan: WAN, machines: MACHINES });
+      const up = await labUp(STATE_DIR, log, { wan: WAN });
       Object.assign(boot, up.timings);
-      if (up.machines) {
-        const failed = up.machines.filter((m) => m.status !== "done").map((m) => `${m.node}: cloud-init ${m.status}\n${m.cloudInit}`);
-        assert.deepEqual(failed, [], "cloud-init finished cleanly on every machine");
-      }
+      const failed = up.machines.filter((m) => m.status !== "done").map((m) => `${m.node}: cloud-init ${m.status}\n${m.cloudInit}`);
+      assert.deepEqual(failed, [], "cloud-init finished cleanly on every machine");
       lab = labContext(STATE_DIR);
       verification = await waitHealthy(lab, 240_000);
       boot.upToHealthySeconds = (Date.now() - started) / 1000;

@@ -23,10 +23,9 @@ import { after, before, describe, test } from "node:test";
 import { APT_RETRY_CONF, renderUserData, RUNCMD_FAIL_FAST } from "../../cloud-init";
 
 import { exec } from "../../lab/exec";
-import { parseUserData } from "../../lab/userdata";
 import { buildClusterPlan, NODE_PATHS, type ClusterPlan } from "../../plan";
 import { cachedDebs, rootfsPath, scratchDir, TestRoot } from "./harness";
-import * as yaml from "js-yaml";
+import { userDataDocument } from "./user-data-files";
 
 const rootfs = rootfsPath();
 const plan: ClusterPlan = buildClusterPlan(undefined, { stack: "render" });
@@ -55,7 +54,7 @@ async function rootWithUnits(name: string, nodeName: string, edit: (path: string
     assert.equal(unpacked.code, 0, `${deb}: ${unpacked.stderr}`);
   }
   const units = new Set<string>();
-  for (const file of parseUserData(renderUserData(plan, nodeName, BOOT)).writeFiles) {
+  for (const file of userDataDocument(renderUserData(plan, nodeName, BOOT)).writeFiles) {
     root.write(file.path, edit(file.path, file.content), file.owner.split(":")[0], file.permissions);
     if (!file.path.startsWith(SYSTEMD_DIR)) continue;
     const rest = file.path.slice(SYSTEMD_DIR.length);
@@ -90,10 +89,10 @@ describe("first boot: the node's units, runcmd and apt, with the real programs",
   /** runcmd as cloud-init writes it (its own util.shellify), with every step a stub that logs its argv and exits as `failing` says. */
   async function runRuncmd(name: string, failing: string | undefined): Promise<{ code: number; steps: string[] }> {
     const root = new TestRoot(rootfs, base, name);
-    const document = yaml.load(renderUserData(plan, "pg-seoul-1", BOOT).replace(/^#cloud-config\n/, "")) as { runcmd: unknown[] };
-    root.write("/var/lib/pgha-test/runcmd.json", JSON.stringify(document.runcmd));
+    const { runcmd } = userDataDocument(renderUserData(plan, "pg-seoul-1", BOOT));
+    root.write("/var/lib/pgha-test/runcmd.json", JSON.stringify(runcmd));
     const stub = (exitCode: number): string => `#!/bin/sh\necho "$0 $*" >> /var/log/pgha-steps\nexit ${exitCode}\n`;
-    const commands = new Set(document.runcmd.filter((item): item is string[] => Array.isArray(item)).map((argv) => argv[0]));
+    const commands = new Set(runcmd.filter((item): item is string[] => Array.isArray(item)).map((argv) => argv[0]));
     for (const command of commands) {
       const at = command.startsWith("/") ? command : `/usr/local/bin/${command}`;
       root.write(at, stub(command === failing ? 1 : 0), "root", "0755");
@@ -116,9 +115,9 @@ describe("first boot: the node's units, runcmd and apt, with the real programs",
   }
 
   test("runcmd (cloud-init's own script writer) stops at the first failed step: a missing data volume starts nothing", async () => {
-    const first = parseUserData(renderUserData(plan, "pg-seoul-1", BOOT));
+    const first = userDataDocument(renderUserData(plan, "pg-seoul-1", BOOT));
     assert.equal(renderUserData(plan, "pg-seoul-1", BOOT).includes(`- ${RUNCMD_FAIL_FAST}\n`), true, "runcmd's first item");
-    assert.ok(first.runcmd.some((argv) => argv[0] === NODE_PATHS.prepareDataVolume));
+    assert.ok(first.runcmd.some((argv) => Array.isArray(argv) && argv[0] === NODE_PATHS.prepareDataVolume));
     const failed = await runRuncmd("runcmd-fail", NODE_PATHS.prepareDataVolume);
     assert.notEqual(failed.code, 0, "the script fails, so cloud-init reports the error");
     assert.match(failed.steps.at(-1) ?? "", /pgha-prepare-data-volume vol-0123456789abcdef0 /, `stopped at the volume step: ${failed.steps.join(" | ")}`);

@@ -23,9 +23,9 @@ import { after, before, describe, test } from "node:test";
 import { renderUserData } from "../../cloud-init";
 import { HELD_PACKAGES, OS_UPDATE_PATHS, upgradeSlotHour } from "../../cloud-init/os-updates";
 import { exec } from "../../lab/exec";
-import { parseUserData } from "../../lab/userdata";
 import { buildClusterPlan, nodesWithRole, type ClusterPlan } from "../../plan";
 import { cachedDebs, rootfsPath, scratchDir, TestRoot } from "./harness";
+import { userDataDocument } from "./user-data-files";
 
 const rootfs = rootfsPath();
 const plan: ClusterPlan = buildClusterPlan(undefined, { stack: "render" });
@@ -42,7 +42,7 @@ async function rootWith(name: string, nodeName: string, withOurFiles: boolean): 
   unpacked.forEach((result, i) => {
     assert.equal(result.code, 0, `${debs[i]}: ${result.stderr}`);
   });
-  const files = parseUserData(renderUserData(plan, nodeName, { dataVolumeId: "vol-0123456789abcdef0" })).writeFiles;
+  const files = userDataDocument(renderUserData(plan, nodeName, { dataVolumeId: "vol-0123456789abcdef0" })).writeFiles;
   const ours = files.filter((f) => (Object.values(OS_UPDATE_PATHS) as string[]).includes(f.path));
   assert.deepEqual(ours.map((f) => f.path).sort(), Object.values(OS_UPDATE_PATHS).sort(), `${nodeName}'s user-data carries every OS-update file`);
   if (withOurFiles) for (const file of ours) root.write(file.path, file.content, file.owner, file.permissions);
@@ -244,7 +244,7 @@ describe("apt-daily-upgrade slots", () => {
     const hours = plan.nodes.map((n) => upgradeSlotHour(plan, n));
     assert.equal(new Set(hours).size, plan.nodes.length, `slots ${hours.join(", ")}`);
     for (const node of plan.nodes) {
-      const dropIn = parseUserData(renderUserData(plan, node.name, { dataVolumeId: "vol-0123456789abcdef0" })).writeFiles.find((f) => f.path === OS_UPDATE_PATHS.timerDropIn);
+      const dropIn = userDataDocument(renderUserData(plan, node.name, { dataVolumeId: "vol-0123456789abcdef0" })).writeFiles.find((f) => f.path === OS_UPDATE_PATHS.timerDropIn);
       const hour = String(upgradeSlotHour(plan, node)).padStart(2, "0");
       assert.match(dropIn?.content ?? "", new RegExp(`^\\[Timer\\]\\nOnCalendar=\\nOnCalendar=\\*-\\*-\\* ${hour}:00:00 UTC\\n`), node.name);
     }

@@ -4,12 +4,12 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { checkVersionsCommand, renderUserData } from "../../cloud-init";
-import { labVersionCheck } from "../../lab/boot";
-import { parseUserData } from "../../lab/userdata";
+import { LAB_PATRONI, labConfig } from "../../lab/lab";
 import { exec } from "../../lab/exec";
 import { certificateSerial, checkIssued, issuePki, loadIssuedPki, renewLeaves, writeParameterDirs, type IssuedPki } from "../../lab/pki";
 import { buildClusterPlan, findNode, NODE_PATHS, nodesWithRole, PORTS, type ClusterPlan } from "../../plan";
 import { rootfsPath, scratchDir, testNetwork, TestRoot, type TestNetwork } from "./harness";
+import { userDataDocument } from "./user-data-files";
 
 const rootfs = rootfsPath();
 const plan: ClusterPlan = buildClusterPlan(undefined, { stack: "render" });
@@ -20,7 +20,7 @@ let parameterDirs: Map<string, string>;
 /** A root holding exactly one node's user-data files, with its secrets fetched by the real boot script. */
 async function bootedRoot(nodeName: string): Promise<TestRoot> {
   const root = new TestRoot(rootfs, base, nodeName);
-  const userData = parseUserData(renderUserData(plan, nodeName, {}));
+  const userData = userDataDocument(renderUserData(plan, nodeName, {}));
   for (const file of userData.writeFiles) root.write(file.path, file.content, file.owner, file.permissions);
   const params = parameterDirs.get(nodeName) as string;
   fs.cpSync(params, root.hostPath("/var/lib/pgha-params"), { recursive: true });
@@ -166,7 +166,7 @@ describe("haproxy", () => {
 
   test("`haproxy -c` rejects the config when the check client certificate is missing (control)", async () => {
     const root = new TestRoot(rootfs, base, "haproxy-control");
-    const userData = parseUserData(renderUserData(plan, "haproxy-1", {}));
+    const userData = userDataDocument(renderUserData(plan, "haproxy-1", {}));
     for (const file of userData.writeFiles) root.write(file.path, file.content, file.owner, file.permissions);
     const result = await root.run(["haproxy", "-c", "-f", NODE_PATHS.haproxyConfig]);
     assert.notEqual(result.code, 0);
@@ -308,7 +308,7 @@ describe("boot step: version check", () => {
   /** A root with the node's rendered files and Debian's etcd where pgha-install-etcd puts the release. */
   const rootWithFiles = (nodeName: string): TestRoot => {
     const root = new TestRoot(rootfs, base, `versions-${nodeName}`);
-    for (const file of parseUserData(renderUserData(plan, nodeName, {})).writeFiles) root.write(file.path, file.content, file.owner, file.permissions);
+    for (const file of userDataDocument(renderUserData(plan, nodeName, {})).writeFiles) root.write(file.path, file.content, file.owner, file.permissions);
     fs.mkdirSync(path.dirname(root.hostPath(NODE_PATHS.etcdBinary)), { recursive: true });
     fs.symlinkSync("/usr/bin/etcd", root.hostPath(NODE_PATHS.etcdBinary));
     return root;
@@ -339,9 +339,13 @@ describe("boot step: version check", () => {
     }
   });
 
-  test("with the lab rootfs's versions (the lab's replay) it passes and holds nothing", async () => {
+  test("with the lab's pins (its plan: Debian 13's Patroni series, the mirror's Debian etcd) it passes and holds nothing", async () => {
     const root = rootWithFiles("pg-tokyo-1");
-    const result = await root.run(labVersionCheck(argv));
+    const etcd = /etcd Version: (\S+)/.exec((await root.run([NODE_PATHS.etcdBinary, "--version"])).stdout)?.[1];
+    assert.ok(etcd, "the rootfs's etcd reports its version");
+    // As labPlan(mirror) pins them; the checksum is not what this step checks.
+    const lab = buildClusterPlan({ ...labConfig(), versions: { patroni: LAB_PATRONI, etcd, etcdSha256: { amd64: "0".repeat(64) } } }, { stack: "render" });
+    const result = await root.run(checkVersionsCommand(lab, findNode(lab, "pg-tokyo-1")) as string[]);
     assert.equal(result.code, 0, result.stderr);
     assert.ok(!fs.existsSync(root.hostPath(NODE_PATHS.versionsRefused)));
     assert.ok(!fs.existsSync(root.hostPath("/etc/systemd/system/patroni.service.d")));

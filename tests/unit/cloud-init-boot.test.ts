@@ -23,8 +23,6 @@ import {
   renderUserData,
   USER_DATA_LIMIT_BYTES,
 } from "../../cloud-init";
-import { LAB_ROOTFS_PATRONI, labVersionCheck } from "../../lab/boot";
-import { classifyStep } from "../../lab/userdata";
 import { buildClusterPlan, findNode, NODE_PATHS, nodesWithRole } from "../../plan";
 
 const plan = buildClusterPlan(undefined, { stack: "test" });
@@ -117,14 +115,5 @@ describe("version check at boot", () => {
       assert.ok(!bootCommands(plan, node, {}).some((argv) => argv[0] === NODE_PATHS.checkVersions));
       assert.ok(!renderUserData(plan, node.name, {}).includes(NODE_PATHS.checkVersions));
     }
-  });
-
-  test("the lab replays it as its own step, with its rootfs's Patroni and the plan's etcd minor, holds kept", () => {
-    const node = findNode(plan, "pg-tokyo-1");
-    const argv = checkVersionsCommand(plan, node) as string[];
-    assert.deepEqual(classifyStep(argv, NODE_PATHS), [{ kind: "check-versions", argv }]);
-    const pins = [NODE_PATHS.checkVersions, "--patroni", LAB_ROOTFS_PATRONI, "--postgres", "17", "17.*", "--etcd", "3.5.*"];
-    assert.deepEqual(labVersionCheck(argv), [...pins, ...argv.slice(pins.length)]);
-    assert.ok(argv.slice(pins.length).includes("patroni.service"), "the lab keeps the plan's holds");
   });
 });

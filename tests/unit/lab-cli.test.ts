@@ -3,8 +3,8 @@
  *
  * - what each command would run: psql's endpoint per role and HAProxy, its
  *   connection (the writer's: superuser, TLS verified against the lab CA),
- *   patronictl and etcdctl run as the drills run them, where a unit's logs
- *   are (the supervisor's files; the journal once the lab boots systemd);
+ *   patronictl and etcdctl run as the drills run them, a unit's logs (the
+ *   node machine's journal);
  * - the CLI itself as a child process with an empty state dir: one error
  *   line and exit 1 for an unknown node, HAProxy or role, a missing command,
  *   and a lab that is not up.
@@ -18,8 +18,6 @@ import { after, describe, it } from "node:test";
 import { NODE_PATHS } from "../../plan";
 import type { NodeTransport, RunResult } from "../../checks/transport";
 import { CLIENT_FILES, labContext, labPlan } from "../../lab/lab";
-import { hostLayout, labLayout } from "../../lab/layout";
-import { serviceLog } from "../../lab/services";
 import { execOptions, psqlCommand, psqlTarget, runAttached, unitLogs, unitName } from "../../lab/session";
 
 const ROOT = path.join(__dirname, "..", "..");
@@ -108,35 +106,39 @@ describe("exec: how a command runs on a node", () => {
   });
 });
 
-describe("logs: where a unit's logs are", () => {
-  const host = hostLayout(labLayout(plan, path.join(tmp, "logs")), "pg-seoul-1");
-  fs.mkdirSync(host.logDir, { recursive: true });
-  for (const unit of ["patroni.service", "etcd.service", "pgha-path-mtu.service"]) fs.writeFileSync(serviceLog(host, unit), "line\n");
-  fs.writeFileSync(path.join(host.logDir, "notes.txt"), "not a log");
-
+describe("logs: a unit's logs are the machine's journal", () => {
   it("names units as systemd does", () => {
     assert.equal(unitName("patroni"), "patroni.service");
     assert.equal(unitName("patroni.service"), "patroni.service");
     assert.equal(unitName("fstrim.timer"), "fstrim.timer");
   });
 
-  it("under the lab's supervisor: the host-side log files, tail -n N [-F]", async () => {
-    const logs = unitLogs(host, fakeTransport({}));
-    assert.deepEqual(await logs.units(), ["etcd.service", "patroni.service", "pgha-path-mtu.service"]);
-    assert.deepEqual(logs.command(["patroni.service"], { lines: 50, follow: false }), { on: "host", argv: ["tail", "-n", "50", serviceLog(host, "patroni.service")] });
-    assert.deepEqual(logs.command(["etcd.service", "patroni.service"], { lines: 10, follow: true }).argv, [
-      "tail",
-      "-n",
-      "10",
-      "-F",
-      serviceLog(host, "etcd.service"),
-      serviceLog(host, "patroni.service"),
-    ]);
+  it("lists the node's service units with systemctl, sorted", async () => {
+    const asked: string[][] = [];
+    const transport: NodeTransport = {
+      ...fakeTransport({}),
+      run: async (node, argv): Promise<RunResult> => {
+        asked.push([node, ...argv]);
+        return { code: 0, stdout: "patroni.service loaded active running Patroni\netcd.service loaded active running etcd\n\n", stderr: "" };
+      },
+    };
+    assert.deepEqual(await unitLogs("pg-seoul-1", transport).units(), ["etcd.service", "patroni.service"]);
+    assert.deepEqual(asked, [["pg-seoul-1", "systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager", "--type=service"]]);
   });
 
-  it("under systemd: journalctl -u UNIT on the node", () => {
-    const logs = unitLogs(host, fakeTransport({}), "systemd");
-    assert.deepEqual(logs.command(["patroni.service"], { lines: 20, follow: true }), { on: "node", argv: ["journalctl", "--no-pager", "-n", "20", "-u", "patroni.service", "-f"] });
+  it("prints them with journalctl -n N [-u UNIT ...] [-f] on the node", () => {
+    const logs = unitLogs("pg-seoul-1", fakeTransport({}));
+    assert.deepEqual(logs.command(["patroni.service"], { lines: 20, follow: true }), ["journalctl", "--no-pager", "-n", "20", "-u", "patroni.service", "-f"]);
+    assert.deepEqual(logs.command(["etcd.service", "patroni.service"], { lines: 10, follow: false }), [
+      "journalctl",
+      "--no-pager",
+      "-n",
+      "10",
+      "-u",
+      "etcd.service",
+      "-u",
+      "patroni.service",
+    ]);
   });
 });
 
@@ -180,6 +182,7 @@ describe("the CLI (child process, empty state dir)", { timeout: 120_000 }, () =>
   const cases: { args: string[]; error: RegExp }[] = [
     { args: ["exec", "nope", "--", "true"], error: /error: no lab host named "nope" \(hosts: pg-seoul-1, haproxy-1, .*, client\)$/ },
     { args: ["logs", "nope", "patroni"], error: /error: no lab host named "nope" \(hosts: pg-seoul-1, .*\)$/ },
+    { args: ["logs", "client"], error: /error: the client runs no units of the cluster: `logs` takes a node name$/ },
     { args: ["psql", "--via", "nope"], error: /error: unknown HAProxy node "nope" \(HAProxy nodes: haproxy-1, haproxy-2, haproxy-3\)$/ },
     { args: ["psql", "--role", "admin"], error: /^error: option '--role <role>' argument 'admin' is invalid\. Allowed choices are writer, reader, sync\.$/ },
     { args: ["exec", "pg-seoul-1"], error: /^error: missing required argument 'command'$/ },

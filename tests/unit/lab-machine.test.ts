@@ -1,7 +1,7 @@
 /**
  * The pure parts of the machines lab (lab/machine.ts, lab/machines.ts, the lab
  * plan): what a machine is booted with. The boot itself is proved by
- * `PGHA_LAB_MACHINES=1 npm run test:lab`.
+ * `npm run test:lab` and `npm run test:lab:boot`.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
