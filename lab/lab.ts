@@ -128,11 +128,6 @@ export interface UpResult {
 export interface UpOptions {
   /** Turn the WAN emulator on (lab/wan.ts): inter-region packets delayed by the plan's RTTs. */
   wan?: WanOptions;
-  /**
-   * Ignored: every lab node is a booted machine. Only here while
-   * tests/lab/boot.test.ts still passes it; delete it with that key.
-   */
-  machines?: true;
   /** Database nodes booted without their data volume (drill c). */
   withoutVolume?: ReadonlySet<string>;
   /**

@@ -70,7 +70,7 @@ describe("lab boot path on machines: no egress at first boot, rolling reboot, a 
     upStarted = true;
     lab = undefined;
     try {
-      const result = await labUp(STATE_DIR, log, { ...options, machines: true });
+      const result = await labUp(STATE_DIR, log, options);
       lab = labContext(STATE_DIR);
       labProblem = undefined;
       return result;
@@ -127,7 +127,13 @@ describe("lab boot path on machines: no egress at first boot, rolling reboot, a 
     { timeout: 15 * 60_000 },
     async () => {
       const current = requireLab();
-      const ctx = drillContext(current, (phase) => { log(`rolling reboot: ${phase}`); }, path.join(STATE_DIR, "drills.log"));
+      const ctx = drillContext(
+        current,
+        (phase) => {
+          log(`rolling reboot: ${phase}`);
+        },
+        path.join(STATE_DIR, "drills.log"),
+      );
       await prepareDrills(ctx);
       const outcome: DrillOutcome = await runDrill(ROLLING_REBOOT, ctx, 1);
       report.rollingReboot = outcome;
