@@ -13,6 +13,10 @@
  *   ten times with a growing delay (capped at 1 s here instead of 30 s to keep
  *   the test short; the count is what it checks); without it (control) apt
  *   gives up after its default three retries.
+ * - The first boot's wait for its package sources (bootcmd) outlasts a
+ *   mirror that answers only after 12 s; one apt-get run with those retries
+ *   does not outlast one that answers after 5 s (control): apt never connects
+ *   again to an address that failed.
  *
  * systemd is not in the lab's rootfs; `npm run setup` downloads it into a
  * cache (lab/setup.sh) and each test unpacks it into its own overlay.
@@ -20,7 +24,7 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { APT_RETRY_CONF, renderUserData, RUNCMD_FAIL_FAST } from "../../cloud-init";
+import { APT_RETRY_CONF, renderUserData, RUNCMD_FAIL_FAST, waitPackageSourcesCommand } from "../../cloud-init";
 
 import { exec } from "../../lab/exec";
 import { buildClusterPlan, NODE_PATHS, type ClusterPlan } from "../../plan";
@@ -165,5 +169,48 @@ describe("first boot: the node's units, runcmd and apt, with the real programs",
       );
     assert.equal(await aptRetries("apt-ours", true), 10);
     assert.equal(await aptRetries("apt-default", false), 3);
+  });
+
+  /**
+   * A mirror on a loopback port that starts answering `upAfterSeconds` after
+   * `command` starts: an apt source that is unreachable at first (the NAT
+   * gateway of a new stack), then fine. Returns the command's exit and output.
+   */
+  async function againstLateMirror(name: string, command: string[], upAfterSeconds: number): Promise<{ code: number; output: string }> {
+    const root = new TestRoot(rootfs, base, name);
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    root.write(`/etc/apt/apt.conf.d/94cloud-init-config`, APT_RETRY_CONF + 'Acquire::Retries::Delay::Maximum "1";\n');
+    // Only the late mirror: the rootfs's own sources would need the network.
+    root.write("/etc/apt/sources.list.d/debian.sources", "");
+    root.write("/etc/apt/sources.list", "");
+    root.write("/etc/apt/sources.list.d/late.list", `deb [trusted=yes] http://127.0.0.1:${String(port)}/debian trixie main\n`);
+    root.write("/srv/late/debian/dists/trixie/main/binary-amd64/Packages", "");
+    root.write("/srv/late/debian/dists/trixie/Release", "Suite: trixie\nCodename: trixie\nComponents: main\nArchitectures: amd64\n");
+    const script = [
+      `(sleep ${String(upAfterSeconds)}; exec python3 -m http.server ${String(port)} --bind 127.0.0.1 --directory /srv/late >/dev/null 2>&1) & server=$!`,
+      'rc=0; "$@" || rc=$?',
+      // The subshell exec'd the server, so $server is its PID.
+      'kill "$server" 2>/dev/null || true',
+      'echo "exit $rc"',
+    ].join("\n");
+    const result = await root.run(["sh", "-c", script, "late-mirror", ...command], { timeoutMs: 180_000 });
+    const output = result.stdout + result.stderr;
+    return { code: Number(/^exit (\d+)$/m.exec(result.stdout)?.[1] ?? NaN), output };
+  }
+
+  test("the first boot waits for package sources that answer late (bootcmd, as cloud-init-per runs it); apt's own retries do not (control)", async () => {
+    const wait = waitPackageSourcesCommand();
+    for (const node of plan.nodes) assert.deepEqual(userDataDocument(renderUserData(plan, node.name, BOOT)).bootcmd, [wait], `${node.name}'s bootcmd`);
+    // cloud-init-per instance NAME CMD...: the command after its three words, with a 60 s deadline instead of 900 s.
+    const command = [...wait.slice(3, -1), "60"];
+    const waited = await againstLateMirror("late-ours", command, 12);
+    assert.equal(waited.code, 0, waited.output);
+    assert.match(waited.output, /do not answer yet \(try 1\)/, waited.output);
+    assert.match(waited.output, /the package sources answer \(try [2-9]\d*\)/, waited.output);
+    // Control: one apt-get update with the user-data's retries (10, at most 1 s apart here) and the mirror up after
+    // 5 s: apt does not connect again to an address that failed, so every retry fails.
+    const single = await againstLateMirror("late-apt", ["apt-get", "update", "--error-on=any"], 5);
+    assert.notEqual(single.code, 0, `control: a single apt-get run outlasted the outage:\n${single.output}`);
+    assert.match(single.output, /Could not connect to 127\.0\.0\.1/, single.output);
   });
 });

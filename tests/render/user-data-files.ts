@@ -1,7 +1,7 @@
 /**
  * What a rendered `#cloud-config` document hands cloud-init, for tests that
  * feed it to the real programs: its write_files (with cloud-init's defaults
- * for owner and permissions), runcmd and packages, loaded with js-yaml.
+ * for owner and permissions), bootcmd, runcmd and packages, loaded with js-yaml.
  */
 import * as yaml from "js-yaml";
 
@@ -15,13 +15,15 @@ export interface UserDataFile {
 
 export interface UserDataDocument {
   writeFiles: UserDataFile[];
-  /** runcmd items as rendered: an argv list, or a shell string. */
+  /** bootcmd and runcmd items as rendered: an argv list, or a shell string. */
+  bootcmd: (string[] | string)[];
   runcmd: (string[] | string)[];
   packages: string[];
 }
 
 interface RawDocument {
   write_files?: { path: string; content?: string; owner?: string; permissions?: string; defer?: boolean; encoding?: string }[];
+  bootcmd?: (string[] | string)[];
   runcmd?: (string[] | string)[];
   packages?: string[];
 }
@@ -34,5 +36,5 @@ export function userDataDocument(text: string): UserDataDocument {
     if (file.encoding !== undefined) throw new Error(`${file.path}: encoding ${file.encoding} is not read by this helper`);
     return { path: file.path, content: file.content ?? "", owner: file.owner ?? "root:root", permissions: file.permissions ?? "0644", defer: file.defer === true };
   });
-  return { writeFiles, runcmd: doc.runcmd ?? [], packages: doc.packages ?? [] };
+  return { writeFiles, bootcmd: doc.bootcmd ?? [], runcmd: doc.runcmd ?? [], packages: doc.packages ?? [] };
 }
