@@ -26,6 +26,6 @@ export interface BootInputs {
 
 /**
  * A boot step in `runcmd`, as an argv list (cloud-init runs it without a
- * shell). The lab reads these to replay the boot in order.
+ * shell).
  */
 export type BootCommand = string[];

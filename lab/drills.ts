@@ -365,7 +365,7 @@ async function mountBeforePatroni(ctx: DrillContext, node: string): Promise<{ ok
   const mounted = Number(await show(["systemctl", "show", "--property=ActiveEnterTimestampMonotonic", "--value", unit]));
   const started = Number(await show(["systemctl", "show", "--property=ExecMainStartTimestampMonotonic", "--value", "patroni.service"]));
   const source = await show(["findmnt", "--noheadings", "--output=SOURCE", dataMountPoint(ctx.access.plan)]).catch(() => "");
-  const detail = `${unit} active at ${(mounted / 1e6).toFixed(2)} s, patroni started at ${(started / 1e6).toFixed(2)} s of the boot, source ${source || "none"}`;
+  const detail = `${unit} active at ${(mounted / 1e6).toFixed(2)} s, patroni started at ${(started / 1e6).toFixed(2)} s (CLOCK_MONOTONIC), source ${source || "none"}`;
   return { ok: mounted > 0 && started > 0 && mounted <= started && source !== "", detail };
 }
 

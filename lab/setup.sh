@@ -53,7 +53,7 @@ download_debs() {
 download_debs needrestart unattended-upgrades
 # Debian 13's systemd, for systemd-analyze verify on the rendered units (tests/render/first-boot.test.ts).
 download_debs systemd
-# The machines lab (lab up --machines): the cloud image and the signed package
+# The lab's machines: the cloud image and the signed package
 # mirror, both cached by their inputs (lab/images.ts).
 cd "$(dirname "$0")/.."
 npx tsx lab/cli.ts images
