@@ -228,13 +228,9 @@ export async function powerOff(host: Pick<HostLayout, "root">, timeoutMs = 60_00
   const wrapper = readPid(machinePaths(host).wrapperPidFile);
   if (wrapper === undefined || !alive(wrapper)) return true;
   const leader = machineLeader(host);
-  if (leader !== undefined) {
-    try {
-      process.kill(leader, "SIGRTMIN+4");
-    } catch {
-      // already going
-    }
-  }
+  // Node's process.kill knows no real-time signals ("Unknown signal: SIGRTMIN+4"), so kill(1) sends it; a machine
+  // already going away makes it fail, which the wait below settles.
+  if (leader !== undefined) await exec(["kill", "-s", "RTMIN+4", String(leader)]);
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (!alive(wrapper)) return true;

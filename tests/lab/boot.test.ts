@@ -161,11 +161,12 @@ describe("lab boot path on machines: no egress at first boot, rolling reboot, a 
       const failed = records.find((m) => m.node === victim);
       assert.equal(failed?.status, "error", `${victim}: cloud-init status ${String(failed?.status)}\n${failed?.cloudInit ?? ""}`);
       const run = async (argv: string[]): Promise<string> => (await current.transport.run(victim, argv, { timeoutMs: 60_000 })).stdout;
-      const journal = await run(["journalctl", "--no-pager", "--output=cat", "--unit=cloud-final.service"]);
+      // Where cloud-init writes every step's output (on EC2 too: the first place to look after a failed boot).
+      const output = await current.transport.readFile(victim, "/var/log/cloud-init-output.log");
       assert.match(
-        journal,
+        output,
         /pgha-prepare-data-volume: vol-\w+ never appeared at \/dev\/disk\/by-id\/nvme-Amazon_Elastic_Block_Store_vol\w+ within \d+ s/,
-        "the missing volume is named in cloud-init's log",
+        "the missing volume is named in /var/log/cloud-init-output.log",
       );
       for (const unit of ["etcd.service", "patroni.service"]) assert.equal(await current.transport.serviceActive(victim, unit), false, `${victim}: ${unit} is active`);
       const enabled = (await run(["systemctl", "is-enabled", "patroni.service", "etcd.service"])).split("\n").filter(Boolean);
