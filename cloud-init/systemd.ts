@@ -118,6 +118,10 @@ export function nodeUnits(plan: ClusterPlan, node: NodePlan): RenderedUnit[] {
           // before Patroni: without this, a reboot can start Patroni on the empty directory of the root disk and
           // initdb there. With it Patroni waits for the mount, and does not start if the mount fails.
           RequiresMountsFor: postgresPaths(plan.config.versions.postgresMajor).mountPoint,
+          // And when there is no mount unit at all (a first boot whose volume never came: the package enabled
+          // patroni.service, our steps stopped before the mount), RequiresMountsFor= settles for the root disk's
+          // mount; this refuses to start Patroni unless PGDATA's directory is a mount point (found by drill c).
+          AssertPathIsMountPoint: postgresPaths(plan.config.versions.postgresMajor).mountPoint,
         },
         Service: {
           Type: "simple",
