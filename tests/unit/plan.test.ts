@@ -547,6 +547,14 @@ describe("rejections", () => {
       rule: /^key is not an AWS region$/,
     },
     {
+      // Below 10 s a first boot would fail before EC2 could attach the volume at all.
+      name: "a data-volume wait shorter than 10 s",
+      input: { instances: { dataVolumeAttachSeconds: 5 } },
+      key: "instances.dataVolumeAttachSeconds",
+      value: 5,
+      rule: /^must be between 10 and 3600$/,
+    },
+    {
       name: "more than 40 tags (the value is the count)",
       input: { tags: Object.fromEntries(Array.from({ length: 41 }, (_, i) => [`team-${i}`, "x"])) },
       key: "tags",
