@@ -3,9 +3,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { INTER_REGION_PATH_MTU, nodesWithRole, splitRegionPair, type ClusterPlan, type NodePlan } from "../plan";
 import { exec, run, sleep } from "./exec";
-import { CLIENT, NODE_LINK_MTU, ROUTER_NS, type HostLayout, type LabLayout } from "./layout";
+import { CLIENT, NODE_LINK_MTU, ROUTER_NS, type LabLayout } from "./layout";
 import { namespacePids } from "./netns";
-import { resolveInRoot } from "./roots";
 
 /**
  * The lab's WAN emulator (no sch_netem in this kernel, LAB-NOTES.md): in the
@@ -482,7 +481,7 @@ export function spread(values: number[]): Spread {
 
 /** The minimum a host-side runner needs (LabTransport satisfies it). */
 export interface ProbeRunner {
-  run(node: string, argv: string[], options?: { timeoutMs?: number; env?: Record<string, string> }): Promise<{ code: number; stdout: string; stderr: string }>;
+  run(node: string, argv: string[], options?: { timeoutMs?: number; env?: Record<string, string>; input?: string }): Promise<{ code: number; stdout: string; stderr: string }>;
   spawn(
     node: string,
     argv: string[],
@@ -499,11 +498,15 @@ export async function pingRtts(runner: ProbeRunner, from: string, toIp: string, 
   return parsePingTimes(result.stdout);
 }
 
-/** Copies the TCP probe into a host root (its tmpfs /run). */
-export function installProbe(host: HostLayout): void {
-  const target = resolveInRoot(host.root, TCP_PROBE);
-  fs.mkdirSync(path.dirname(target), { recursive: true });
-  fs.copyFileSync(path.join(__dirname, "assets", "tcp-rtt.py"), target);
+/** Puts the TCP probe into a node's /run through the node's own shell (a machine's /run is its own tmpfs). */
+export async function installProbe(runner: ProbeRunner, node: string): Promise<void> {
+  const script = fs.readFileSync(path.join(__dirname, "assets", "tcp-rtt.py"), "utf8");
+  const result = await runner.run(node, ["sh", "-c", `mkdir -p ${LAB_RUN} && cat > ${TCP_PROBE}`], { input: script, timeoutMs: 30_000 });
+  if (result.code !== 0) throw new Error(`${node}: installing the TCP probe failed: ${result.stderr.trim()}`);
+}
+
+async function installProbes(runner: ProbeRunner, layout: LabLayout): Promise<void> {
+  await Promise.all(layout.hosts.map((host) => installProbe(runner, host.name)));
 }
 
 const PROBE_PORT = 7999;
@@ -623,7 +626,7 @@ export async function proveWan(
 ): Promise<WanProof> {
   const count = options.count ?? 20;
   const log = options.log ?? (() => undefined);
-  for (const host of layout.hosts) installProbe(host);
+  await installProbes(runner, layout);
   const { inter, intra } = proofPairs(plan, layout);
   const rows: RttRow[] = [];
   const add = (kind: RttRow["kind"], a: ProofHost, b: ProofHost, samples: number[]): void => {
@@ -736,7 +739,7 @@ export async function measureBulkIsolation(layout: LabLayout, runner: ProbeRunne
     if (!host) throw new Error(`no lab host ${name}`);
     return host.link.address;
   };
-  for (const host of layout.hosts) installProbe(host);
+  await installProbes(runner, layout);
   const idle = spread(await pingRtts(runner, "pg-tokyo-1", ip("pg-seoul-1"), pings, 0.05));
   const server = runner.spawn("pg-singapore-1", ["python3", TCP_PROBE, "serve", ip("pg-singapore-1"), String(PROBE_PORT), "120"]);
   try {

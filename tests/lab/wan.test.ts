@@ -190,7 +190,9 @@ describe("WAN emulator: on the lab's network (no cluster)", { timeout: 5 * 60_00
     transport = new LabTransport(net.layout);
     const status = await delayLineStatus(net.layout);
     assert.ok(status, "the delay line runs");
-    for (const host of net.layout.hosts) installProbe(host);
+    const hosts = net.layout.hosts;
+    const probeRunner = transport;
+    await Promise.all(hosts.map((host) => installProbe(probeRunner, host.name)));
   });
 
   let proof: WanProof | undefined;
