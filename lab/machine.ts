@@ -176,7 +176,8 @@ function alive(pid: number): boolean {
   }
 }
 
-function children(pid: number): number[] {
+/** A host process's direct children (from /proc). */
+export function childPids(pid: number): number[] {
   try {
     return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(/\s+/).filter(Boolean).map(Number);
   } catch {
@@ -188,7 +189,7 @@ function children(pid: number): number[] {
 export function machineLeader(host: Pick<HostLayout, "root">): number | undefined {
   const nspawn = readPid(machinePaths(host).nspawnPidFile);
   if (nspawn === undefined || !alive(nspawn)) return undefined;
-  const queue = children(nspawn);
+  const queue = childPids(nspawn);
   while (queue.length) {
     const pid = queue.shift() as number;
     try {
@@ -200,7 +201,7 @@ export function machineLeader(host: Pick<HostLayout, "root">): number | undefine
     } catch {
       continue;
     }
-    queue.push(...children(pid));
+    queue.push(...childPids(pid));
   }
   return undefined;
 }

@@ -5,7 +5,7 @@ import { exec, sleep } from "./exec";
 import { CLIENT, hostLayout, type HostLayout, type LabLayout } from "./layout";
 import { cutLink, linkIsUp, restoreLink } from "./netns";
 import { readAccounts, resolveInRoot } from "./roots";
-import { machineLeader, machinePaths, waitLeader } from "./machine";
+import { childPids, machineLeader, machinePaths, waitLeader } from "./machine";
 import { parseEnvironmentFile } from "../checks/env-file";
 import type { NodeTransport, RunningCommand, RunOptions, RunResult, ServiceName } from "../checks/transport";
 
@@ -105,8 +105,15 @@ export class LabTransport implements NodeTransport, FaultInjector {
       stderr: () => stderr,
       stop: async () => {
         child.stdin?.end();
+        // nsenter forks the command into the machine and passes no signal on (bookworm's has no --kill-child):
+        // signal the command itself, or it runs on and holds the pipes open until it ends by itself.
+        const inside = child.pid === undefined ? [] : descendants(child.pid);
+        signalAll(inside, "SIGTERM");
         child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+        const timer = setTimeout(() => {
+          signalAll(inside, "SIGKILL");
+          child.kill("SIGKILL");
+        }, 5000);
         const code = await exited;
         clearTimeout(timer);
         return code;
@@ -206,3 +213,26 @@ const PKILL_PATTERN: Record<ServiceName, string[]> = {
   etcd: ["--exact", "etcd"],
   haproxy: ["--exact", "haproxy"],
 };
+
+/** Every descendant of a host process (deepest last), from /proc's children lists. */
+function descendants(pid: number): number[] {
+  const found: number[] = [];
+  const queue = [pid];
+  while (queue.length) {
+    const parent = queue.shift() as number;
+    const kids = childPids(parent);
+    found.push(...kids);
+    queue.push(...kids);
+  }
+  return found;
+}
+
+function signalAll(pids: number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // gone already
+    }
+  }
+}
