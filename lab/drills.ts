@@ -33,7 +33,35 @@ export interface DrillOutcome {
   newPrimary?: string;
   /** Time from the end of the fault to a healthy baseline again. */
   restoreSeconds?: number;
+  /** The writes over time, for the drill report's chart (lab/report.ts). */
+  timeline?: WriteTimeline;
+  /** Who led and who followed before the fault and once the drill was judged. */
+  topology?: { before?: TopologySnapshot; after?: TopologySnapshot };
   details: Record<string, unknown>;
+}
+
+/** A topology as the report shows it (node names). */
+export interface TopologySnapshot {
+  leader?: string;
+  syncStandby?: string;
+  replicas: string[];
+}
+
+/** An instant of a drill on its timeline, in seconds from the timeline's start. */
+export interface TimelineMark {
+  label: "fault" | "promotion" | "recovered";
+  atSeconds: number;
+}
+
+/**
+ * The writer's records bucketed per `bucketMs` from the first record: how
+ * many writes were acknowledged and how many failed in each bucket.
+ */
+export interface WriteTimeline {
+  bucketMs: number;
+  acks: number[];
+  errors: number[];
+  marks: TimelineMark[];
 }
 
 export interface DrillContext {
@@ -111,7 +139,26 @@ export async function waitBaseline(ctx: DrillContext, timeoutMs = HEALTH_BUDGET_
     1000,
   );
   if (!topology) throw new Error(`cluster not back to a healthy baseline within ${timeoutMs / 1000} s: ${last}`);
+  lastBaseline.set(ctx, topology);
   return topology;
+}
+
+/** The baseline each context last waited for: the report's "before". */
+const lastBaseline = new WeakMap<DrillContext, Topology>();
+
+/** The topology as the reachable members see it now (no waiting): the report's "after". */
+async function topologyNow(ctx: DrillContext, leaderHint: string): Promise<TopologySnapshot | undefined> {
+  try {
+    const view = await clusterView(ctx.access, leaderHint);
+    return snapshot(
+      judgeTopology(
+        view.members,
+        postgresNodes(ctx.access.plan).map((n) => n.name),
+      ),
+    );
+  } catch {
+    return undefined;
+  }
 }
 
 /** Reconnects anything cut and starts any stopped service, then waits for the baseline. */
@@ -189,9 +236,47 @@ function outcome(drill: string, repetition: number): DrillOutcome {
   return { drill, repetition, ok: false, problems: [], rpoMissing: 0, splitBrainAcks: 0, acked: 0, unknownOutcome: 0, unsafeAcks: 0, maxGapAfterSeconds: 0, details: {} };
 }
 
+export const TIMELINE_BUCKET_MS = 100;
+
+/**
+ * The report's timeline: acknowledged and failed writes per 100 ms, with the
+ * fault, the first write acknowledged by the new primary (when the primary
+ * changed) and the first acknowledged write after the outage.
+ */
+export function writeTimeline(records: WriteRecord[], instant: number, analysis: WriteAnalysis, newPrimaryIp?: string): WriteTimeline {
+  const writes = records.filter((r) => r.ok !== undefined);
+  const start = Math.min(instant, ...writes.map((r) => r.t));
+  const end = Math.max(instant, ...writes.map((r) => r.t));
+  const buckets = Math.floor(((end - start) * 1000) / TIMELINE_BUCKET_MS) + 1;
+  const acks = new Array<number>(buckets).fill(0);
+  const errors = new Array<number>(buckets).fill(0);
+  for (const r of writes) (r.ok ? acks : errors)[Math.floor(((r.t - start) * 1000) / TIMELINE_BUCKET_MS)]++;
+  const at = (t: number): number => Number((t - start).toFixed(3));
+  const marks: TimelineMark[] = [{ label: "fault", atSeconds: at(instant) }];
+  const promotion = newPrimaryIp ? writes.find((r) => r.ok && r.t >= instant && r.server === newPrimaryIp) : undefined;
+  if (promotion) marks.push({ label: "promotion", atSeconds: at(promotion.t) });
+  // The end of the outage: the acknowledgement that closes the longest gap after the fault.
+  const after = writes.filter((r) => r.ok && r.t >= (analysis.lastBefore?.t ?? instant));
+  let recovered: WriteRecord | undefined;
+  let longest = -1;
+  for (let i = 1; i < after.length; i++) {
+    const gap = after[i].t - after[i - 1].t;
+    if (gap > longest) [longest, recovered] = [gap, after[i]];
+  }
+  if (recovered) marks.push({ label: "recovered", atSeconds: at(recovered.t) });
+  return { bucketMs: TIMELINE_BUCKET_MS, acks, errors, marks };
+}
+
+function snapshot(topology: Topology): TopologySnapshot {
+  return { leader: topology.leader, syncStandby: topology.syncStandby, replicas: topology.replicas };
+}
+
 /** Fills the write-derived figures and the invariant checks shared by all drills. */
 async function judgeWrites(ctx: DrillContext, result: DrillOutcome, writer: Writer, instant: number, oldPrimary: string | undefined, primaryNow: string): Promise<WriteAnalysis> {
   const analysis = analyseWrites(writer.records, instant);
+  result.timeline = writeTimeline(writer.records, instant, analysis, oldPrimary !== primaryNow ? ipOf(ctx, primaryNow) : undefined);
+  const before = lastBaseline.get(ctx);
+  result.topology = { before: before && snapshot(before), after: await topologyNow(ctx, primaryNow) };
   result.acked = analysis.acked;
   result.unknownOutcome = analysis.unknown;
   result.unsafeAcks = analysis.unsafe;
