@@ -2,7 +2,9 @@
 # Builds (once) the Debian 13 root filesystem that the render tests and the lab
 # run the real programs from: PostgreSQL 17, Patroni, etcd 3.5, HAProxy 3.0,
 # cloud-init 25.1 and openssl, and the lab's SSM-compatible endpoint (moto_server;
-# flask-cors is only its recommendation, but moto_server does not start without it). The result is cached under $PGHA_ROOTFS_CACHE
+# flask-cors is only its recommendation, but moto_server does not start without it);
+# promtool and amtool (the alert rules' tests, the monitoring configs' checks) and
+# a headless Chromium with a font (the drill report's screenshot test). The result is cached under $PGHA_ROOTFS_CACHE
 # keyed by the package list, so a rerun with the same list is a no-op.
 set -euo pipefail
 
@@ -15,6 +17,7 @@ packages=(
   postgresql-17 postgresql-client-17 patroni python3-psycopg2 python3-etcd
   etcd-server etcd-client haproxy cloud-init python3-moto python3-flask-cors python3-boto3
   openssl ca-certificates iproute2 iputils-ping procps util-linux curl
+  prometheus prometheus-alertmanager chromium fonts-dejavu-core
 )
 
 key=$(printf '%s\n' "$suite" "${packages[@]}" | sha256sum | cut -c1-12)

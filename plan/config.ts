@@ -176,6 +176,20 @@ export interface IamConfig {
   nodePermissionsBoundaryArn?: string;
 }
 
+/** Metrics and alerts: a Prometheus and an Alertmanager on every HAProxy node (docs/monitoring.md). */
+export interface MonitoringConfig {
+  /** Prometheus scrape and rule-evaluation interval in seconds; alert `for` durations are multiples of it. */
+  scrapeIntervalSeconds: number;
+  /** How long each region's Prometheus keeps samples, in days. */
+  retentionDays: number;
+  /**
+   * SNS topic the Alertmanagers publish alerts to (its ARN; the topic and its
+   * subscriptions belong to whoever is on call). Unset: alerts are visible in
+   * Prometheus and Alertmanager only.
+   */
+  alertTopicArn?: string;
+}
+
 export interface ClusterConfig {
   regions: RegionConfig[];
   versions: VersionsConfig;
@@ -194,6 +208,8 @@ export interface ClusterConfig {
   tags: Record<string, string>;
   /** IAM settings of the node roles. */
   iam: IamConfig;
+  /** Metrics and alerts. */
+  monitoring: MonitoringConfig;
 }
 
 /** What a user may write: every part optional, merged over the defaults. */
@@ -214,4 +230,5 @@ export const CONFIG_KEYS: readonly (keyof ClusterConfig)[] = [
   "parameterPrefix",
   "tags",
   "iam",
+  "monitoring",
 ];

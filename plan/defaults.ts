@@ -129,6 +129,11 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   tags: {},
   // No permissions boundary on the node roles (ephemeral stacks get theirs from .github/scripts/ephemeral-stack.ts).
   iam: {},
+  monitoring: {
+    // Prometheus's own default cadence; "no leader" fires after two evaluations (30 s), beyond a routine failover.
+    scrapeIntervalSeconds: 15,
+    retentionDays: 15,
+  },
 };
 
 /**

@@ -11,10 +11,20 @@ export const PORTS = {
   patroniRest: 8008,
   etcdClient: 2379,
   etcdPeer: 2380,
+  /** etcd's /metrics (and /health) on its own listener, so scrapers need no access to the client port. */
+  etcdMetrics: 2381,
+  nodeExporter: 9100,
+  postgresExporter: 9187,
+  /** HAProxy's built-in Prometheus exporter (a TLS frontend of its own). */
+  haproxyMetrics: 8405,
+  prometheus: 9090,
+  alertmanager: 9093,
+  /** Alertmanager's cluster gossip (TCP and UDP) between the regions' Alertmanagers. */
+  alertmanagerCluster: 9094,
 } as const;
 
 /** Service accounts on a node; the rendered units run as these. */
-export const SERVICE_USERS = { postgres: "postgres", etcd: "etcd", haproxy: "haproxy" } as const;
+export const SERVICE_USERS = { postgres: "postgres", etcd: "etcd", haproxy: "haproxy", prometheus: "prometheus" } as const;
 
 /** Database and REST API user names (not secret; their passwords are). */
 export const CLUSTER_USERS = {

@@ -384,6 +384,22 @@ const iamSchema = section(
   "must be an object such as {nodePermissionsBoundaryArn: ...}",
 ).prefault({});
 
+/** `arn:<partition>:sns:<region>:<12-digit account>:<topic>` (SNS topic names: letters, digits, - and _, up to 256; .fifo topics excluded). */
+const SNS_TOPIC_ARN = /^arn:aws(-[a-z]+)*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}$/;
+
+const monitoringSchema = section(
+  {
+    scrapeIntervalSeconds: whole(1, 300)
+      .default(defaults.monitoring.scrapeIntervalSeconds)
+      .describe("Prometheus scrape and rule-evaluation interval; alert durations are multiples of it."),
+    retentionDays: whole(1, 3650).default(defaults.monitoring.retentionDays).describe("Days each region's Prometheus keeps samples."),
+    alertTopicArn: text(SNS_TOPIC_ARN, "must be a standard SNS topic ARN arn:aws:sns:<region>:<12-digit account>:<name>")
+      .optional()
+      .describe("SNS topic the Alertmanagers publish to; unset, alerts stay in Prometheus and Alertmanager."),
+  },
+  "must be an object such as {scrapeIntervalSeconds: 15}",
+).prefault({});
+
 /** The whole `pgha:` namespace: every key optional, sections merged key by key over plan/defaults.ts, lists replacing the default. */
 export const configSchema = section(
   {
@@ -400,6 +416,7 @@ export const configSchema = section(
       .describe("Root of every SSM parameter path; the stack name is appended."),
     tags: tagsSchema.describe("Extra tags on every AWS resource."),
     iam: iamSchema.describe("IAM settings of the node roles."),
+    monitoring: monitoringSchema.describe("Metrics and alerts: Prometheus and Alertmanager on every HAProxy node."),
   },
   "must be an object of pgha:* keys",
 ).prefault({});
