@@ -22,6 +22,9 @@ export function etcdConfig(plan: ClusterPlan, node: NodePlan): Record<string, un
     name: member.name,
     "data-dir": `${NODE_PATHS.etcdDataDir}/data`,
     "listen-client-urls": [member.clientUrl, `https://127.0.0.1:${PORTS.etcdClient}`].join(","),
+    // /metrics and /health on a listener of their own (same TLS and client-certificate rule as the client port), so a
+    // scraper needs no route to the port that serves the keys.
+    "listen-metrics-urls": `https://${node.privateIp}:${PORTS.etcdMetrics}`,
     "advertise-client-urls": member.clientUrl,
     "listen-peer-urls": member.peerUrl,
     "initial-advertise-peer-urls": member.peerUrl,

@@ -21,6 +21,7 @@ export function haproxySections(plan: ClusterPlan, node: NodePlan): HaproxySecti
   const client = certificateFor(plan.certificates, node.name, "haproxy-check");
   if (!client.bundlePath) throw new Error("internal: the HAProxy check certificate must be planned as a bundle");
   const members = patroniMembers(plan);
+  const metrics = certificateFor(plan.certificates, node.name, "metrics");
   const checkTiming: HaproxyDirective = [
     "default-server",
     "inter",
@@ -114,6 +115,30 @@ export function haproxySections(plan: ClusterPlan, node: NodePlan): HaproxySecti
         ["stats", "enable"],
         ["stats", "uri", "/"],
         ["stats", "refresh", "10s"],
+      ],
+    },
+    {
+      // HAProxy's built-in Prometheus exporter, behind TLS and a cluster client certificate like every metrics
+      // endpoint (cloud-init/monitoring.ts). HAProxy reads the key as root at start-up, before it drops privileges.
+      header: ["frontend", "metrics"],
+      directives: [
+        [
+          "bind",
+          `*:${PORTS.haproxyMetrics}`,
+          "ssl",
+          "crt",
+          metrics.bundlePath ?? "(no bundle planned)",
+          "ca-file",
+          NODE_PATHS.caCert,
+          "verify",
+          "required",
+          "ssl-min-ver",
+          "TLSv1.2",
+        ],
+        ["mode", "http"],
+        ["no", "log"],
+        ["http-request", "use-service", "prometheus-exporter", "if", "{", "path", "/metrics", "}"],
+        ["http-request", "deny"],
       ],
     },
     ...listeners,

@@ -1,6 +1,7 @@
-import { NODE_PATHS, postgresPaths, type ClusterPlan, type NodePlan, type NodeSecretsPlan } from "../plan";
+import { NODE_PATHS, postgresPaths, SERVICE_USERS, type ClusterPlan, type NodePlan, type NodeSecretsPlan } from "../plan";
 import { renderEtcdConfig, renderEtcdctlEnv } from "./etcd";
 import { renderHaproxyConfig } from "./haproxy";
+import { certificateMetricsUnits, dropInPath, monitoringConfigFiles, monitoringDropIns } from "./monitoring";
 import { osUpdateFiles } from "./os-updates";
 import { renderPatroniConfig } from "./patroni";
 import { bootScript } from "./scripts";
@@ -64,6 +65,14 @@ export function renderNodeFiles(plan: ClusterPlan, node: NodePlan): NodeFile[] {
   for (const unit of nodeUnits(plan, node)) {
     files.push(file(`${NODE_PATHS.systemdDir}/${unit.name}`, emitSystemdUnit(unit.unit), "root", "0644"));
   }
+  // Monitoring (cloud-init/monitoring.ts). Deferred like everything owned by a service user: the drop-ins too,
+  // because a packaged service started by its postinst with them (before the certificates are fetched) would fail
+  // and with it the package install.
+  for (const config of monitoringConfigFiles(plan, node)) files.push(file(config.path, config.content, SERVICE_USERS.prometheus, "0640"));
+  if (node.roles.has("postgres")) files.push(file(NODE_PATHS.postBootstrap, bootScript("pgha-post-bootstrap.sh"), "root", "0755"));
+  files.push(file(NODE_PATHS.certificateMetrics, bootScript("pgha-certificate-metrics.sh"), "root", "0755"));
+  for (const unit of certificateMetricsUnits()) files.push(file(`${NODE_PATHS.systemdDir}/${unit.name}`, emitSystemdUnit(unit.unit), "root", "0644"));
+  for (const dropIn of monitoringDropIns(plan, node)) files.push(file(dropInPath(dropIn), emitSystemdUnit(dropIn.dropIn), "root", "0644"));
   return files;
 }
 

@@ -31,6 +31,8 @@ function pgHba(plan: ClusterPlan): string[] {
   const fromCluster = plan.clusterCidrs.flatMap((cidr) => [`hostssl replication ${CLUSTER_USERS.replication} ${cidr} scram-sha-256`, `hostssl all all ${cidr} scram-sha-256`]);
   return [
     `local all ${CLUSTER_USERS.superuser} peer`,
+    // postgres_exporter, as the OS user prometheus, with the pg_monitor role pgha-post-bootstrap creates.
+    `local all ${CLUSTER_USERS.monitoring} peer`,
     `local all all scram-sha-256`,
     // Patroni opens a replication connection to its own server on localhost
     // every HA cycle on a replica (timeline and LSN checks).
@@ -93,6 +95,7 @@ export function patroniConfig(plan: ClusterPlan, node: NodePlan): Record<string,
         },
       },
       initdb: [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums"],
+      post_bootstrap: NODE_PATHS.postBootstrap,
     },
     postgresql: {
       listen: `0.0.0.0:${PORTS.postgres}`,

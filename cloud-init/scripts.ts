@@ -7,8 +7,39 @@ import { join } from "node:path";
  * inputs come as arguments or from the rendered manifest, never by templating.
  */
 export type BootScript =
-  "pgha-fetch-secrets.py" | "pgha-prepare-data-volume.sh" | "pgha-install-etcd.sh" | "pgha-check-versions.sh" | "pgha-path-mtu.sh" | "pgha-wait-package-sources.sh";
+  | "pgha-fetch-secrets.py"
+  | "pgha-prepare-data-volume.sh"
+  | "pgha-install-etcd.sh"
+  | "pgha-check-versions.sh"
+  | "pgha-path-mtu.sh"
+  | "pgha-wait-package-sources.sh"
+  | "pgha-certificate-metrics.sh"
+  | "pgha-post-bootstrap.sh";
 
+/**
+ * The script as it ships: without its comment lines. EC2 takes at most 16 KB
+ * of (compressed) user-data and the comments were a fifth of a database
+ * node's; a node that is also its region's HAProxy went over. The second line
+ * names the commented original in this repository. Lines inside a here-document
+ * or a Python string are kept: they are data, not comments.
+ */
 export function bootScript(name: BootScript): string {
-  return readFileSync(join(__dirname, "scripts", name), "utf8");
+  return withoutCommentLines(readFileSync(join(__dirname, "scripts", name), "utf8"), name);
+}
+
+export function withoutCommentLines(text: string, name: string): string {
+  const [shebang, ...lines] = text.split("\n");
+  const python = name.endsWith(".py");
+  const kept: string[] = [shebang ?? "", `# cloud-init/scripts/${name} in the pgha repository, without its comments`];
+  let heredocEnd: string | undefined;
+  let inPythonString = false;
+  for (const line of lines) {
+    const inData = heredocEnd !== undefined || inPythonString;
+    if (heredocEnd !== undefined && line.trim() === heredocEnd) heredocEnd = undefined;
+    else if (!python && heredocEnd === undefined) heredocEnd = /<<-?\s*['"]?([A-Za-z_][A-Za-z0-9_]*)['"]?/.exec(line)?.[1];
+    if (python && (line.split('"""').length - 1) % 2 === 1) inPythonString = !inPythonString;
+    if (!inData && /^\s*#/.test(line)) continue;
+    kept.push(line);
+  }
+  return kept.join("\n");
 }

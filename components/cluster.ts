@@ -154,6 +154,8 @@ export class PgHaCluster extends pulumi.ComponentResource {
           partition: partition.partition,
           provider,
           permissionsBoundary: plan.config.iam.nodePermissionsBoundaryArn,
+          // The region's Alertmanager runs on its HAProxy node (cloud-init/monitoring.ts).
+          alertTopicArn: node.roles.has("haproxy") ? plan.config.monitoring.alertTopicArn : undefined,
         },
         { parent: this },
       );

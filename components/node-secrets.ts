@@ -26,6 +26,16 @@ export interface NodeSecretsArgs {
    * ephemeral deploy role creates `pgha-pr-*` roles only with its boundary.
    */
   permissionsBoundary?: string;
+  /**
+   * SNS topic the node's Alertmanager publishes to (`pgha:monitoring.alertTopicArn`, HAProxy nodes only): the
+   * role may `sns:Publish` to that topic and no other.
+   */
+  alertTopicArn?: string;
+}
+
+/** The inline policy of a node that runs an Alertmanager: publish to the stack's alert topic only. */
+export function alertPublishPolicy(topicArn: string): object {
+  return { Version: "2012-10-17", Statement: [{ Sid: "PublishAlerts", Effect: "Allow", Action: "sns:Publish", Resource: topicArn }] };
 }
 
 /** Checks that the secrets plan belongs to the node and stays under its path; throws otherwise. */
@@ -192,10 +202,13 @@ export class NodeSecrets extends pulumi.ComponentResource {
       },
       child,
     );
+    const publishAlerts = args.alertTopicArn
+      ? [new aws.iam.RolePolicy(`${name}-publish-alerts`, { role: this.role.id, name: "publish-alerts", policy: JSON.stringify(alertPublishPolicy(args.alertTopicArn)) }, child)]
+      : [];
     const profile = new aws.iam.InstanceProfile(`${name}-profile`, { name: roleName, role: this.role.name, tags }, child);
 
     this.instanceProfileName = profile.name;
-    this.bootDependencies = [...this.parameters, sessionManager, readOwnParameters, profile];
+    this.bootDependencies = [...this.parameters, sessionManager, readOwnParameters, ...publishAlerts, profile];
     this.registerOutputs({ instanceProfileName: this.instanceProfileName, parameterNames: this.parameters.map((p) => p.name) });
   }
 }

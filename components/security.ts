@@ -24,6 +24,16 @@ const hasAny = (node: NodePlan, roles: NodeRole[]) => roles.some((role) => node.
  * | etcd                | 2380 (etcd peer)          | every other etcd node                  |
  * | haproxy             | primary/replica/sync port | each of `access.applicationCidrs`      |
  * | haproxy             | stats port                | each of `access.adminCidrs`            |
+ * | any                 | 9100 (node_exporter)      | every other haproxy node (Prometheus)  |
+ * | postgres            | 9187 (postgres_exporter)  | every other haproxy node               |
+ * | etcd                | 2381 (etcd metrics)       | every other haproxy node               |
+ * | haproxy             | 8405, 9090, 9093          | every other haproxy node               |
+ * | haproxy             | 9094 (Alertmanager gossip)| every other haproxy node               |
+ * | haproxy             | 9090, 9093                | each of `access.adminCidrs`            |
+ *
+ * Each region's Prometheus runs on its HAProxy node and scrapes every node
+ * (cloud-init/monitoring.ts); Patroni's /metrics is on 8008, which HAProxy
+ * nodes reach already.
  *
  * Cluster sources are /32s of node IPs because security groups cannot be
  * referenced across regions. A node's own IP is left out (traffic to
@@ -71,6 +81,21 @@ export function nodeIngressRules(plan: ClusterPlan, nodeName: string): IngressRu
     ];
     for (const [port, what] of listeners) for (const cidr of access.applicationCidrs) add(port, cidr, `${what} from application network ${cidr}`);
     for (const cidr of access.adminCidrs) add(haproxy.statsPort, cidr, `HAProxy stats from admin network ${cidr}`);
+  }
+  // Monitoring: the regions' Prometheus servers (on the HAProxy nodes) scrape every node.
+  const monitors = others.filter((other) => other.roles.has("haproxy"));
+  fromNodes(PORTS.nodeExporter, "node_exporter scrape", monitors);
+  if (node.roles.has("postgres")) fromNodes(PORTS.postgresExporter, "postgres_exporter scrape", monitors);
+  if (node.roles.has("etcd")) fromNodes(PORTS.etcdMetrics, "etcd metrics scrape", monitors);
+  if (node.roles.has("haproxy")) {
+    fromNodes(PORTS.haproxyMetrics, "HAProxy exporter scrape", monitors);
+    fromNodes(PORTS.prometheus, "Prometheus self-scrape from another region", monitors);
+    fromNodes(PORTS.alertmanager, "Alertmanager (alerts and scrape)", monitors);
+    fromNodes(PORTS.alertmanagerCluster, "Alertmanager cluster gossip", monitors);
+    for (const cidr of plan.config.access.adminCidrs) {
+      add(PORTS.prometheus, cidr, `Prometheus from admin network ${cidr}`);
+      add(PORTS.alertmanager, cidr, `Alertmanager from admin network ${cidr}`);
+    }
   }
   return rules;
 }

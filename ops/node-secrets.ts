@@ -38,6 +38,13 @@ export interface SecretFileWork {
  *   hands the paths to urllib3, which calls `load_cert_chain` for every new
  *   connection; etcdctl reads them per run.
  * - HAProxy's check bundle: HAProxy reads `crt` at start only, so reload.
+ * - The metrics certificate: its HAProxy bundle (the exporter frontend) the
+ *   same; the cert/key pair nothing: node_exporter, postgres_exporter,
+ *   Prometheus and Alertmanager serve through exporter-toolkit, which loads
+ *   the pair in `GetCertificate` on every handshake, and Prometheus re-reads
+ *   its scrape client certificate when the files change. (Alertmanager's
+ *   gossip TLS keeps the pair it started with: its peers' connections are
+ *   long-lived and verified at the handshake only.)
  * - The CA and the passwords are not rolled ("not-rolled" stops the
  *   rollout before any node is touched): a new CA needs a phase where both
  *   are trusted, and a new replication/superuser/rewind password needs an
@@ -55,6 +62,8 @@ export function secretFileEffect(plan: ClusterPlan, node: string, path: string):
       return "reread-on-connect";
     case "haproxy-check":
       return "reload-haproxy";
+    case "metrics":
+      return path === cert.bundlePath ? "reload-haproxy" : "reread-on-connect";
     default:
       // A manifest entry this plan does not know: nobody reads it yet.
       return "none";

@@ -32,6 +32,18 @@ export const NODE_PATHS = {
   /** Stops Debian/Ubuntu's postgresql-common from creating and starting a `main` cluster. */
   createClusterConf: "/etc/postgresql-common/createcluster.d/50-pgha.conf",
   postgresSocketDir: "/var/run/postgresql",
+  /** TLS of every metrics endpoint (exporter-toolkit's web config): the metrics certificate, client certificates required. */
+  metricsWebConfig: "/etc/pgha/metrics-web.yml",
+  prometheusConfig: "/etc/pgha/prometheus/prometheus.yml",
+  alertRules: "/etc/pgha/prometheus/pgha-alerts.yml",
+  alertmanagerConfig: "/etc/pgha/alertmanager/alertmanager.yml",
+  /** Alertmanager's gossip between the regions over mutual TLS. */
+  alertmanagerClusterTls: "/etc/pgha/alertmanager/cluster-tls.yml",
+  /** Writes the certificates' expiry for node_exporter's textfile collector. */
+  certificateMetrics: "/usr/local/sbin/pgha-certificate-metrics",
+  nodeExporterTextfileDir: "/var/lib/prometheus/node-exporter",
+  /** Patroni's post_bootstrap: creates the exporter's role (pg_monitor) once, when the cluster is initialised. */
+  postBootstrap: "/usr/local/sbin/pgha-post-bootstrap",
 } as const;
 
 /** PostgreSQL directories depend on the major version (Debian layout). */

@@ -8,7 +8,7 @@ export type TlsUse = "digital_signature" | "key_encipherment" | "server_auth" | 
  * One certificate per purpose, so a leaked HAProxy check key cannot act as
  * an etcd peer and a PostgreSQL server key cannot sign etcd client requests.
  */
-export type CertificateKind = "etcd-member" | "etcd-client" | "patroni-rest" | "postgres-server" | "haproxy-check";
+export type CertificateKind = "etcd-member" | "etcd-client" | "patroni-rest" | "postgres-server" | "haproxy-check" | "metrics";
 
 export interface CertificatePlan {
   /** Unique id: `<node>-<kind>`. */
@@ -25,8 +25,10 @@ export interface CertificatePlan {
   owner: string;
   certPath: string;
   keyPath: string;
-  /** When set, cert and key are delivered concatenated in this one file instead (HAProxy `crt`). */
+  /** When set, cert and key are (also) delivered concatenated in this one file (HAProxy `crt`). */
   bundlePath?: string;
+  /** Whether certPath and keyPath are delivered too (false: the bundle only). */
+  separateFiles: boolean;
 }
 
 export const CA_PLAN = {
@@ -48,10 +50,15 @@ export const LEAF_EARLY_RENEWAL_HOURS = 30 * 24;
 
 interface KindSpec {
   kind: CertificateKind;
-  role: "postgres" | "etcd" | "haproxy";
+  /** The node role that gets it; `any` for every node. */
+  role: "postgres" | "etcd" | "haproxy" | "any";
   uses: TlsUse[];
   owner: string;
-  bundle?: boolean;
+  /**
+   * Deliver cert and key as one file for HAProxy (`crt`): instead of the two files, or, on nodes with the given
+   * role, as well as them (HAProxy 2.8, Ubuntu 24.04's, cannot load a key from a file of its own name).
+   */
+  bundle?: { instead: true } | { alsoOn: "haproxy" };
 }
 
 const KINDS: KindSpec[] = [
@@ -63,7 +70,12 @@ const KINDS: KindSpec[] = [
   { kind: "patroni-rest", role: "postgres", uses: ["server_auth", "client_auth"], owner: "postgres" },
   { kind: "postgres-server", role: "postgres", uses: ["server_auth"], owner: "postgres" },
   // HAProxy's client certificate for TLS health checks against verify_client: required.
-  { kind: "haproxy-check", role: "haproxy", uses: ["client_auth"], owner: "haproxy", bundle: true },
+  { kind: "haproxy-check", role: "haproxy", uses: ["client_auth"], owner: "haproxy", bundle: { instead: true } },
+  // The monitoring identity (docs/monitoring.md): it serves the node's exporters (and, on HAProxy nodes, HAProxy's
+  // exporter, Prometheus and Alertmanager) to scrapers that must present a cluster certificate, and is what each
+  // region's Prometheus presents when it scrapes and Alertmanager when it gossips. Its own kind, so a leaked
+  // exporter key cannot act as etcd, Patroni or PostgreSQL.
+  { kind: "metrics", role: "any", uses: ["server_auth", "client_auth"], owner: "prometheus", bundle: { alsoOn: "haproxy" } },
 ];
 
 export function planCertificates(nodes: NodePlan[]): CertificatePlan[] {
@@ -72,8 +84,9 @@ export function planCertificates(nodes: NodePlan[]): CertificatePlan[] {
   // sslmode=verify-full against the address they actually dial.
   const endpoints = nodes.filter((node) => node.roles.has("haproxy"));
   return nodes.flatMap((node) =>
-    KINDS.filter((spec) => node.roles.has(spec.role)).map((spec): CertificatePlan => {
+    KINDS.filter((spec) => spec.role === "any" || node.roles.has(spec.role)).map((spec): CertificatePlan => {
       const base = `${NODE_PATHS.tlsDir}/${spec.kind}`;
+      const bundled = spec.bundle !== undefined && ("instead" in spec.bundle || node.roles.has(spec.bundle.alsoOn));
       const viaHaproxy = spec.kind === "postgres-server" ? endpoints.filter((e) => e.name !== node.name) : [];
       return {
         id: `${node.name}-${spec.kind}`,
@@ -86,7 +99,8 @@ export function planCertificates(nodes: NodePlan[]): CertificatePlan[] {
         owner: spec.owner,
         certPath: `${base}.crt`,
         keyPath: `${base}.key`,
-        ...(spec.bundle ? { bundlePath: `${base}.pem` } : {}),
+        ...(bundled ? { bundlePath: `${base}.pem` } : {}),
+        separateFiles: !(spec.bundle && "instead" in spec.bundle),
       };
     }),
   );

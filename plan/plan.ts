@@ -32,6 +32,8 @@ export const CLUSTER_USERS = {
   replication: "replicator",
   rewind: "rewind_user",
   restApi: "patroni",
+  /** postgres_exporter's role (pg_monitor), logging in by peer authentication as the OS user of the same name. */
+  monitoring: "prometheus",
 } as const;
 
 export interface NodePlan {

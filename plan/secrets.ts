@@ -76,7 +76,8 @@ export function planNodeSecrets(node: NodePlan, passwords: PasswordPlan[], certi
     const keyParam = add(`tls/${cert.kind}.key`, true, { kind: "private-key", certificate: cert.id });
     if (cert.bundlePath) {
       files.push({ path: cert.bundlePath, owner: cert.owner, mode: "0600", content: { kind: "parameters", parameters: [certParam, keyParam] } });
-    } else {
+    }
+    if (cert.separateFiles) {
       files.push({ path: cert.certPath, owner: cert.owner, mode: "0644", content: { kind: "parameters", parameters: [certParam] } });
       files.push({ path: cert.keyPath, owner: cert.owner, mode: "0600", content: { kind: "parameters", parameters: [keyParam] } });
     }

@@ -173,6 +173,66 @@ describe("haproxy", () => {
   });
 });
 
+describe("monitoring: the real Prometheus tools accept the rendered files", () => {
+  test("`promtool check config` accepts every Prometheus config, its alert rules and its TLS files", async () => {
+    for (const node of nodesWithRole(plan, "haproxy")) {
+      const root = await bootedRoot(node.name);
+      const result = await root.run(["promtool", "check", "config", NODE_PATHS.prometheusConfig]);
+      assert.equal(result.code, 0, `${node.name}: ${result.stdout}${result.stderr}`);
+      assert.match(result.stdout, /SUCCESS: \d+ rule files? found/, `${node.name}: the alert rules are loaded: ${result.stdout}`);
+    }
+  });
+
+  test("`promtool check config` rejects a scrape config whose client key is missing (control)", async () => {
+    const root = await bootedRoot("haproxy-1");
+    fs.rmSync(root.hostPath("/etc/pgha/tls/metrics.key"));
+    const result = await root.run(["promtool", "check", "config", NODE_PATHS.prometheusConfig]);
+    assert.notEqual(result.code, 0, result.stdout);
+  });
+
+  test("`promtool check web-config` accepts every node's metrics TLS config", async () => {
+    for (const node of plan.nodes) {
+      const root = await bootedRoot(node.name);
+      const result = await root.run(["promtool", "check", "web-config", NODE_PATHS.metricsWebConfig]);
+      assert.equal(result.code, 0, `${node.name}: ${result.stdout}${result.stderr}`);
+    }
+  });
+
+  test("`amtool check-config` accepts Alertmanager's config, with and without an SNS topic", async () => {
+    const withTopic = buildClusterPlan({ monitoring: { alertTopicArn: "arn:aws:sns:ap-northeast-2:123456789012:pgha-alerts" } }, { stack: "render" });
+    const root = new TestRoot(rootfs, base, "amtool");
+    for (const [name, candidate] of [
+      ["no-topic", plan],
+      ["topic", withTopic],
+    ] as const) {
+      const config = userDataDocument(renderUserData(candidate, "haproxy-1", {})).writeFiles.find((f) => f.path === NODE_PATHS.alertmanagerConfig);
+      assert.ok(config, "haproxy-1 has an Alertmanager config");
+      root.write(`/srv/${name}.yml`, config.content);
+      const result = await root.run(["amtool", "check-config", `/srv/${name}.yml`]);
+      assert.equal(result.code, 0, `${name}: ${result.stdout}${result.stderr}`);
+      if (name === "topic") assert.match(config.content, /topic_arn: arn:aws:sns:ap-northeast-2:123456789012:pgha-alerts/);
+    }
+    root.write("/srv/broken.yml", "route:\n  receiver: nowhere\nreceivers: []\n");
+    const broken = await root.run(["amtool", "check-config", "/srv/broken.yml"]);
+    assert.notEqual(broken.code, 0, "control: a route to an undefined receiver is rejected");
+  });
+
+  test("pgha-certificate-metrics writes every certificate's notAfter in the exposition format", async () => {
+    const root = await bootedRoot("pg-seoul-1");
+    const output = "/srv/pgha-certificates.prom";
+    const result = await root.run([NODE_PATHS.certificateMetrics, NODE_PATHS.tlsDir, output]);
+    assert.equal(result.code, 0, result.stderr);
+    const text = fs.readFileSync(root.hostPath(output), "utf8");
+    const lint = await root.run(["sh", "-c", `promtool check metrics < ${output}`]);
+    assert.equal(lint.code, 0, `promtool check metrics: ${lint.stdout}${lint.stderr}`);
+    const served = await root.run(["openssl", "x509", "-noout", "-enddate", "-in", "/etc/pgha/tls/metrics.crt"]);
+    const notAfter = Date.parse(served.stdout.replace("notAfter=", "").trim()) / 1000;
+    assert.match(text, new RegExp(`^pgha_certificate_expiry_timestamp_seconds\\{path="/etc/pgha/tls/metrics.crt"\\} ${notAfter}$`, "m"));
+    const files = plan.secrets.find((s) => s.node === "pg-seoul-1")?.files.filter((f) => f.path.endsWith(".crt")) ?? [];
+    assert.equal((text.match(/^pgha_certificate_expiry_timestamp_seconds/gm) ?? []).length, files.length, text);
+  });
+});
+
 describe("etcd and Patroni on the rendered configuration", () => {
   const etcdNodes = nodesWithRole(plan, "etcd");
   let network: TestNetwork;
@@ -240,6 +300,16 @@ describe("etcd and Patroni on the rendered configuration", () => {
       { netns: netnsOf("pg-seoul-1") },
     );
     assert.match(good.stdout, /"health":"true"/, `control: the cluster's own client certificate must pass: ${good.stderr}`);
+  });
+
+  test("etcd serves /metrics on its own listener, to cluster certificates only", async () => {
+    const root = roots.get("pg-seoul-1") as TestRoot;
+    const url = `https://${findNode(plan, "pg-tokyo-1").privateIp}:${PORTS.etcdMetrics}/metrics`;
+    const curl = (extra: string[]) => root.run(["curl", "-sS", "--max-time", "3", "--cacert", NODE_PATHS.caCert, ...extra, url], { netns: netnsOf("pg-seoul-1") });
+    const scraped = await curl(["--cert", "/etc/pgha/tls/metrics.crt", "--key", "/etc/pgha/tls/metrics.key"]);
+    assert.match(scraped.stdout, /^etcd_server_has_leader 1$/m, `the metrics certificate must be served the metrics: ${scraped.stderr}`);
+    const noCert = await curl([]);
+    assert.notEqual(noCert.code, 0, `the metrics listener answered without a client certificate: ${noCert.stdout.slice(0, 200)}`);
   });
 
   test("the etcd peer port demands a client certificate (the reference design's peer-client-cert-auth key is ignored by etcd)", async () => {
