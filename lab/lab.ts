@@ -45,6 +45,8 @@ export function labConfig(mirror?: MirrorInfo): Record<string, unknown> {
   return {
     // The lab binds the volume before the machine boots; a short wait keeps drill c (no volume) quick.
     instances: { os: "debian-13", dataVolumeAttachSeconds: LAB_VOLUME_ATTACH_SECONDS },
+    // Drills judge alerts within seconds of a fault (production scrapes every 15 s).
+    monitoring: { scrapeIntervalSeconds: LAB_SCRAPE_INTERVAL_SECONDS },
     versions: {
       patroni: LAB_PATRONI,
       ...(mirror ? { etcd: mirror.etcd.version, etcdSha256: { amd64: mirror.etcd.sha256 } } : {}),
@@ -55,6 +57,9 @@ export function labConfig(mirror?: MirrorInfo): Record<string, unknown> {
     },
   };
 }
+
+/** The lab's Prometheus scrape and rule-evaluation interval: "no leader" fires after 4 s of none (production: 30 s). */
+export const LAB_SCRAPE_INTERVAL_SECONDS = 2;
 
 /** How long a lab node's first boot waits for its data volume (production: 600 s). */
 export const LAB_VOLUME_ATTACH_SECONDS = 30;
