@@ -12,6 +12,8 @@ import { labImages } from "./images";
 import { runDrills, summaryTable, waitHealthy } from "./runner";
 import type { Check, Verification } from "../checks/readiness";
 import { verifyCluster } from "./verify";
+import { defaultReportInputs, readLabReport, renderDrillReport, REPORT_SCREENSHOT, reportTitle } from "./report";
+import { cachedRootfs, screenshotHtml } from "./chromium";
 import { ensureWritesTable, WRITER_PATH } from "./writer";
 import { readWanSpec, wanHealth, wanOptionsFromEnv, type WanSpec } from "./wan";
 import { nonNegativeNumber, registerWanCommands, wanUpOptions } from "./wan-cli";
@@ -23,13 +25,13 @@ program
   .description("Local lab: boots the rendered cluster configuration in network namespaces on this machine and drills failover.")
   .option("--state-dir <dir>", "where the lab keeps roots, PKI, logs and state", DEFAULT_STATE_DIR);
 
-// One lab command at a time on this machine (see lab/lock.ts); `wan compare` only reads reports, and
+// One lab command at a time on this machine (see lab/lock.ts); `wan compare` and `report` only read reports, and
 // psql/exec/logs are for use beside a running session (lab/session.ts).
 program.hook("preAction", (_root, action) => {
   const words = [action.name()];
   for (let c = action.parent; c && c !== program; c = c.parent) words.unshift(c.name());
   const command = words.join(" ");
-  if (command !== "wan compare" && !LOCK_FREE_COMMANDS.includes(command)) acquireLabLock(`npm run lab -- ${command}`);
+  if (command !== "wan compare" && command !== "report" && !LOCK_FREE_COMMANDS.includes(command)) acquireLabLock(`npm run lab -- ${command}`);
 });
 
 const stamp = (): string => new Date().toISOString().slice(11, 19);
@@ -194,6 +196,25 @@ program
     if (report.problems.length) {
       say(`problems: ${report.problems.join("; ")}`);
       process.exitCode = 1;
+    }
+  });
+
+program
+  .command("report")
+  .description("write the drill report: one self-contained HTML file (timelines, RTO/RPO, topology) from the drills' JSON reports")
+  .option("--out <file>", "the HTML file", path.join(process.cwd(), ".lab", "report.html"))
+  .option("--input <json...>", "JSON reports (default: whichever of .lab/report.json, report-wan.json, report-boot.json exist)")
+  .option("--screenshot <png>", "also screenshot the report's first screen with the rootfs's headless Chromium (root; no network)")
+  .action(async (options: { out: string; input?: string[]; screenshot?: string }) => {
+    const inputs = options.input?.map((file) => ({ file, title: reportTitle(file) })) ?? defaultReportInputs(path.join(process.cwd(), ".lab"));
+    if (!inputs.length) throw new Error("no .lab/report*.json yet: run the drills first (`npm run lab -- drill` or `npm run test:lab`), or pass --input");
+    const html = renderDrillReport(inputs.map((input) => ({ title: input.title, report: readLabReport(input.file) })));
+    fs.mkdirSync(path.dirname(path.resolve(options.out)), { recursive: true });
+    fs.writeFileSync(options.out, html);
+    process.stdout.write(`${options.out}\n`);
+    if (options.screenshot) {
+      fs.writeFileSync(options.screenshot, await screenshotHtml(await cachedRootfs(), html, REPORT_SCREENSHOT));
+      process.stdout.write(`${options.screenshot}\n`);
     }
   });
 
