@@ -41,7 +41,8 @@ download_debs() {
     mount --bind "$2/archives" "$2/merged/var/cache/apt/archives"
     shift 2
     chroot "$0" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive chroot "$0" apt-get install -y -qq --download-only --no-install-recommends "$@"
+    # --reinstall: the package itself is wanted even where the rootfs already has it (a dependency of another tool).
+    DEBIAN_FRONTEND=noninteractive chroot "$0" apt-get install -y -qq --download-only --reinstall --no-install-recommends "$@"
   ' "$scratch/merged" "$rootfs" "$scratch" "$@" >&2
   rm -rf "$debs"
   mkdir -p "$debs"
