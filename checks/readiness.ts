@@ -2,6 +2,7 @@
  * What "ready" means, for the readiness gate of `pulumi up`, every step of a
  * rolling change (ops/) and the lab (lab/), through a NodeTransport only.
  */
+import { checkMonitoring } from "./monitoring";
 import { nodesWithRole } from "../plan";
 import { clusterView, etcdEndpoints, nodeByIp, observers, postgresNodes, sqlFromClient, sqlOnNode, type ClusterAccess, type MemberView } from "./cluster";
 
@@ -190,7 +191,9 @@ export interface Verification {
  * transport only): one running leader; the plan's number of sync standbys;
  * every other member a streaming replica; pg_stat_replication agreeing;
  * every member within maximum_lag_on_failover; every etcd member healthy
- * with one raft leader; every HAProxy port answered by the right member.
+ * with one raft leader; every HAProxy port answered by the right member;
+ * every region's Prometheus scraping every target, its Alertmanagers in one
+ * cluster (checks/monitoring.ts).
  * The topology comes from Patroni's REST API (/cluster) of any connected
  * member. Each failing check names what failed and where. `expect`
  * overrides the plan's sync standby count and maximum lag (a rolling change
@@ -226,5 +229,6 @@ export async function verifyReadiness(
   }
   checks.push(await checkEtcd(access).catch((e: unknown) => ({ id: "etcd-health", ok: false, detail: (e as Error).message })));
   checks.push(...(await checkHaproxy(access, topology, options.haproxies).catch((e: unknown) => [{ id: "haproxy", ok: false, detail: (e as Error).message }])));
+  checks.push(...(await checkMonitoring(access)));
   return { ok: checks.every((c) => c.ok), topology, checks };
 }
