@@ -1,4 +1,5 @@
 import { certificateFor, CLUSTER_USERS, NODE_PATHS, nodesWithRole, PORTS, type ClusterPlan, type NodePlan } from "../plan";
+import { renderAlertRules } from "./alert-rules";
 import type { RenderedUnit, SystemdUnit } from "./systemd";
 import { dumpYaml } from "./yaml";
 
@@ -22,7 +23,17 @@ export interface ScrapeJob {
   port: number;
   metricsPath: string;
   nodes: NodePlan[];
+  /** Its own scrape interval in seconds, when not the plan's. */
+  intervalSeconds?: number;
 }
+
+/**
+ * node_exporter is scraped at most every 15 s: what it tells (disks, memory,
+ * certificate expiry) changes over minutes, and its alerts wait minutes
+ * anyway. At the lab's 2 s, three Prometheus servers scraping it cost about
+ * 9 % of a core per node, half a core of a 2-core machine in all.
+ */
+export const NODE_EXPORTER_MIN_INTERVAL_SECONDS = 15;
 
 export function scrapeJobs(plan: ClusterPlan): ScrapeJob[] {
   const databases = nodesWithRole(plan, "postgres");
@@ -31,7 +42,13 @@ export function scrapeJobs(plan: ClusterPlan): ScrapeJob[] {
     { job: "patroni", port: PORTS.patroniRest, metricsPath: "/metrics", nodes: databases },
     { job: "postgres", port: PORTS.postgresExporter, metricsPath: "/metrics", nodes: databases },
     { job: "etcd", port: PORTS.etcdMetrics, metricsPath: "/metrics", nodes: nodesWithRole(plan, "etcd") },
-    { job: "node", port: PORTS.nodeExporter, metricsPath: "/metrics", nodes: plan.nodes },
+    {
+      job: "node",
+      port: PORTS.nodeExporter,
+      metricsPath: "/metrics",
+      nodes: plan.nodes,
+      intervalSeconds: Math.max(plan.config.monitoring.scrapeIntervalSeconds, NODE_EXPORTER_MIN_INTERVAL_SECONDS),
+    },
     { job: "haproxy", port: PORTS.haproxyMetrics, metricsPath: "/metrics", nodes: haproxies },
     { job: "prometheus", port: PORTS.prometheus, metricsPath: "/metrics", nodes: haproxies },
     { job: "alertmanager", port: PORTS.alertmanager, metricsPath: "/metrics", nodes: haproxies },
@@ -88,6 +105,7 @@ export function prometheusConfig(plan: ClusterPlan, node: NodePlan): Record<stri
     },
     scrape_configs: scrapeJobs(plan).map((job) => ({
       job_name: job.job,
+      ...(job.intervalSeconds === undefined ? {} : { scrape_interval: seconds(job.intervalSeconds), scrape_timeout: seconds(Math.min(10, job.intervalSeconds)) }),
       scheme: "https",
       metrics_path: job.metricsPath,
       // Targets are addressed by IP, which every metrics certificate names.
@@ -196,7 +214,9 @@ export function monitoringDropIns(plan: ClusterPlan, node: NodePlan): ServiceDro
         `--config.file=${NODE_PATHS.prometheusConfig}`,
         web,
         `--web.listen-address=:${PORTS.prometheus}`,
-        "--storage.tsdb.path=/var/lib/prometheus/metrics2/",
+        // Not the package's metrics2/: the package starts Prometheus with its default config (localhost targets)
+        // before this drop-in exists, and those series would linger there as down targets for five minutes.
+        "--storage.tsdb.path=/var/lib/prometheus/pgha/",
         `--storage.tsdb.retention.time=${monitoring.retentionDays}d`,
       ]),
       replaceCommand("prometheus-alertmanager.service", [
@@ -204,7 +224,7 @@ export function monitoringDropIns(plan: ClusterPlan, node: NodePlan): ServiceDro
         `--config.file=${NODE_PATHS.alertmanagerConfig}`,
         web,
         `--web.listen-address=:${PORTS.alertmanager}`,
-        "--storage.path=/var/lib/prometheus/alertmanager/",
+        "--storage.path=/var/lib/prometheus/alertmanager-pgha/",
         `--cluster.listen-address=0.0.0.0:${PORTS.alertmanagerCluster}`,
         `--cluster.advertise-address=${node.privateIp}:${PORTS.alertmanagerCluster}`,
         `--cluster.tls-config=${NODE_PATHS.alertmanagerClusterTls}`,
@@ -258,6 +278,7 @@ export function monitoringConfigFiles(plan: ClusterPlan, node: NodePlan): { path
   if (node.roles.has("haproxy")) {
     files.push(
       { path: NODE_PATHS.prometheusConfig, content: dumpYaml(prometheusConfig(plan, node)) },
+      { path: NODE_PATHS.alertRules, content: renderAlertRules(plan) },
       { path: NODE_PATHS.alertmanagerConfig, content: dumpYaml(alertmanagerConfig(plan)) },
       { path: NODE_PATHS.alertmanagerClusterTls, content: dumpYaml(alertmanagerClusterTls(plan, node)) },
     );

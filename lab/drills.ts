@@ -6,6 +6,8 @@ import type { NodeTransport } from "../checks/transport";
 import type { FaultInjector } from "./transport";
 import { judgeTopology, type Topology } from "../checks/readiness";
 import { quickHealth } from "./verify";
+import { AlertWatch } from "./alert-watch";
+import { ALERT_NAMES } from "../cloud-init/alert-rules";
 import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer, type WriteAnalysis, type WriteRecord } from "./writer";
 
 /**
@@ -237,6 +239,7 @@ function outcome(drill: string, repetition: number): DrillOutcome {
 }
 
 export const TIMELINE_BUCKET_MS = 100;
+const OUTAGE_MARK_MIN_SECONDS = 1;
 
 /**
  * The report's timeline: acknowledged and failed writes per 100 ms, with the
@@ -263,7 +266,8 @@ export function writeTimeline(records: WriteRecord[], instant: number, analysis:
     const gap = after[i].t - after[i - 1].t;
     if (gap > longest) [longest, recovered] = [gap, after[i]];
   }
-  if (recovered) marks.push({ label: "recovered", atSeconds: at(recovered.t) });
+  // A drill whose writes never stopped (etcd member loss) has no outage to mark: gaps under a second are the writer's pace.
+  if (recovered && longest > OUTAGE_MARK_MIN_SECONDS) marks.push({ label: "recovered", atSeconds: at(recovered.t) });
   return { bucketMs: TIMELINE_BUCKET_MS, acks, errors, marks };
 }
 
@@ -366,12 +370,36 @@ async function rewindEvidence(ctx: DrillContext, node: string, mark: number): Pr
   return { verdict, lines: lines.slice(0, 8) };
 }
 
+/** How long an alert may take to clear once the drill has restored a healthy cluster: a few evaluations, generously. */
+const ALERT_CLEAR_BUDGET_MS = 60_000;
+
+/**
+ * The alert the fault calls for must fire while the fault lasts. Called once
+ * the writes have recovered; it allows three more evaluations for the
+ * scrape, the evaluation and the poll to catch up with a fault that healed
+ * quickly, never "eventually".
+ */
+async function judgeAlertFired(ctx: DrillContext, result: DrillOutcome, watch: AlertWatch): Promise<void> {
+  const grace = Date.now() + 3 * ctx.access.plan.config.monitoring.scrapeIntervalSeconds * 1000;
+  while (watch.trace.firedAfterSeconds === undefined && Date.now() < grace) await sleep(500);
+  await watch.stop();
+  result.details.alert = watch.trace;
+  if (watch.trace.firedAfterSeconds === undefined) result.problems.push(`alert ${watch.trace.alert} did not fire during the fault (${watch.trace.errors[0] ?? "no poll error"})`);
+}
+
+/** …and must clear once the cluster is healthy again. */
+async function judgeAlertCleared(result: DrillOutcome, watch: AlertWatch): Promise<void> {
+  if (!(await watch.cleared(ALERT_CLEAR_BUDGET_MS)))
+    result.problems.push(`alert ${watch.trace.alert} still firing ${ALERT_CLEAR_BUDGET_MS / 1000} s after the cluster was healthy again`);
+  result.details.alert = watch.trace;
+}
+
 /** A host-loss style drill: cut `victims`, expect writes to resume on another member. */
 async function lossDrill(
   ctx: DrillContext,
   id: string,
   repetition: number,
-  options: { victims: (t: Topology) => string[]; writerAvoidRegion?: string; rejoin?: boolean },
+  options: { victims: (t: Topology) => string[]; writerAvoidRegion?: string; rejoin?: boolean; alert?: string },
 ): Promise<DrillOutcome> {
   const result = outcome(id, repetition);
   const baseline = await waitBaseline(ctx);
@@ -380,13 +408,16 @@ async function lossDrill(
   const victims = options.victims(baseline);
   const haproxy = writerHaproxy(ctx, options.writerAvoidRegion);
   const mark = await logMark(ctx, oldPrimary);
+  let watch: AlertWatch | undefined;
   await withWriter(ctx, id, repetition, haproxy, async (writer) => {
     ctx.progress(`cutting ${victims.join(", ")}`);
     const instant = monotonicSeconds();
     await ctx.faults.isolate(victims);
     victims.forEach((v) => ctx.access.isolated.add(v));
+    if (options.alert) watch = new AlertWatch(ctx.access, options.alert, instant);
     const recovered = await waitRecovery(ctx, writer, instant, (server) => server !== ipOf(ctx, oldPrimary), "waiting for a new primary");
     if (!recovered) result.problems.push(`no write acknowledged by a new primary within ${FAILOVER_BUDGET_MS / 1000} s`);
+    if (watch) await judgeAlertFired(ctx, result, watch);
     const newPrimary = await leaderNow(ctx).catch(() => undefined);
     result.newPrimary = newPrimary;
     if (newPrimary && newPrimary !== baseline.syncStandby) result.problems.push(`promoted ${newPrimary}, which was not the sync standby ${baseline.syncStandby}`);
@@ -430,6 +461,7 @@ async function lossDrill(
     }
   });
   await restoreInto(ctx, result);
+  if (watch) await judgeAlertCleared(result, watch);
   if (!options.rejoin) result.details.rewind = await rewindEvidence(ctx, oldPrimary, mark);
   result.ok = result.problems.length === 0;
   return result;
@@ -576,7 +608,7 @@ export const DRILLS: DrillDefinition[] = [
   {
     id: "primary-host-loss",
     title: "hard loss of the primary's host (links cut, processes keep running)",
-    run: (ctx, repetition) => lossDrill(ctx, "primary-host-loss", repetition, { victims: (t) => [t.leader as string] }),
+    run: (ctx, repetition) => lossDrill(ctx, "primary-host-loss", repetition, { victims: (t) => [t.leader as string], alert: ALERT_NAMES.noLeader }),
   },
   {
     id: "primary-kill-9",
@@ -648,10 +680,12 @@ export const DRILLS: DrillDefinition[] = [
       const victim = ctx.access.plan.etcd.members.find((m) => m.name === endpoints.find((e) => e.isLeader)?.member) ?? ctx.access.plan.etcd.members[0];
       if (!victim) throw new Error("no etcd member");
       result.details.stoppedMember = victim.name;
+      let watch: AlertWatch | undefined;
       await withWriter(ctx, id, repetition, writerHaproxy(ctx), async (writer) => {
         ctx.progress(`stopping etcd on ${victim.node}`);
         const instant = monotonicSeconds();
         await ctx.transport.stopService(victim.node, "etcd.service");
+        watch = new AlertWatch(ctx.access, ALERT_NAMES.etcdMemberDown, instant);
         // Long enough for the leader key to need several refreshes through the remaining quorum.
         const ttlMs = ctx.access.plan.config.patroni.ttl * 1000;
         const window = Date.now() + ttlMs;
@@ -662,6 +696,7 @@ export const DRILLS: DrillDefinition[] = [
         const remaining = (
           await etcdEndpoints(ctx.access, observers(ctx.access, victim.node === oldPrimary ? undefined : oldPrimary).find((n) => n !== victim.node) ?? oldPrimary)
         ).filter((e) => e.member !== victim.name);
+        await judgeAlertFired(ctx, result, watch);
         result.details.quorum = remaining.map((e) => `${e.member}:${e.healthy ? "healthy" : "unhealthy"}${e.isLeader ? " (leader)" : ""}`);
         if (remaining.some((e) => !e.healthy)) result.problems.push("remaining etcd members not healthy");
         if (!remaining.some((e) => e.isLeader)) result.problems.push("no raft leader among the remaining members");
@@ -677,6 +712,7 @@ export const DRILLS: DrillDefinition[] = [
           result.problems.push(`writes stalled for ${result.maxGapAfterSeconds.toFixed(1)} s while etcd had quorum (limit ${STALL_LIMIT_SECONDS} s)`);
       });
       await restoreInto(ctx, result, () => ctx.transport.startService(victim.node, "etcd.service"));
+      if (watch) await judgeAlertCleared(result, watch);
       result.ok = result.problems.length === 0;
       return result;
     },
@@ -693,11 +729,13 @@ export const DRILLS: DrillDefinition[] = [
       const other = baseline.replicas[0];
       result.oldPrimary = oldPrimary;
       result.details.lostSyncStandby = sync;
+      let watch: AlertWatch | undefined;
       await withWriter(ctx, id, repetition, writerHaproxy(ctx), async (writer) => {
         ctx.progress(`cutting sync standby ${sync}`);
         const instant = monotonicSeconds();
         await ctx.faults.isolate([sync]);
         ctx.access.isolated.add(sync);
+        watch = new AlertWatch(ctx.access, ALERT_NAMES.syncStandbyMissing, instant);
         const recovered = await waitRecovery(ctx, writer, instant, () => true, "waiting for writes to resume");
         if (!recovered) result.problems.push(`writes did not resume within ${FAILOVER_BUDGET_MS / 1000} s`);
         const t = Date.now();
@@ -708,6 +746,7 @@ export const DRILLS: DrillDefinition[] = [
         result.details.syncMovedAfterSeconds = (Date.now() - t) / 1000;
         if (!moved) result.problems.push(`the sync role did not move to ${other}`);
         else result.details.newSyncStandby = other;
+        await judgeAlertFired(ctx, result, watch);
         await sleep(AFTER_RECOVERY_MS);
         const primaryNow = await leaderNow(ctx);
         result.newPrimary = primaryNow;
@@ -716,6 +755,7 @@ export const DRILLS: DrillDefinition[] = [
         await judgeWrites(ctx, result, writer, instant, oldPrimary, primaryNow);
       });
       await restoreInto(ctx, result);
+      if (watch) await judgeAlertCleared(result, watch);
       result.ok = result.problems.length === 0;
       return result;
     },

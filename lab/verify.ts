@@ -4,6 +4,7 @@
  * and TLS enforcement probed from the client namespace; and the cheaper
  * health probe the drills poll.
  */
+import { checkMonitoring } from "../checks/monitoring";
 import { PORTS } from "../plan";
 import { clusterView, observers, patroniRest, patronictlList, postgresNodes, sqlFromClient, type ClusterAccess, type MemberView } from "../checks/cluster";
 import { checkEtcd, checkHaproxy, checkReplication, judgeTopology, type Check, type Topology, type Verification } from "../checks/readiness";
@@ -105,6 +106,7 @@ export async function verifyCluster(access: ClusterAccess, options: { tls?: bool
   if (topology.leader) checks.push(await checkReplication(access, topology).catch((e: unknown) => ({ id: "replication", ok: false, detail: (e as Error).message })));
   checks.push(await checkEtcd(access).catch((e: unknown) => ({ id: "etcd-health", ok: false, detail: (e as Error).message })));
   checks.push(...(await checkHaproxy(access, topology, options.haproxies)));
+  checks.push(...(await checkMonitoring(access)));
   if (options.tls !== false) checks.push(...(await checkTls(access)));
   return { ok: checks.every((c) => c.ok), topology, checks };
 }

@@ -27,11 +27,17 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { after, describe, test } from "node:test";
 import { clearEnvCache } from "../../checks/cluster";
+import { prometheusAlerts, promQuery } from "../../checks/monitoring";
+import { dashboardQueries, grafanaDashboard } from "../../cloud-init/dashboard";
+import { nodesWithRole } from "../../plan";
 import { DRILLS, prepareDrills, summarise, type DrillOutcome, type DrillSummary } from "../../lab/drills";
 import { DEFAULT_STATE_DIR } from "../../lab/layout";
 import { labContext, labDown, labUp, preflight, type LabContext } from "../../lab/lab";
 import { DRILL_COLUMNS, drillContext, outcomeRow, runDrill, summaryTable, waitHealthy } from "../../lab/runner";
 import { LiveTable } from "../../lab/table";
+import { cachedRootfs, screenshotHtml } from "../../lab/chromium";
+import { renderDrillReport, REPORT_SCREENSHOT, TIMELINE_COLOURS, readLabReport } from "../../lab/report";
+import { PNG } from "pngjs";
 import type { Verification } from "../../checks/readiness";
 import { verifyCluster } from "../../lab/verify";
 import { proofTable, proveWan, readWanSpec, wanOptionsFromEnv, type WanOptions, type WanProof } from "../../lab/wan";
@@ -64,24 +70,26 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 45 * 60_000 }, 
   let preflightError: Error | undefined;
   let upStarted = false;
 
+  const currentReport = () => ({
+    ok:
+      summaries.length === DRILLS.length &&
+      summaries.every((s) => s.ok) &&
+      verification?.ok === true &&
+      (!WAN || (wanProof?.ok === true && wanMeasurements?.commitLatency.ok === true && wanMeasurements.etcd.ok)),
+    network: WAN ? "wan" : "lan",
+    wan: WAN ? { spec: lab ? readWanSpec(lab.layout) : undefined, proof: wanProof, measurements: wanMeasurements } : undefined,
+    at: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release() },
+    boot,
+    repeat: REPEAT,
+    verification,
+    drills: summaries,
+  });
+
   after(async () => {
     // Filtered so that `up` never ran: no lab of ours, no report to write (another run's lab and report stay untouched).
     if (!upStarted && !preflightError) return;
-    const report = {
-      ok:
-        summaries.length === DRILLS.length &&
-        summaries.every((s) => s.ok) &&
-        verification?.ok === true &&
-        (!WAN || (wanProof?.ok === true && wanMeasurements?.commitLatency.ok === true && wanMeasurements.etcd.ok)),
-      network: WAN ? "wan" : "lan",
-      wan: WAN ? { spec: lab ? readWanSpec(lab.layout) : undefined, proof: wanProof, measurements: wanMeasurements } : undefined,
-      at: new Date().toISOString(),
-      machine: { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release() },
-      boot,
-      repeat: REPEAT,
-      verification,
-      drills: summaries,
-    };
+    const report = currentReport();
     fs.mkdirSync(path.dirname(REPORT), { recursive: true });
     fs.writeFileSync(REPORT, JSON.stringify(report, null, 2));
     if (summaries.length) log(`\n${summaryTable(summaries)}`);
@@ -150,6 +158,25 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 45 * 60_000 }, 
         `TLS probes for ${id} ran`,
       );
     }
+  });
+
+  test("monitoring: no alert fires on the healthy cluster, and every dashboard panel's query returns data", { timeout: 2 * 60_000 }, async () => {
+    const current = requireLab();
+    // verifyCluster (status, above) already required every target up on every region's Prometheus.
+    for (const server of nodesWithRole(current.plan, "haproxy")) {
+      const firing = (await prometheusAlerts(current.access, server.name)).filter((a) => a.state === "firing");
+      assert.deepEqual(
+        firing.map((a) => `${a.name} ${JSON.stringify(a.labels)}`),
+        [],
+        `${server.name}: alerts firing on a healthy cluster`,
+      );
+    }
+    const empty: string[] = [];
+    for (const query of dashboardQueries(grafanaDashboard(current.plan))) {
+      const samples = await promQuery(current.access, "haproxy-2", query.expr);
+      if (samples.length === 0) empty.push(`${query.panel}: ${query.expr}`);
+    }
+    assert.deepEqual(empty, [], "dashboard queries that returned no data from the lab's Prometheus");
   });
 
   test("lab CLI beside the running lab: exec patronictl list, logs patroni, psql through another region's HAProxy", { timeout: 60_000 }, async () => {
@@ -253,4 +280,27 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 45 * 60_000 }, 
       }
     });
   }
+  test("report: the drills' HTML report renders its timelines in a real headless Chromium", { timeout: 3 * 60_000 }, async () => {
+    requireLab();
+    assert.ok(summaries.length > 0, "drills ran");
+    // Through the file, as `npm run lab -- report` reads it.
+    const json = REPORT.replace(/\.json$/, ".partial.json");
+    fs.mkdirSync(path.dirname(json), { recursive: true });
+    fs.writeFileSync(json, JSON.stringify(currentReport()));
+    const html = renderDrillReport([{ title: WAN ? "drills over the WAN emulator" : "drills", report: readLabReport(json) }]);
+    fs.rmSync(json);
+    const out = REPORT.replace(/\.json$/, ".html");
+    fs.writeFileSync(out, html);
+    const shot = PNG.sync.read(await screenshotHtml(await cachedRootfs(), html, REPORT_SCREENSHOT));
+    const count = (hex: string): number => {
+      const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+      let n = 0;
+      for (let i = 0; i < shot.data.length; i += 4) if (shot.data[i] === r && shot.data[i + 1] === g && shot.data[i + 2] === b) n++;
+      return n;
+    };
+    // The first drill's chart is on the first screen: its acknowledged-write bars and its fault mark are drawn.
+    assert.ok(count(TIMELINE_COLOURS.acks) > 5000, `acknowledged writes drawn: ${count(TIMELINE_COLOURS.acks)} px of ${TIMELINE_COLOURS.acks}`);
+    assert.ok(count(TIMELINE_COLOURS.fault) > 100, `fault mark drawn: ${count(TIMELINE_COLOURS.fault)} px of ${TIMELINE_COLOURS.fault}`);
+    log(`report: ${out}`);
+  });
 });
