@@ -11,6 +11,7 @@ import { installMocks, prepareRenderer, valueOf } from "./mocks";
 
 const world = installMocks("alt");
 const OVERRIDE_AMI = "ami-0123456789abcdef0";
+const ALERT_TOPIC = "arn:aws:sns:ap-northeast-2:123456789012:pgha-alerts";
 const altPlan = buildClusterPlan(
   {
     regions: [
@@ -42,6 +43,7 @@ const altPlan = buildClusterPlan(
     access: { applicationCidrs: ["10.9.0.0/16"], adminCidrs: [] },
     instances: { protectDataVolumes: false, os: "debian-13", amiOverrides: { "ap-southeast-1": OVERRIDE_AMI } },
     tags: { "pgha:created-by": "octocat", team: "dba" },
+    monitoring: { alertTopicArn: ALERT_TOPIC },
   },
   { stack: "alt" },
 );
@@ -84,19 +86,34 @@ describe("naming", () => {
 });
 
 describe("security allowlist (nodeIngressRules)", () => {
-  it("reference layout: a database node admits its peers and the HAProxies, nothing else", () => {
+  it("reference layout: a database node admits its peers and the HAProxies (whose Prometheus scrapes it), nothing else", () => {
     const others = ["10.2.0.10/32", "10.3.0.10/32"];
     const haproxies = ["10.1.0.20/32", "10.2.0.20/32", "10.3.0.20/32"];
-    const expected = [...[...others, ...haproxies].flatMap((cidr) => [`5432 ${cidr}`, `8008 ${cidr}`]), ...others.flatMap((cidr) => [`2379 ${cidr}`, `2380 ${cidr}`])].sort();
+    const expected = [
+      ...[...others, ...haproxies].flatMap((cidr) => [`5432 ${cidr}`, `8008 ${cidr}`]),
+      ...others.flatMap((cidr) => [`2379 ${cidr}`, `2380 ${cidr}`]),
+      // node_exporter, postgres_exporter, etcd's metrics listener: from the monitoring tier only.
+      ...haproxies.flatMap((cidr) => [`9100 ${cidr}`, `9187 ${cidr}`, `2381 ${cidr}`]),
+    ].sort();
     assert.deepEqual(rulesOf(referencePlan, "pg-seoul-1"), expected);
   });
 
-  it("reference layout: a HAProxy admits applications on 5000-5002 and admins on 7000 only", () => {
-    assert.deepEqual(rulesOf(referencePlan, "haproxy-2"), ["5000 10.1.0.0/16", "5001 10.1.0.0/16", "5002 10.1.0.0/16", "7000 10.1.100.0/24"]);
+  it("reference layout: a HAProxy admits applications on 5000-5002, admins on 7000, 9090 and 9093, and the other regions' monitoring", () => {
+    const peers = ["10.1.0.20/32", "10.3.0.20/32"];
+    const expected = [
+      "5000 10.1.0.0/16",
+      "5001 10.1.0.0/16",
+      "5002 10.1.0.0/16",
+      "7000 10.1.100.0/24",
+      "9090 10.1.100.0/24",
+      "9093 10.1.100.0/24",
+      ...peers.flatMap((cidr) => [`9100 ${cidr}`, `8405 ${cidr}`, `9090 ${cidr}`, `9093 ${cidr}`, `9094 ${cidr}`]),
+    ].sort();
+    assert.deepEqual(rulesOf(referencePlan, "haproxy-2"), expected);
   });
 
-  it("an etcd-only witness admits etcd traffic only", () => {
-    assert.deepEqual(rulesOf(altPlan, "witness-1"), ["2379 10.1.0.10/32", "2379 10.2.0.10/32", "2380 10.1.0.10/32", "2380 10.2.0.10/32"]);
+  it("an etcd-only witness admits etcd traffic, and the scrapes of the one HAProxy node", () => {
+    assert.deepEqual(rulesOf(altPlan, "witness-1"), ["2379 10.1.0.10/32", "2379 10.2.0.10/32", "2380 10.1.0.10/32", "2380 10.2.0.10/32", "2381 10.1.0.10/32", "9100 10.1.0.10/32"]);
   });
 
   it("a node with several roles gets the union, without its own IP", () => {
@@ -115,7 +132,11 @@ describe("security allowlist (nodeIngressRules)", () => {
 
   it("with no access networks, HAProxy is unreachable from outside the cluster", () => {
     const closed = buildClusterPlan({}, { stack: "dev" });
-    assert.deepEqual(nodeIngressRules(closed, "haproxy-1"), []);
+    const nodeCidrs = new Set(closed.nodes.map((n) => `${n.privateIp}/32`));
+    assert.deepEqual(
+      nodeIngressRules(closed, "haproxy-1").filter((rule) => !nodeCidrs.has(rule.cidr)),
+      [],
+    );
   });
 
   it("refuses 0.0.0.0/0 even if a plan carried it", () => {
@@ -268,13 +289,31 @@ describe("a non-reference cluster under mocks", () => {
     assert.deepEqual(names, ["/aws/service/debian/release/13/latest/amd64", "/aws/service/debian/release/13/latest/amd64"]);
   });
 
-  it("stores only the witness's etcd material under its path", () => {
+  it("stores only the witness's etcd and metrics material under its path", () => {
     const names = world
       .ofType("aws:ssm/parameter:Parameter")
       .filter((p) => p.inputs.name.startsWith("/pgha/alt/witness-1/"))
       .map((p) => p.inputs.name)
       .sort();
-    assert.deepEqual(names, ["/pgha/alt/witness-1/tls/ca.crt", "/pgha/alt/witness-1/tls/etcd-member.crt", "/pgha/alt/witness-1/tls/etcd-member.key"]);
+    assert.deepEqual(names, [
+      "/pgha/alt/witness-1/tls/ca.crt",
+      "/pgha/alt/witness-1/tls/etcd-member.crt",
+      "/pgha/alt/witness-1/tls/etcd-member.key",
+      "/pgha/alt/witness-1/tls/metrics.crt",
+      "/pgha/alt/witness-1/tls/metrics.key",
+    ]);
+  });
+
+  it("lets only the node that runs an Alertmanager publish, and only to the stack's alert topic", () => {
+    const policies = world.ofType("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs.name === "publish-alerts");
+    assert.deepEqual(
+      policies.map((p) => p.name),
+      ["alt-pg-seoul-1-secrets-publish-alerts"],
+    );
+    assert.deepEqual(JSON.parse(policies[0]?.inputs.policy as string), {
+      Version: "2012-10-17",
+      Statement: [{ Sid: "PublishAlerts", Effect: "Allow", Action: "sns:Publish", Resource: ALERT_TOPIC }],
+    });
   });
 
   it("opens no stats port when there are no admin networks", () => {

@@ -3,6 +3,7 @@ import { describe, test } from "node:test";
 
 import {
   buildClusterPlan,
+  certificateFor,
   ConfigError,
   DEFAULT_CONFIG,
   deriveEtcdTiming,
@@ -171,17 +172,23 @@ describe("defaults reproduce the reference layout", () => {
       .filter((c) => c.node === "pg-tokyo-1")
       .map((c) => c.kind)
       .sort();
-    assert.deepEqual(kinds, ["etcd-client", "etcd-member", "patroni-rest", "postgres-server"]);
+    assert.deepEqual(kinds, ["etcd-client", "etcd-member", "metrics", "patroni-rest", "postgres-server"]);
   });
 
-  test("HAProxy nodes get only a client_auth certificate", () => {
+  test("HAProxy nodes get a client-only check certificate and a metrics certificate, also as HAProxy's bundle", () => {
     for (const node of nodesWithRole(plan, "haproxy")) {
       const certs = plan.certificates.filter((c) => c.node === node.name);
-      assert.equal(certs.length, 1, node.name);
-      assert.equal(certs[0].kind, "haproxy-check");
-      assert.ok(certs[0].allowedUses.includes("client_auth"));
-      assert.ok(!certs[0].allowedUses.includes("server_auth"), "an HAProxy key must not be able to serve as a server");
+      assert.deepEqual(certs.map((c) => c.kind).sort(), ["haproxy-check", "metrics"], node.name);
+      const check = certificateFor(plan.certificates, node.name, "haproxy-check");
+      assert.ok(check.allowedUses.includes("client_auth"));
+      assert.ok(!check.allowedUses.includes("server_auth"), "the check key must not be able to serve as a server");
+      assert.equal(check.separateFiles, false, "the check certificate travels as the bundle only");
+      const metrics = certificateFor(plan.certificates, node.name, "metrics");
+      assert.ok(metrics.bundlePath && metrics.separateFiles, "the metrics certificate: a bundle for HAProxy's exporter and the pair for Prometheus");
+      assert.equal(metrics.owner, "prometheus");
     }
+    const database = plan.certificates.find((c) => c.node === "pg-tokyo-1" && c.kind === "metrics");
+    assert.equal(database?.bundlePath, undefined, "no HAProxy on a database node, so no bundle");
   });
 });
 
@@ -599,6 +606,24 @@ describe("rejections", () => {
       value,
       rule: /^must be an IAM managed policy ARN arn:<partition>:iam::<12-digit account>:policy\/<path\/name>$/,
     })),
+    ...[
+      ["a topic name, not its ARN", "pgha-alerts"],
+      ["a FIFO topic (SNS cannot deliver Alertmanager's messages to one without a group id)", "arn:aws:sns:ap-northeast-2:123456789012:pgha-alerts.fifo"],
+      ["a queue ARN", "arn:aws:sqs:ap-northeast-2:123456789012:pgha-alerts"],
+    ].map(([what, value]): Case => ({
+      name: `alert topic: ${what}`,
+      input: { monitoring: { alertTopicArn: value } },
+      key: "monitoring.alertTopicArn",
+      value,
+      rule: /^must be a standard SNS topic ARN arn:aws:sns:<region>:<12-digit account>:<name>$/,
+    })),
+    {
+      name: "a scrape interval of 0 s",
+      input: { monitoring: { scrapeIntervalSeconds: 0 } },
+      key: "monitoring.scrapeIntervalSeconds",
+      value: 0,
+      rule: /between 1 and 300/,
+    },
     {
       name: "an unknown key under iam",
       input: { iam: { permissionsBoundary: "arn:aws:iam::123456789012:policy/b" } },
