@@ -52,8 +52,9 @@ download_debs() {
 }
 # needrestart and unattended-upgrades: tests/render/os-updates.test.ts.
 download_debs needrestart unattended-upgrades
-# Debian 13's systemd, for systemd-analyze verify on the rendered units (tests/render/first-boot.test.ts).
-download_debs systemd
+# Debian 13's systemd, for systemd-analyze verify on the rendered units, and the exporters whose packaged units
+# the rendered drop-ins change (tests/render/first-boot.test.ts).
+download_debs systemd prometheus-node-exporter prometheus-postgres-exporter
 # The lab's machines: the cloud image and the signed package
 # mirror, both cached by their inputs (lab/images.ts).
 cd "$(dirname "$0")/.."

@@ -41,7 +41,8 @@ const NODES = ["pg-seoul-1", "haproxy-1"];
 let systemdDebs: string[];
 
 before(() => {
-  systemdDebs = cachedDebs(rootfs, ["systemd"]);
+  // The exporters' packages carry the units the rendered drop-ins change (Prometheus and Alertmanager are in the rootfs).
+  systemdDebs = cachedDebs(rootfs, ["systemd", "prometheus-node-exporter", "prometheus-postgres-exporter"]);
 });
 
 after(() => {
@@ -132,7 +133,16 @@ describe("first boot: the node's units, runcmd and apt, with the real programs",
     const starts = ok.steps.filter((step) => step.startsWith("systemctl restart"));
     assert.deepEqual(
       starts,
-      ["systemctl restart pgha-path-mtu.service", "systemctl restart etcd.service", "systemctl restart patroni.service"],
+      [
+        "systemctl restart pgha-path-mtu.service",
+        "systemctl restart etcd.service",
+        "systemctl restart patroni.service",
+        // Monitoring once the secrets (its certificates) are in place.
+        "systemctl restart prometheus-node-exporter.service",
+        "systemctl restart prometheus-postgres-exporter.service",
+        "systemctl restart pgha-certificate-metrics.service",
+        "systemctl restart pgha-certificate-metrics.timer",
+      ],
       `control: every step runs (${ok.steps.join(" | ")})`,
     );
   });

@@ -250,6 +250,14 @@ describe("security groups", () => {
       for (const port of [5000, 5001, 5002]) add(node, port, APP_CIDRS);
       add(node, 7000, ADMIN_CIDRS);
     }
+    // Monitoring: every region's Prometheus (on its HAProxy node) scrapes every node; operators open Prometheus and
+    // Alertmanager from the admin networks; the Alertmanagers gossip.
+    for (const node of [...pgNodes, ...haproxyNodes]) add(node, 9100, ipsOf(haproxyNodes, node));
+    for (const node of pgNodes) for (const port of [9187, 2381]) add(node, port, ipsOf(haproxyNodes, node));
+    for (const node of haproxyNodes) {
+      for (const port of [8405, 9090, 9093, 9094]) add(node, port, ipsOf(haproxyNodes, node));
+      for (const port of [9090, 9093]) add(node, port, ADMIN_CIDRS);
+    }
     const actual = of("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
       .filter((r) => r.inputs.ipProtocol !== "icmp")
       .map((r) => {
