@@ -238,11 +238,14 @@ export function alertRules(plan: ClusterPlan): PrometheusRuleFile {
     },
     {
       alert: ALERT_NAMES.diskFilling,
+      // A read-only filesystem cannot fill: the lab's first run fired on the host disk that the NoCloud seed is bound
+      // read-only from, as a machine's node_exporter sees it (and EC2's would on an ISO or a squashfs snap).
       expr: [
-        `${available} < ${DISK_AVAILABLE_MIN_FRACTION}`,
+        `((${available} < ${DISK_AVAILABLE_MIN_FRACTION}`,
         "or",
         `(${available} < ${DISK_FILL_PREDICTION_BELOW_FRACTION}`,
-        `and predict_linear(${selector("node_filesystem_avail_bytes", "node", cluster, diskFs)}[${DISK_FILL_LOOKBACK}], ${DISK_FILL_HORIZON_HOURS * 3600}) < 0)`,
+        `and predict_linear(${selector("node_filesystem_avail_bytes", "node", cluster, diskFs)}[${DISK_FILL_LOOKBACK}], ${DISK_FILL_HORIZON_HOURS * 3600}) < 0))`,
+        `unless on (instance, mountpoint) ${selector("node_filesystem_readonly", "node", cluster, diskFs)} == 1)`,
       ].join(" "),
       for: sustained,
       labels: { severity: "ticket", cluster },

@@ -121,13 +121,16 @@ class Fixture {
         }
       }
       if (job === "node") {
-        const filesystem = (mountpoint: string, device: string, fstype: string, size: number, avail: number): void => {
+        const filesystem = (mountpoint: string, device: string, fstype: string, size: number, avail: number, readonly = false): void => {
           add("node_filesystem_size_bytes", () => size, { device, fstype, mountpoint });
           add("node_filesystem_avail_bytes", () => avail, { device, fstype, mountpoint });
+          add("node_filesystem_readonly", () => (readonly ? 1 : 0), { device, fstype, mountpoint });
         };
         filesystem("/", "/dev/nvme0n1p1", "ext4", 20e9, 15e9);
         // A full tmpfs must never count as a filling disk.
         filesystem("/run/credentials/systemd-journald.service", "tmpfs", "tmpfs", 1e6, 0);
+        // Nor a nearly full read-only mount (in the lab: the host disk the NoCloud seed is bound from).
+        filesystem("/var/lib/cloud/seed/nocloud", "/dev/vda", "ext4", 252e9, 5e9, true);
         if (node.roles.has("postgres")) filesystem("/var/lib/postgresql", "/dev/nvme1n1", "ext4", 100e9, 90e9);
         for (const mode of ["idle", "user"]) add("node_cpu_seconds_total", (s) => (mode === "idle" ? 0.9 : 0.1) * I * s, { cpu: "0", mode });
         add("node_memory_MemAvailable_bytes", () => 4e9);
