@@ -71,6 +71,23 @@ export async function startMachines(options: MachineBootOptions): Promise<Map<st
   return started;
 }
 
+/**
+ * What a failed first boot leaves to read, kept with its verdict: the lab is torn down after a failed `up`, and
+ * `cloud-init status` names only the module that failed, not the step.
+ */
+const FAILURE_EVIDENCE_SCRIPT = [
+  "echo '--- the last lines of /var/log/cloud-init-output.log'",
+  "tail -n 30 /var/log/cloud-init-output.log",
+  "echo '--- failed units'",
+  "systemctl --failed --no-legend --plain",
+  'for unit in $(systemctl --failed --no-legend --plain | awk \'{print $1}\'); do echo "--- journal of $unit"; journalctl -u "$unit" -n 15 --no-pager -o short-monotonic; done',
+].join("\n");
+
+async function failureEvidence(transport: LabTransport, node: string): Promise<string> {
+  const result = await transport.run(node, ["sh", "-c", FAILURE_EVIDENCE_SCRIPT], { timeoutMs: 20_000 }).catch((error: unknown) => ({ stdout: "", stderr: String(error) }));
+  return (result.stdout || result.stderr).trim();
+}
+
 /** cloud-init's verdict on one node, once it has finished (`cloud-init status --wait`). */
 export async function waitCloudInit(transport: LabTransport, node: string, timeoutMs: number): Promise<{ status: string; long: string }> {
   const deadline = Date.now() + timeoutMs;
@@ -82,7 +99,8 @@ export async function waitCloudInit(transport: LabTransport, node: string, timeo
       stderr: error instanceof Error ? error.message : String(error),
     }));
     const status = /^status: (\S+)/m.exec(result.stdout)?.[1];
-    if (status && status !== "running" && status !== "not") return { status, long: result.stdout.trim() };
+    if (status === "done") return { status, long: result.stdout.trim() };
+    if (status && status !== "running" && status !== "not") return { status, long: `${result.stdout.trim()}\n${await failureEvidence(transport, node)}` };
     if (Date.now() > deadline) throw new Error(`${node}: cloud-init did not finish within ${timeoutMs / 1000} s: ${(result.stdout || result.stderr).trim()}`);
     await sleep(1000);
   }
