@@ -5,7 +5,7 @@ import { runRollout, type RolloutReport } from "../ops/rollout";
 import { canonicalJson, dynamicSettings } from "../ops/dynamic-config";
 import { patroniRest, sqlOnNode, type ClusterAccess } from "../checks/cluster";
 import { monotonicSeconds, sleep } from "./exec";
-import { LAB_STACK, type LabContext } from "./lab";
+import { LAB_STACK, labConfig, type LabContext } from "./lab";
 import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer } from "./writer";
 import { quickHealth } from "./verify";
 import { certificateSerial, loadIssuedPki, parameterRecords, renewLeaves } from "./pki";
@@ -52,9 +52,23 @@ export interface RolloutDrillResult {
   effects: NodeEffect[];
 }
 
-/** The lab's plan with `change` applied (same nodes, same stack). */
+/**
+ * The lab's plan with `change` applied section by section over the lab's own config (same nodes, same stack): the
+ * node files depend on it (the lab's scrape interval is in every Prometheus config), so a change planned over the
+ * defaults would roll more than the change.
+ */
 export function changedLabPlan(change: ClusterConfigInput): ClusterPlan {
-  return buildClusterPlan(change, { stack: LAB_STACK });
+  const base = labConfig();
+  const merged: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(change)) {
+    const current = base[key];
+    merged[key] = isSection(current) && isSection(value) ? { ...current, ...value } : value;
+  }
+  return buildClusterPlan(merged, { stack: LAB_STACK });
+}
+
+function isSection(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /** Asks every PostgreSQL node what it runs with. */
