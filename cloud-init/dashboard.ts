@@ -12,6 +12,7 @@ import {
   type LabelMatch,
 } from "./alert-rules";
 import { haproxyListeners } from "./haproxy";
+import { scrapeJobs } from "./monitoring";
 
 /**
  * The cluster's Grafana dashboard (docs/monitoring.md "Dashboards"): one JSON
@@ -44,7 +45,7 @@ export interface PanelTarget {
   expr: string;
   legendFormat: string;
   datasource: DatasourceRef;
-  /** The query's minimum step ("Min interval"): the scrape interval, so `$__rate_interval` is at least 4 × it. */
+  /** The query's minimum step ("Min interval"): its job's scrape interval, so `$__rate_interval` is at least 4 × it. */
   interval: string;
 }
 
@@ -366,7 +367,19 @@ function panelSpecs(plan: ClusterPlan): PanelSpec[] {
   ];
 }
 
-function panel(spec: PanelSpec, id: number, gridPos: GrafanaPanel["gridPos"], interval: string): GrafanaPanel {
+/**
+ * A query's minimum step: the scrape interval of the slowest job it reads. node_exporter is scraped less often than
+ * the plan's interval (cloud-init/monitoring.ts), and a rate window of 4 × the plan's 2 s (the lab) held no two of its
+ * samples: the lab's "CPU busy" panel came back empty.
+ */
+function queryInterval(plan: ClusterPlan, expr: string): string {
+  const jobs = scrapeJobs(plan);
+  const named = [...expr.matchAll(/job="([^"]+)"/g)].map((match) => match[1]);
+  const read = named.length ? jobs.filter((job) => named.includes(job.job)) : jobs;
+  return `${Math.max(...read.map((job) => job.intervalSeconds ?? plan.config.monitoring.scrapeIntervalSeconds))}s`;
+}
+
+function panel(spec: PanelSpec, id: number, gridPos: GrafanaPanel["gridPos"], intervalOf: (expr: string) => string): GrafanaPanel {
   const base: PanelBase = {
     id,
     title: spec.title,
@@ -378,7 +391,7 @@ function panel(spec: PanelSpec, id: number, gridPos: GrafanaPanel["gridPos"], in
       expr: target.expr,
       legendFormat: target.legend,
       datasource: DATASOURCE,
-      interval,
+      interval: intervalOf(target.expr),
     })),
     fieldConfig: {
       defaults: {
@@ -426,7 +439,7 @@ export function grafanaDashboard(plan: ClusterPlan): GrafanaDashboard {
       x = 0;
       y += PANEL_HEIGHT;
     }
-    const placed = panel(spec, index + 1, { x, y, w: spec.width, h: PANEL_HEIGHT }, `${interval}s`);
+    const placed = panel(spec, index + 1, { x, y, w: spec.width, h: PANEL_HEIGHT }, (expr) => queryInterval(plan, expr));
     x += spec.width;
     return placed;
   });

@@ -75,6 +75,9 @@ describe("Grafana dashboard", () => {
       lab.some((q) => q.expr.includes("[8s])")),
       "2 s scrapes: an 8 s rate window",
     );
+    // node_exporter is scraped every 15 s at most: its rates span four of its own scrapes, not the plan's.
+    const cpu = lab.find((q) => q.expr.includes("node_cpu_seconds_total"));
+    assert.match(cpu?.expr ?? "", /\[60s\]\)/, "node_exporter's rate window at a 2 s plan");
     assert.ok(lab.every((q) => q.expr.includes('region=~".+"')));
   });
 
