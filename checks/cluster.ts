@@ -1,4 +1,4 @@
-import { certificateFor, NODE_PATHS, nodesWithRole, type ClusterPlan, type NodePlan } from "../plan";
+import { certificateFor, NODE_PATHS, nodesWithRole, type CertificateKind, type ClusterPlan, type NodePlan } from "../plan";
 import { parseEnvironmentFile } from "./env-file";
 import type { NodeTransport, RunResult } from "./transport";
 
@@ -109,7 +109,12 @@ export async function patronictlList(access: ClusterAccess, node: string): Promi
 
 /** GET on the local Patroni REST API with the node's own certificate (verify_client: required). */
 export async function patroniRest(access: ClusterAccess, node: string, urlPath: string, timeoutMs = 5000): Promise<{ status: number; body: string }> {
-  const cert = certificateFor(access.plan.certificates, node, "patroni-rest");
+  return httpsOnNode(access, node, "patroni-rest", `https://127.0.0.1:8008${urlPath}`, timeoutMs);
+}
+
+/** GET `url` with curl on `node`, as the owner of the node's `kind` certificate, presenting it; status 0 when no answer. */
+export async function httpsOnNode(access: ClusterAccess, node: string, kind: CertificateKind, url: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+  const cert = certificateFor(access.plan.certificates, node, kind);
   const result = await access.transport.run(
     node,
     [
@@ -127,7 +132,7 @@ export async function patroniRest(access: ClusterAccess, node: string, urlPath: 
       cert.certPath,
       "--key",
       cert.keyPath,
-      `https://127.0.0.1:8008${urlPath}`,
+      url,
     ],
     { user: cert.owner, timeoutMs: timeoutMs + 2000 },
   );

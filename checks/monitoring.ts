@@ -1,6 +1,6 @@
 import { scrapeJobs } from "../cloud-init/monitoring";
-import { certificateFor, NODE_PATHS, nodesWithRole, PORTS } from "../plan";
-import type { ClusterAccess } from "./cluster";
+import { nodesWithRole, PORTS } from "../plan";
+import { httpsOnNode, type ClusterAccess } from "./cluster";
 import type { Check } from "./readiness";
 
 /**
@@ -26,29 +26,12 @@ export interface PromAlert {
 
 /** GET on a Prometheus API path on `node` (a HAProxy node); the parsed `data` of a successful answer. */
 export async function prometheusApi(access: ClusterAccess, node: string, apiPath: string, timeoutMs = 10_000): Promise<unknown> {
-  const cert = certificateFor(access.plan.certificates, node, "metrics");
-  const result = await access.transport.run(
-    node,
-    [
-      "curl",
-      "-sS",
-      "--fail-with-body",
-      "-m",
-      String(Math.ceil(timeoutMs / 1000)),
-      "--cacert",
-      NODE_PATHS.caCert,
-      "--cert",
-      cert.certPath,
-      "--key",
-      cert.keyPath,
-      `https://127.0.0.1:${PORTS.prometheus}${apiPath}`,
-    ],
-    { user: cert.owner, timeoutMs: timeoutMs + 2000 },
-  );
-  if (result.code !== 0) throw new Error(`${node}: Prometheus ${apiPath.split("?")[0]}: exit ${result.code} ${(result.stderr || result.stdout).trim().slice(0, 200)}`);
-  const answer = JSON.parse(result.stdout) as { status?: string; data?: unknown; error?: string };
-  if (answer.status !== "success") throw new Error(`${node}: Prometheus ${apiPath.split("?")[0]}: ${answer.error ?? result.stdout.slice(0, 200)}`);
-  return answer.data;
+  const answer = await httpsOnNode(access, node, "metrics", `https://127.0.0.1:${PORTS.prometheus}${apiPath}`, timeoutMs);
+  const what = `${node}: Prometheus ${apiPath.split("?")[0]}`;
+  if (answer.status !== 200) throw new Error(`${what}: HTTP ${answer.status} ${answer.body.trim().slice(0, 200)}`);
+  const parsed = JSON.parse(answer.body) as { status?: string; data?: unknown; error?: string };
+  if (parsed.status !== "success") throw new Error(`${what}: ${parsed.error ?? answer.body.slice(0, 200)}`);
+  return parsed.data;
 }
 
 /** An instant query on `node`'s Prometheus; the vector's samples (a scalar answer is one sample without labels). */

@@ -17,6 +17,24 @@ import { exec } from "./exec";
  * file; the report needs no network by design.
  */
 
+/**
+ * `sh -c` script: overlay ROOTFS (lower) UPPER WORK at MERGED, with /proc, /dev, and tmpfs /dev/shm, /run and
+ * /tmp, then exec the rest of its arguments chrooted there. Meant to run under `unshare --mount --propagation
+ * private`, so every mount vanishes with the command (tests/render/harness.ts's TestRoot runs it too).
+ * Arguments: ROOTFS UPPER WORK MERGED ARGV...
+ */
+export const OVERLAY_CHROOT_SCRIPT = [
+  "set -e",
+  `mount -t overlay overlay -o lowerdir="$1",upperdir="$2",workdir="$3" "$4"`,
+  `mount -t proc proc "$4/proc"`,
+  `mount --rbind /dev "$4/dev"`,
+  `mount -t tmpfs tmpfs "$4/dev/shm"`,
+  `mount -t tmpfs tmpfs "$4/run"`,
+  `mount -t tmpfs tmpfs "$4/tmp"`,
+  `root=$4; shift 4`,
+  `exec chroot "$root" "$@"`,
+].join("\n");
+
 export interface ScreenshotSize {
   width: number;
   height: number;
@@ -38,19 +56,8 @@ export async function screenshotHtml(rootfs: string, html: string, size: Screens
     const hostDir = path.join(upper, IN_ROOT_DIR);
     for (const d of [hostDir, work, merged]) fs.mkdirSync(d, { recursive: true });
     fs.writeFileSync(path.join(hostDir, "report.html"), html);
-    // The same root as tests/render/harness.ts's TestRoot.run: the mounts exist only in unshare's namespace
-    // and vanish with it, so there is nothing to unmount afterwards.
-    const script = [
-      "set -e",
-      `mount -t overlay overlay -o lowerdir="$1",upperdir="$2",workdir="$3" "$4"`,
-      `mount -t proc proc "$4/proc"`,
-      `mount --rbind /dev "$4/dev"`,
-      `mount -t tmpfs tmpfs "$4/dev/shm"`,
-      `mount -t tmpfs tmpfs "$4/run"`,
-      `mount -t tmpfs tmpfs "$4/tmp"`,
-      `root=$4; shift 4`,
-      `exec chroot "$root" "$@"`,
-    ].join("\n");
+    // The mounts exist only in unshare's namespace and vanish with it, so there is nothing to unmount afterwards.
+    const script = OVERLAY_CHROOT_SCRIPT;
     const chromium = [
       "/usr/bin/chromium",
       "--headless",

@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { OVERLAY_CHROOT_SCRIPT } from "../../lab/chromium";
 import { exec, type ExecResult } from "../../lab/exec";
 
 /**
@@ -74,17 +75,7 @@ export class TestRoot {
    * command's own mount namespace.
    */
   run(argv: string[], options: { netns?: string; user?: string; timeoutMs?: number; env?: Record<string, string> } = {}): Promise<ExecResult> {
-    const script = [
-      "set -e",
-      `mount -t overlay overlay -o lowerdir="$1",upperdir="$2",workdir="$3" "$4"`,
-      `mount -t proc proc "$4/proc"`,
-      `mount --rbind /dev "$4/dev"`,
-      `mount -t tmpfs tmpfs "$4/dev/shm"`,
-      `mount -t tmpfs tmpfs "$4/run"`,
-      `mount -t tmpfs tmpfs "$4/tmp"`,
-      `root=$4; shift 4`,
-      `exec chroot "$root" "$@"`,
-    ].join("\n");
+    const script = OVERLAY_CHROOT_SCRIPT;
     const inner = options.user ? ["runuser", "-u", options.user, "--", ...argv] : argv;
     const envArgs = Object.entries(options.env ?? {}).map(([k, v]) => `${k}=${v}`);
     const command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", this.rootfs, this.upper, this.work, this.merged, "env", ...envArgs, ...inner];
