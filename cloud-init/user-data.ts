@@ -49,6 +49,19 @@ export function waitPackageSourcesCommand(): string[] {
   ];
 }
 
+/**
+ * The first boot's policy-rc.d: exit 101 ("action forbidden") for every
+ * service action. Without it each package's maintainer script starts its
+ * service with the package's own configuration while cloud-init installs it:
+ * HAProxy with Debian's haproxy.cfg, Prometheus on 0.0.0.0:9090 without TLS,
+ * node_exporter without client certificates, Alertmanager gossiping on
+ * 0.0.0.0:9094; and runcmd's `systemctl restart` then has to stop each of them
+ * again (Prometheus may take up to its 20 s TimeoutStopSec). cloud-init writes
+ * it with write_files, before the package step; runcmd's first step removes
+ * it, so every later apt run starts and restarts services as usual.
+ */
+export const FIRST_BOOT_POLICY_RC_D = "#!/bin/sh\n# pgha first boot: runcmd starts the services once their configuration is in place\nexit 101\n";
+
 /** The PostgreSQL project's apt signing key (ACCC4CF8), pinned by full fingerprint. */
 export const PGDG_KEY_FINGERPRINT = "B97B0AFCAA1A47F044F244A07FCC7D46ACCC4CF8";
 
@@ -99,14 +112,16 @@ export function checkVersionsCommand(plan: ClusterPlan, node: NodePlan): BootCom
 }
 
 /**
- * Boot steps, in order, as argv lists. Services are enabled and then
- * restarted (a package may already have started one with its own config).
+ * Boot steps, in order, as argv lists. The first removes the first boot's
+ * policy-rc.d ({@link FIRST_BOOT_POLICY_RC_D}). Services are enabled and then
+ * restarted (restart, not start: a service an image already runs takes its
+ * new configuration).
  * The version check runs once everything is installed and before anything
  * touches the data volume or starts.
  */
 export function bootCommands(plan: ClusterPlan, node: NodePlan, boot: BootInputs): BootCommand[] {
   const { versions, instances, packages } = plan.config;
-  const commands: BootCommand[] = [];
+  const commands: BootCommand[] = [["rm", "-f", NODE_PATHS.policyRcD]];
   if (node.roles.has("etcd")) {
     const sha = versions.etcdSha256[instances.architecture];
     if (!sha) throw new Error(`internal: no etcd checksum for ${instances.architecture} after validation`);
@@ -167,11 +182,12 @@ export function userDataDocument(plan: ClusterPlan, node: NodePlan, boot: BootIn
   }
   document.package_update = true;
   document.packages = nodePackages(plan, node);
-  // The version check is a first-boot step only, so it is not among the node files the rollout keeps in step.
-  const checkVersionsScript: NodeFile[] = checkVersionsCommand(plan, node)
-    ? [{ path: NODE_PATHS.checkVersions, content: bootScript("pgha-check-versions.sh"), owner: "root:root", permissions: "0755", defer: false }]
-    : [];
-  document.write_files = [...renderNodeFiles(plan, node), ...checkVersionsScript].map(writeFilesEntry);
+  // The version check and the policy hook are first-boot files only, so they are not among the node files the rollout keeps in step.
+  const firstBootFiles: NodeFile[] = [{ path: NODE_PATHS.policyRcD, content: FIRST_BOOT_POLICY_RC_D, owner: "root:root", permissions: "0755", defer: false }];
+  if (checkVersionsCommand(plan, node)) {
+    firstBootFiles.push({ path: NODE_PATHS.checkVersions, content: bootScript("pgha-check-versions.sh"), owner: "root:root", permissions: "0755", defer: false });
+  }
+  document.write_files = [...renderNodeFiles(plan, node), ...firstBootFiles].map(writeFilesEntry);
   document.runcmd = [RUNCMD_FAIL_FAST, ...bootCommands(plan, node, boot)];
   return document;
 }
@@ -181,7 +197,8 @@ export function userDataDocument(plan: ClusterPlan, node: NodePlan, boot: BootIn
  * - `write_files`: every rendered file, including the systemd units under
  *   /etc/systemd/system, the secrets manifest /etc/pgha/secrets.json and
  *   the boot scripts under /usr/local/sbin;
- * - `runcmd`: argv lists in boot order — install etcd from
+ * - `runcmd`: argv lists in boot order — remove the first boot's
+ *   policy-rc.d, install etcd from
  *   `packages.etcdReleaseUrl` (etcd nodes), check
  *   the installed versions (database-tier nodes), prepare
  *   PGDATA's volume (postgres nodes; a plain `install -d` when no volume id

@@ -29,6 +29,11 @@ export const NODE_PATHS = {
   sysctl: "/etc/sysctl.d/90-pgha.conf",
   /** Routes to the other regions at the inter-Region peering MTU (pgha-path-mtu.sh, run by pgha-path-mtu.service). */
   pathMtu: "/usr/local/sbin/pgha-path-mtu",
+  /**
+   * invoke-rc.d's and deb-systemd-invoke's policy hook (Debian policy 9.3.3). The first boot ships one that refuses
+   * every start, so no package starts its service with the package's own configuration; runcmd removes it first.
+   */
+  policyRcD: "/usr/sbin/policy-rc.d",
   /** Stops Debian/Ubuntu's postgresql-common from creating and starting a `main` cluster. */
   createClusterConf: "/etc/postgresql-common/createcluster.d/50-pgha.conf",
   postgresSocketDir: "/var/run/postgresql",

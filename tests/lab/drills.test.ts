@@ -29,7 +29,9 @@ import { after, describe, test } from "node:test";
 import { clearEnvCache } from "../../checks/cluster";
 import { prometheusAlerts, promQuery } from "../../checks/monitoring";
 import { dashboardQueries, grafanaDashboard } from "../../cloud-init/dashboard";
-import { nodesWithRole } from "../../plan";
+import { monitoringDropIns } from "../../cloud-init/monitoring";
+import { nodeUnits, PATH_MTU_UNIT } from "../../cloud-init/systemd";
+import { NODE_PATHS, nodesWithRole } from "../../plan";
 import { DRILLS, prepareDrills, summarise, type DrillOutcome, type DrillSummary } from "../../lab/drills";
 import { DEFAULT_STATE_DIR } from "../../lab/layout";
 import { labContext, labDown, labUp, preflight, type LabContext } from "../../lab/lab";
@@ -158,6 +160,30 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 45 * 60_000 }, 
         `TLS probes for ${id} ran`,
       );
     }
+  });
+
+  test("first boot: every service started once, by runcmd with its rendered configuration; no package started one before", { timeout: 2 * 60_000 }, async () => {
+    const current = requireLab();
+    const wrong: string[] = [];
+    for (const node of current.plan.nodes) {
+      // The long-running services (pgha-path-mtu and the certificate metrics are oneshots, started by runcmd alone).
+      const services = [
+        ...nodeUnits(current.plan, node)
+          .filter((u) => u.name !== PATH_MTU_UNIT)
+          .map((u) => u.name),
+        ...monitoringDropIns(current.plan, node).map((d) => d.unit),
+      ];
+      const journal = (await current.transport.run(node.name, ["journalctl", "--boot", "_PID=1", "--output=cat", "--no-pager"], { timeoutMs: 60_000 })).stdout.split("\n");
+      for (const unit of services) {
+        const starts = journal.filter((line) => line.startsWith(`Started ${unit} `)).length;
+        if (starts !== 1) wrong.push(`${node.name}: ${unit} started ${starts} times`);
+      }
+      const output = await current.transport.readFile(node.name, "/var/log/cloud-init-output.log");
+      const denied = output.split("\n").filter((line) => line.includes(`${NODE_PATHS.policyRcD} returned 101`)).length;
+      if (denied === 0) wrong.push(`${node.name}: cloud-init-output.log shows no start refused by the first boot's policy-rc.d`);
+      log(`${node.name}: ${services.length} services started once each; ${denied} package starts refused during the install`);
+    }
+    assert.deepEqual(wrong, []);
   });
 
   test("monitoring: no alert fires on the healthy cluster, and every dashboard panel's query returns data", { timeout: 2 * 60_000 }, async () => {

@@ -91,6 +91,33 @@ describe("first boot: the node's units, runcmd and apt, with the real programs",
     assert.match(result.stderr, /RequiresMountFor/);
   });
 
+  test("the first boot's policy-rc.d makes maintainer scripts start nothing (deb-systemd-invoke); runcmd's first step removes it", async () => {
+    for (const node of plan.nodes) {
+      const { writeFiles, runcmd } = userDataDocument(renderUserData(plan, node.name, BOOT));
+      const hook = writeFiles.find((f) => f.path === NODE_PATHS.policyRcD);
+      assert.ok(hook, `${node.name}: write_files carries ${NODE_PATHS.policyRcD}`);
+      assert.equal(hook.permissions, "0755");
+      assert.deepEqual(runcmd.slice(0, 2), [RUNCMD_FAIL_FAST, ["rm", "-f", NODE_PATHS.policyRcD]], `${node.name}: runcmd removes it before anything else`);
+    }
+    const { writeFiles, runcmd } = userDataDocument(renderUserData(plan, "haproxy-1", BOOT));
+    const hook = writeFiles.find((f) => f.path === NODE_PATHS.policyRcD);
+    const root = new TestRoot(rootfs, base, "policy-rc-d");
+    root.write(NODE_PATHS.policyRcD, hook?.content ?? "", "root", "0755");
+    // What a package's postinst runs on systemd (debhelper's snippet). invoke-rc.d is no witness here: it refuses
+    // every action in a chroot, with or without a policy.
+    const probe = 'deb-systemd-invoke start haproxy.service prometheus.service 2>&1; echo "invoke rc=$?"';
+    const held = await root.run(["sh", "-c", probe]);
+    assert.match(held.stdout, /policy-rc\.d returned 101, not running 'start haproxy\.service prometheus\.service'/, held.stdout);
+    assert.match(held.stdout, /^invoke rc=0$/m, "the postinst carries on");
+    const removal = runcmd[1] as string[];
+    const removed = await root.run(removal);
+    assert.equal(removed.code, 0, removed.stderr);
+    const after = await root.run(["sh", "-c", probe]);
+    // Control: without the hook deb-systemd-invoke goes on to systemctl (which has no systemd to talk to here).
+    assert.doesNotMatch(after.stdout, /returned 101/, after.stdout);
+    assert.match(after.stdout, /Could not execute systemctl/, after.stdout);
+  });
+
   /** runcmd as cloud-init writes it (its own util.shellify), with every step a stub that logs its argv and exits as `failing` says. */
   async function runRuncmd(name: string, failing: string | undefined): Promise<{ code: number; steps: string[] }> {
     const root = new TestRoot(rootfs, base, name);

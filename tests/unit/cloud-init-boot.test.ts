@@ -93,10 +93,11 @@ describe("version check at boot", () => {
     const node = findNode(plan, "pg-seoul-1");
     const commands = bootCommands(plan, node, { dataVolumeId: "vol-0123456789abcdef0" });
     const names = commands.map((argv) => argv[0]);
-    assert.deepEqual(names.slice(0, 4), [NODE_PATHS.installEtcd, NODE_PATHS.checkVersions, NODE_PATHS.prepareDataVolume, NODE_PATHS.fetchSecrets]);
+    // First the removal of the first boot's policy-rc.d (cloud-init/user-data.ts).
+    assert.deepEqual(names.slice(0, 5), ["rm", NODE_PATHS.installEtcd, NODE_PATHS.checkVersions, NODE_PATHS.prepareDataVolume, NODE_PATHS.fetchSecrets]);
     const pins = [NODE_PATHS.checkVersions, "--patroni", "4.1.*", "--postgres", "17", "17.*", "--etcd", "3.5.21"];
-    assert.deepEqual(commands[1].slice(0, pins.length), pins);
-    const holds = commands[1].slice(pins.length);
+    assert.deepEqual(commands[2].slice(0, pins.length), pins);
+    const holds = commands[2].slice(pins.length);
     assert.deepEqual(
       holds.filter((_, i) => i % 2 === 0),
       Array(holds.length / 2).fill("--hold"),

@@ -62,7 +62,7 @@ describe("rendered from pgha:packages", () => {
     const node = findNode(plan, "pg-seoul-1");
     const { etcd, etcdSha256 } = plan.config.versions;
     assert.deepEqual(installStep(documentOf(plan, node.name)), [NODE_PATHS.installEtcd, etcd, etcdSha256.amd64, "amd64", "https://github.com/etcd-io/etcd/releases/download"]);
-    assert.deepEqual(bootCommands(plan, node, {})[0], installStep(documentOf(plan, node.name)));
+    assert.deepEqual(bootCommands(plan, node, {})[1], installStep(documentOf(plan, node.name)), "the first step after removing the first boot's policy-rc.d");
   });
 
   test("a custom repository (uri, suite, components, key) and etcd URL reach apt.sources and runcmd", () => {
