@@ -130,7 +130,7 @@ export function topicRegion(topicArn: string): string {
  * (signed with the instance role's credentials), else to no receiver.
  */
 export function alertmanagerConfig(plan: ClusterPlan): Record<string, unknown> {
-  const { alertTopicArn, scrapeIntervalSeconds } = plan.config.monitoring;
+  const { alertTopicArn, scrapeIntervalSeconds, groupIntervalSeconds } = plan.config.monitoring;
   const receiver = alertTopicArn
     ? {
         name: "sns",
@@ -150,7 +150,7 @@ export function alertmanagerConfig(plan: ClusterPlan): Record<string, unknown> {
       group_by: ["alertname", "cluster"],
       // A page should not wait long beyond the rule's own `for`.
       group_wait: seconds(Math.max(10, 2 * scrapeIntervalSeconds)),
-      group_interval: "5m",
+      group_interval: seconds(groupIntervalSeconds),
       repeat_interval: "4h",
     },
     receivers: [receiver],

@@ -3,7 +3,7 @@ import * as path from "node:path";
 import { nodePackages } from "../cloud-init/user-data";
 import type { ClusterPlan } from "../plan";
 import { exec } from "./exec";
-import { INFRA_ADDRESS, ssmEndpointNames } from "./infra";
+import { awsEndpointNames, INFRA_ADDRESS } from "./infra";
 
 /**
  * The lab's two cached artefacts besides the tools rootfs:
@@ -50,7 +50,7 @@ async function runBuild(argv: string[], what: string, check: boolean): Promise<s
 }
 
 export function imageArgv(plan: ClusterPlan): string[] {
-  return [script("build-image.sh"), "--infra-ip", INFRA_ADDRESS, "--host-names", ssmEndpointNames(plan).join(" ")];
+  return [script("build-image.sh"), "--infra-ip", INFRA_ADDRESS, "--host-names", awsEndpointNames(plan).join(" ")];
 }
 
 export function mirrorArgv(plan: ClusterPlan, image: string): string[] {

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { topicRegion } from "../cloud-init/monitoring";
 import type { ClusterPlan } from "../plan";
 import { exec, run, sleep, tailOf } from "./exec";
 import { ROUTER_NS, type HostLayout, type LabLayout } from "./layout";
@@ -12,9 +13,11 @@ import type { ParameterRecord } from "./pki";
  * The lab's cloud around the machines, in namespaces of its own:
  * - the infrastructure namespace (INFRA_NS, behind the router like a NAT
  *   gateway's far side) serves the signed apt mirror and the etcd release
- *   archive over HTTP, and an SSM-compatible endpoint (Debian 13's moto_server)
- *   over TLS under the lab infrastructure CA, at the names the nodes' image
- *   resolves ssm.<region>.amazonaws.com to;
+ *   archive over HTTP, and an SSM- and SNS-compatible endpoint (Debian 13's
+ *   moto_server) over TLS under the lab infrastructure CA, at the names the
+ *   nodes' image resolves ssm.<region>.amazonaws.com and
+ *   sns.<region>.amazonaws.com to; the stack's alert topic there has an SQS
+ *   queue subscribed, the lab's stand-in for whoever is on call;
  * - the instance metadata service (lab/assets/imds.py) on 169.254.169.254 in
  *   the router namespace, so it stays reachable when "egress" is cut, as IMDS
  *   is on EC2 before the NAT gateway carries traffic.
@@ -33,9 +36,14 @@ export function infraKeysDir(): string {
   return path.join(process.env.PGHA_ROOTFS_CACHE ?? "/var/cache/pgha-lab", "infra");
 }
 
-/** The SSM endpoint names of the plan's regions (the image maps them to INFRA_ADDRESS). */
-export function ssmEndpointNames(plan: ClusterPlan): string[] {
-  return [...new Set(plan.regions.map((region) => `ssm.${region.awsRegion}.amazonaws.com`))];
+/**
+ * The AWS endpoint names the nodes call, all served by the one moto_server
+ * (the image maps them to INFRA_ADDRESS): SSM in every region of the plan,
+ * and SNS in the alert topic's region.
+ */
+export function awsEndpointNames(plan: ClusterPlan): string[] {
+  const topic = plan.config.monitoring.alertTopicArn;
+  return [...new Set([...plan.regions.map((region) => `ssm.${region.awsRegion}.amazonaws.com`), ...(topic ? [`sns.${topicRegion(topic)}.amazonaws.com`] : [])])];
 }
 
 export function infraHost(layout: LabLayout): HostLayout {
@@ -108,7 +116,7 @@ async function issueEndpointCertificate(plan: ClusterPlan, dir: string): Promise
   const csr = path.join(dir, "endpoint.csr");
   const ext = path.join(dir, "endpoint.ext");
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const names = [...ssmEndpointNames(plan), "localhost"].map((name) => `DNS:${name}`);
+  const names = [...awsEndpointNames(plan), "localhost"].map((name) => `DNS:${name}`);
   fs.writeFileSync(ext, `subjectAltName=${[...names, `IP:${INFRA_ADDRESS}`].join(",")}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`);
   await run([
     "openssl",
@@ -176,7 +184,7 @@ export async function startInfra(options: InfraOptions): Promise<void> {
   ] as const)
     fs.copyFileSync(from, path.join(tlsInRoot, to));
   const assets = mkdirInRoot(host.root, "/usr/local/lib/pgha-lab");
-  fs.copyFileSync(path.join(__dirname, "assets", "ssm-seed.py"), path.join(assets, "ssm-seed.py"));
+  for (const asset of ["ssm-seed.py", "alert-inbox.py"]) fs.copyFileSync(path.join(__dirname, "assets", asset), path.join(assets, asset));
 
   startDaemon(host, "mirror", ["python3", "-m", "http.server", "80", "--bind", INFRA_ADDRESS, "--directory", "/srv/mirror"], { chroot: true });
   startDaemon(
@@ -196,7 +204,38 @@ export async function startInfra(options: InfraOptions): Promise<void> {
   await waitTcp(ROUTER_NS, IMDS_ADDRESS, 80, "the metadata service", path.join(host.logDir, "imds.log"));
 
   const seeded = await putParameters(layout, options.parameters);
-  log(`infra: mirror on http://${INFRA_ADDRESS}/, SSM endpoint on https://${INFRA_ADDRESS}/ (${seeded}), IMDS on ${IMDS_ADDRESS}`);
+  const topic = plan.config.monitoring.alertTopicArn;
+  const inbox = topic ? `, alert topic ${(await alertInbox(layout, "create", topic)).trim()}` : "";
+  log(`infra: mirror on http://${INFRA_ADDRESS}/, SSM endpoint on https://${INFRA_ADDRESS}/ (${seeded})${inbox}, IMDS on ${IMDS_ADDRESS}`);
+}
+
+async function alertInbox(layout: LabLayout, command: "create" | "drain", topicArn: string): Promise<string> {
+  const host = infraHost(layout);
+  const argv = ["python3", "/usr/local/lib/pgha-lab/alert-inbox.py", "https://localhost:443", "/etc/pgha-lab-infra/ca.crt", command, topicArn];
+  const result = await exec(["ip", "netns", "exec", INFRA_NS, "chroot", host.root, ...argv], { timeoutMs: 60_000 });
+  if (result.code !== 0) throw new Error(`alert inbox ${command}: ${result.stderr.trim()}`);
+  return result.stdout;
+}
+
+/** One alert notification as SNS delivered it to the lab's queue. */
+export interface AlertNotification {
+  subject: string;
+  message: string;
+  /** SNS's publish time (ISO 8601). */
+  timestamp: string;
+}
+
+/**
+ * Every notification the Alertmanagers published to the stack's alert topic
+ * since `up`: drains the queue into the lab's state (a message is received
+ * once) and returns all of them, oldest first.
+ */
+export async function alertNotifications(layout: LabLayout, topicArn: string): Promise<AlertNotification[]> {
+  const file = path.join(path.dirname(infraHost(layout).root), "alert-notifications.jsonl");
+  const drained = (await alertInbox(layout, "drain", topicArn)).trim();
+  if (drained) fs.appendFileSync(file, `${drained}\n`);
+  const lines = fs.existsSync(file) ? fs.readFileSync(file, "utf8").trim().split("\n").filter(Boolean) : [];
+  return lines.map((line) => JSON.parse(line) as AlertNotification).sort((a, b) => a.timestamp.localeCompare(b.timestamp));
 }
 
 /**

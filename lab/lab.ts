@@ -46,7 +46,9 @@ export function labConfig(mirror?: MirrorInfo): Record<string, unknown> {
     // The lab binds the volume before the machine boots; a short wait keeps drill c (no volume) quick.
     instances: { os: "debian-13", dataVolumeAttachSeconds: LAB_VOLUME_ATTACH_SECONDS },
     // Drills judge alerts within seconds of a fault (production scrapes every 15 s).
-    monitoring: { scrapeIntervalSeconds: LAB_SCRAPE_INTERVAL_SECONDS },
+    // Alerts go to a topic on the lab's moto_server, with a queue subscribed (lab/infra.ts); a resolved alert's
+    // message follows within half a minute instead of Alertmanager's default five.
+    monitoring: { scrapeIntervalSeconds: LAB_SCRAPE_INTERVAL_SECONDS, alertTopicArn: LAB_ALERT_TOPIC_ARN, groupIntervalSeconds: 30 },
     versions: {
       patroni: LAB_PATRONI,
       ...(mirror ? { etcd: mirror.etcd.version, etcdSha256: { amd64: mirror.etcd.sha256 } } : {}),
@@ -60,6 +62,9 @@ export function labConfig(mirror?: MirrorInfo): Record<string, unknown> {
 
 /** The lab's Prometheus scrape and rule-evaluation interval: "no leader" fires after 4 s of none (production: 30 s). */
 export const LAB_SCRAPE_INTERVAL_SECONDS = 2;
+
+/** The lab stack's alert topic, in moto's default account. */
+export const LAB_ALERT_TOPIC_ARN = "arn:aws:sns:ap-northeast-2:123456789012:pgha-lab-alerts";
 
 /** How long a lab node's first boot waits for its data volume (production: 600 s). */
 export const LAB_VOLUME_ATTACH_SECONDS = 30;

@@ -188,6 +188,13 @@ export interface MonitoringConfig {
    * Prometheus and Alertmanager only.
    */
   alertTopicArn?: string;
+  /**
+   * Alertmanager's `group_interval`: once a group has been notified, how long
+   * it waits before it notifies again of a change in it (a new alert, or a
+   * resolved one: the "RESOLVED" message arrives up to this long after the
+   * fault cleared).
+   */
+  groupIntervalSeconds: number;
 }
 
 export interface ClusterConfig {

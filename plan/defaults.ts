@@ -133,6 +133,8 @@ export const DEFAULT_CONFIG: ClusterConfig = {
     // Prometheus's own default cadence; "no leader" fires after two evaluations (30 s), beyond a routine failover.
     scrapeIntervalSeconds: 15,
     retentionDays: 15,
+    // Alertmanager's own default.
+    groupIntervalSeconds: 300,
   },
 };
 

@@ -396,6 +396,9 @@ const monitoringSchema = section(
     alertTopicArn: text(SNS_TOPIC_ARN, "must be a standard SNS topic ARN arn:aws:sns:<region>:<12-digit account>:<name>")
       .optional()
       .describe("SNS topic the Alertmanagers publish to; unset, alerts stay in Prometheus and Alertmanager."),
+    groupIntervalSeconds: whole(10, 14_400)
+      .default(defaults.monitoring.groupIntervalSeconds)
+      .describe("Alertmanager's group_interval: how long a notified group waits before notifying a change (a new or resolved alert); at most the 4 h repeat_interval."),
   },
   "must be an object such as {scrapeIntervalSeconds: 15}",
 ).prefault({});

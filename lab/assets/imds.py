@@ -4,7 +4,8 @@
 Listens on 169.254.169.254:80 in the lab's router namespace, so only lab
 nodes reach it, and answers each node by its source address, as EC2 answers
 each instance: its instance id, region and the temporary credentials of its
-instance role. boto3's default credential chain (pgha-fetch-secrets) finds
+instance role. boto3's default credential chain (pgha-fetch-secrets) and
+aws-sdk-go's (Alertmanager's SNS notifier) find
 them exactly as on EC2: PUT /latest/api/token, then GET
 /latest/meta-data/iam/security-credentials/<role> with the token.
 
@@ -63,9 +64,11 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "EC2ws"
     sys_version = ""
 
-    def reply(self, status, body=""):
+    def reply(self, status, body="", headers=()):
         data = body.encode("utf-8")
         self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -91,7 +94,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(400, "invalid " + TTL_HEADER)
         token = secrets.token_urlsafe(32)
         TOKENS[token] = (self.client_address[0], time.monotonic() + ttl)
-        return self.reply(200, token)
+        # EC2 echoes the token's lifetime; aws-sdk-go (Alertmanager's SNS notifier) refuses a token without it.
+        return self.reply(200, token, headers=[(TTL_HEADER, str(ttl))])
 
     def do_GET(self):
         node = self.node()

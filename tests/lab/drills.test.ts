@@ -31,6 +31,7 @@ import { prometheusAlerts, promQuery } from "../../checks/monitoring";
 import { dashboardQueries, grafanaDashboard } from "../../cloud-init/dashboard";
 import { monitoringDropIns } from "../../cloud-init/monitoring";
 import { nodeUnits, PATH_MTU_UNIT } from "../../cloud-init/systemd";
+import { ALERT_NAMES } from "../../cloud-init/alert-rules";
 import { NODE_PATHS, nodesWithRole } from "../../plan";
 import { DRILLS, prepareDrills, summarise, type DrillOutcome, type DrillSummary } from "../../lab/drills";
 import { DEFAULT_STATE_DIR } from "../../lab/layout";
@@ -42,6 +43,7 @@ import { renderDrillReport, REPORT_SCREENSHOT, TIMELINE_COLOURS, readLabReport }
 import { PNG } from "pngjs";
 import type { Verification } from "../../checks/readiness";
 import { verifyCluster } from "../../lab/verify";
+import { alertNotifications, type AlertNotification } from "../../lab/infra";
 import { proofTable, proveWan, readWanSpec, wanOptionsFromEnv, type WanOptions, type WanProof } from "../../lab/wan";
 import { measurementsMarkdown, measureWan, type WanMeasurements } from "../../lab/wan-measure";
 
@@ -68,6 +70,8 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 45 * 60_000 }, 
   const table = new LiveTable(DRILL_COLUMNS);
   let wanProof: WanProof | undefined;
   let wanMeasurements: WanMeasurements | undefined;
+  /** Seconds from the fault to its page on the SNS topic, and from the repair to the resolved page. */
+  let alertNotification: Record<string, unknown> | undefined;
 
   let preflightError: Error | undefined;
   let upStarted = false;
@@ -83,6 +87,7 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 45 * 60_000 }, 
     at: new Date().toISOString(),
     machine: { cpus: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release() },
     boot,
+    alertNotification,
     repeat: REPEAT,
     verification,
     drills: summaries,
@@ -306,6 +311,50 @@ describe("local lab: boot, verify, drill, tear down", { timeout: 45 * 60_000 }, 
       }
     });
   }
+  test(
+    "alert notifications: an etcd member stopped until the page arrives through the stack's SNS topic (FIRING), then started again (RESOLVED)",
+    { timeout: 6 * 60_000 },
+    async () => {
+      const current = requireLab();
+      const { alertTopicArn: topic, groupIntervalSeconds } = current.plan.config.monitoring;
+      assert.ok(topic, "the lab stack names an alert topic");
+      // A replica's member: quorum holds and the primary is untouched. The drills' own faults are often shorter than
+      // Alertmanager's group_wait, and a fault that heals within it is rightly never paged; this one lasts until the page.
+      const victim = (await verifyCluster(current.access)).topology.replicas[0];
+      assert.ok(victim, "a replica");
+      const alert = `${ALERT_NAMES.etcdMemberDown} `;
+      const waitFor = async (status: "FIRING" | "RESOLVED", after: string, seconds: number): Promise<AlertNotification | undefined> => {
+        const deadline = Date.now() + seconds * 1000;
+        for (;;) {
+          const found = (await alertNotifications(current.layout, topic)).find((n) => n.subject.startsWith(`[${status}] ${alert}`) && n.timestamp >= after);
+          if (found || Date.now() > deadline) return found;
+          await new Promise((resolve) => setTimeout(resolve, 2000));
+        }
+      };
+      const stoppedAt = new Date();
+      await current.transport.run(victim, ["systemctl", "stop", "etcd.service"], { timeoutMs: 60_000 });
+      let firing: AlertNotification | undefined;
+      try {
+        firing = await waitFor("FIRING", stoppedAt.toISOString(), 180);
+      } finally {
+        await current.transport.run(victim, ["systemctl", "start", "etcd.service"], { timeoutMs: 120_000 });
+      }
+      const startedAt = new Date();
+      assert.ok(firing, `no [FIRING] ${alert}notification reached ${topic} within 180 s of stopping etcd on ${victim}`);
+      const resolved = await waitFor("RESOLVED", startedAt.toISOString(), groupIntervalSeconds + 90);
+      const seconds = (n: AlertNotification, from: Date): string => ((Date.parse(n.timestamp) - from.getTime()) / 1000).toFixed(1);
+      assert.ok(resolved, `no [RESOLVED] ${alert}notification within ${groupIntervalSeconds + 90} s of starting etcd on ${victim} again`);
+      log(`SNS: ${firing.subject} ${seconds(firing, stoppedAt)} s after etcd stopped on ${victim}; ${resolved.subject} ${seconds(resolved, startedAt)} s after it started again`);
+      alertNotification = {
+        victim,
+        alert: ALERT_NAMES.etcdMemberDown,
+        firingAfterSeconds: Number(seconds(firing, stoppedAt)),
+        resolvedAfterSeconds: Number(seconds(resolved, startedAt)),
+      };
+      await waitHealthy(current, 120_000);
+    },
+  );
+
   test("report: the drills' HTML report renders its timelines in a real headless Chromium", { timeout: 3 * 60_000 }, async () => {
     requireLab();
     assert.ok(summaries.length > 0, "drills ran");

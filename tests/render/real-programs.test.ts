@@ -199,7 +199,10 @@ describe("monitoring: the real Prometheus tools accept the rendered files", () =
   });
 
   test("`amtool check-config` accepts Alertmanager's config, with and without an SNS topic", async () => {
-    const withTopic = buildClusterPlan({ monitoring: { alertTopicArn: "arn:aws:sns:ap-northeast-2:123456789012:pgha-alerts" } }, { stack: "render" });
+    const withTopic = buildClusterPlan(
+      { monitoring: { alertTopicArn: "arn:aws:sns:ap-northeast-2:123456789012:pgha-alerts", groupIntervalSeconds: 30 } },
+      { stack: "render" },
+    );
     const root = new TestRoot(rootfs, base, "amtool");
     for (const [name, candidate] of [
       ["no-topic", plan],
@@ -211,6 +214,7 @@ describe("monitoring: the real Prometheus tools accept the rendered files", () =
       const result = await root.run(["amtool", "check-config", `/srv/${name}.yml`]);
       assert.equal(result.code, 0, `${name}: ${result.stdout}${result.stderr}`);
       if (name === "topic") assert.match(config.content, /topic_arn: arn:aws:sns:ap-northeast-2:123456789012:pgha-alerts/);
+      assert.match(config.content, name === "topic" ? /group_interval: 30s/ : /group_interval: 300s/, "group_interval from monitoring.groupIntervalSeconds");
     }
     root.write("/srv/broken.yml", "route:\n  receiver: nowhere\nreceivers: []\n");
     const broken = await root.run(["amtool", "check-config", "/srv/broken.yml"]);

@@ -625,6 +625,13 @@ describe("rejections", () => {
       rule: /between 1 and 300/,
     },
     {
+      name: "an alert group interval beyond the 4 h repeat interval",
+      input: { monitoring: { groupIntervalSeconds: 14_401 } },
+      key: "monitoring.groupIntervalSeconds",
+      value: 14_401,
+      rule: /between 10 and 14400/,
+    },
+    {
       name: "an unknown key under iam",
       input: { iam: { permissionsBoundary: "arn:aws:iam::123456789012:policy/b" } },
       key: "iam.permissionsBoundary",
