@@ -25,10 +25,14 @@ function clusterParameters(plan: ClusterPlan): Record<string, string | number | 
 /**
  * pg_hba: TLS and SCRAM for every network connection, and only from the
  * cluster's own VPCs (applications arrive through HAProxy, whose address is
- * inside them). Patroni itself uses the local socket with peer auth.
+ * inside them). Replication connections come only from the database nodes
+ * themselves: a host elsewhere in the VPCs (an application subnet) that learns
+ * the replicator's password still cannot stream the whole database. Patroni
+ * itself uses the local socket with peer auth.
  */
-function pgHba(plan: ClusterPlan): string[] {
-  const fromCluster = plan.clusterCidrs.flatMap((cidr) => [`hostssl replication ${CLUSTER_USERS.replication} ${cidr} scram-sha-256`, `hostssl all all ${cidr} scram-sha-256`]);
+export function pgHba(plan: ClusterPlan): string[] {
+  const fromMembers = nodesWithRole(plan, "postgres").map((member) => `hostssl replication ${CLUSTER_USERS.replication} ${member.privateIp}/32 scram-sha-256`);
+  const fromCluster = plan.clusterCidrs.map((cidr) => `hostssl all all ${cidr} scram-sha-256`);
   return [
     `local all ${CLUSTER_USERS.superuser} peer`,
     // postgres_exporter, as the OS user prometheus, with the pg_monitor role pgha-post-bootstrap creates.
@@ -38,6 +42,7 @@ function pgHba(plan: ClusterPlan): string[] {
     // every HA cycle on a replica (timeline and LSN checks).
     `hostssl replication ${CLUSTER_USERS.replication} 127.0.0.1/32 scram-sha-256`,
     `hostssl all all 127.0.0.1/32 scram-sha-256`,
+    ...fromMembers,
     ...fromCluster,
     `host all all 0.0.0.0/0 reject`,
     `host all all ::/0 reject`,

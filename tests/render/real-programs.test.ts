@@ -7,7 +7,8 @@ import { checkVersionsCommand, renderUserData } from "../../cloud-init";
 import { LAB_PATRONI, labConfig } from "../../lab/lab";
 import { exec } from "../../lab/exec";
 import { certificateSerial, checkIssued, issuePki, loadIssuedPki, renewLeaves, writeParameterDirs, type IssuedPki } from "../../lab/pki";
-import { buildClusterPlan, findNode, NODE_PATHS, nodesWithRole, PORTS, type ClusterPlan } from "../../plan";
+import { buildClusterPlan, certificateFor, CLUSTER_USERS, findNode, NODE_PATHS, nodesWithRole, PORTS, postgresPaths, type ClusterPlan } from "../../plan";
+import { pgHba } from "../../cloud-init/patroni";
 import { rootfsPath, scratchDir, testNetwork, TestRoot, type TestNetwork } from "./harness";
 import { userDataDocument } from "./user-data-files";
 
@@ -173,6 +174,56 @@ describe("haproxy", () => {
   });
 });
 
+describe("PostgreSQL 17 on the rendered pg_hba", () => {
+  test("replication is accepted from a database node's address and refused from elsewhere in its VPC; ordinary connections from there are not (control)", async () => {
+    const member = findNode(plan, "pg-tokyo-1");
+    const other = `${member.privateIp.split(".").slice(0, 3).join(".")}.77`;
+    assert.ok(!plan.nodes.some((n) => n.privateIp === other), `${other} is no node's address`);
+    const root = await bootedRoot(member.name);
+    const hba = pgHba(plan);
+    root.write("/srv/pg_hba.conf", `${hba.join("\n")}\n`, "postgres", "0600");
+    const ns = "pgha-render-hba";
+    await exec(["ip", "netns", "delete", ns]);
+    assert.equal((await exec(["ip", "netns", "add", ns])).code, 0);
+    try {
+      for (const argv of [
+        ["link", "set", "lo", "up"],
+        ["addr", "add", `${member.privateIp}/32`, "dev", "lo"],
+        ["addr", "add", `${other}/32`, "dev", "lo"],
+      ])
+        assert.equal((await exec(["ip", "-n", ns, ...argv])).code, 0, argv.join(" "));
+      const bin = postgresPaths(plan.config.versions.postgresMajor).binDir;
+      const server = certificateFor(plan.certificates, member.name, "postgres-server");
+      // A connection to one of the host's own addresses leaves from that address: the source pg_hba sees.
+      const connect = (host: string, replication: boolean): string =>
+        `PGPASSWORD=secret psql "host=${host} port=5432 user=${CLUSTER_USERS.replication} dbname=postgres sslmode=require${replication ? " replication=true" : ""}" -Atc "${replication ? "IDENTIFY_SYSTEM" : "SELECT 'ordinary ok'"}" 2>&1; echo "rc=$?"`;
+      const script = [
+        "set -e",
+        `${bin}/initdb -D /tmp/pgdata -U ${CLUSTER_USERS.superuser} --auth-local=peer >/dev/null`,
+        "cp /srv/pg_hba.conf /tmp/pgdata/pg_hba.conf",
+        `${bin}/pg_ctl -D /tmp/pgdata -l /tmp/pg.log -w start -o "-c listen_addresses='*' -c ssl=on -c ssl_cert_file=${server.certPath} -c ssl_key_file=${server.keyPath} -c unix_socket_directories=/tmp -c password_encryption=scram-sha-256" >/dev/null`,
+        `psql -h /tmp -U ${CLUSTER_USERS.superuser} -d postgres -Atc "CREATE ROLE ${CLUSTER_USERS.replication} LOGIN REPLICATION PASSWORD 'secret'" >/dev/null`,
+        `echo "hba errors: $(psql -h /tmp -U ${CLUSTER_USERS.superuser} -d postgres -Atc 'SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL')"`,
+        "set +e",
+        `echo "== member"; ${connect(member.privateIp, true)}`,
+        `echo "== other"; ${connect(other, true)}`,
+        `echo "== other ordinary"; ${connect(other, false)}`,
+        `${bin}/pg_ctl -D /tmp/pgdata -m immediate stop >/dev/null`,
+      ].join("\n");
+      const result = await root.run(["sh", "-c", script], { netns: ns, user: "postgres", timeoutMs: 120_000 });
+      const out = result.stdout + result.stderr;
+      assert.equal(result.code, 0, out);
+      const section = (name: string): string => out.split(`== ${name}\n`)[1]?.split("\n== ")[0] ?? "";
+      assert.match(out, /^hba errors: 0$/m, out);
+      assert.match(section("member"), /rc=0/, `replication from the member's own address:\n${out}`);
+      assert.match(section("other"), new RegExp(`no pg_hba.conf entry for replication connection from host "${other.replace(/\./g, "\\.")}"`), out);
+      assert.match(section("other ordinary"), /ordinary ok\nrc=0/, `control: an ordinary connection from ${other}:\n${out}`);
+    } finally {
+      await exec(["ip", "netns", "delete", ns]);
+    }
+  });
+});
+
 describe("monitoring: the real Prometheus tools accept the rendered files", () => {
   test("`promtool check config` accepts every Prometheus config, its alert rules and its TLS files", async () => {
     for (const node of nodesWithRole(plan, "haproxy")) {
@@ -199,10 +250,7 @@ describe("monitoring: the real Prometheus tools accept the rendered files", () =
   });
 
   test("`amtool check-config` accepts Alertmanager's config, with and without an SNS topic", async () => {
-    const withTopic = buildClusterPlan(
-      { monitoring: { alertTopicArn: "arn:aws:sns:ap-northeast-2:123456789012:pgha-alerts", groupIntervalSeconds: 30 } },
-      { stack: "render" },
-    );
+    const withTopic = buildClusterPlan({ monitoring: { alertTopicArn: "arn:aws:sns:ap-northeast-2:123456789012:pgha-alerts", groupIntervalSeconds: 30 } }, { stack: "render" });
     const root = new TestRoot(rootfs, base, "amtool");
     for (const [name, candidate] of [
       ["no-topic", plan],
