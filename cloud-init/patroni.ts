@@ -1,6 +1,22 @@
 import { certificateFor, CLUSTER_USERS, NODE_PATHS, nodesWithRole, PORTS, postgresPaths, type ClusterPlan, type NodePlan } from "../plan";
 import { dumpYaml } from "./yaml";
 
+/** The share of PGDATA's volume that replication slots may hold in pg_wal. */
+export const SLOT_WAL_SHARE_OF_VOLUME = 0.1;
+
+/**
+ * `max_slot_wal_keep_size`: without it (PostgreSQL's default, -1) the slot of
+ * a member that is gone keeps every WAL segment since it left, until pg_wal
+ * fills PGDATA's volume and the primary stops. With it, past a tenth of the
+ * volume the slot is invalidated instead and that member has to be rebuilt
+ * (`patronictl reinit`); the primary keeps running. A tenth of the default
+ * 100 GiB is 10 GB of WAL: hours of a busy primary's writes, far more than a
+ * reboot or an instance replacement takes.
+ */
+export function maxSlotWalKeepSize(plan: ClusterPlan): string {
+  return `${Math.max(64, Math.floor(plan.config.instances.dataVolumeGiB * 1024 * SLOT_WAL_SHARE_OF_VOLUME))}MB`;
+}
+
 /**
  * PostgreSQL parameters every member runs with. They are Patroni dynamic
  * configuration (bootstrap.dcs): after the first boot they live in etcd and
@@ -15,6 +31,7 @@ function clusterParameters(plan: ClusterPlan): Record<string, string | number | 
     max_wal_senders: 10,
     max_replication_slots: 10,
     wal_keep_size: "1GB",
+    max_slot_wal_keep_size: maxSlotWalKeepSize(plan),
     password_encryption: "scram-sha-256",
     // No backup target is configured, so nothing may claim WAL is archived.
     archive_mode: "off",

@@ -44,7 +44,8 @@ export interface LabContext {
 export function labConfig(mirror?: MirrorInfo): Record<string, unknown> {
   return {
     // The lab binds the volume before the machine boots; a short wait keeps drill c (no volume) quick.
-    instances: { os: "debian-13", dataVolumeAttachSeconds: LAB_VOLUME_ATTACH_SECONDS },
+    // The loop device behind PGDATA is this size, so what the plan derives from the volume (max_slot_wal_keep_size) fits it.
+    instances: { os: "debian-13", dataVolumeAttachSeconds: LAB_VOLUME_ATTACH_SECONDS, dataVolumeGiB: LAB_DATA_VOLUME_GIB },
     // Drills judge alerts within seconds of a fault (production scrapes every 15 s).
     // Alerts go to a topic on the lab's moto_server, with a queue subscribed (lab/infra.ts); a resolved alert's
     // message follows within half a minute instead of Alertmanager's default five.
@@ -65,6 +66,9 @@ export const LAB_SCRAPE_INTERVAL_SECONDS = 2;
 
 /** The lab stack's alert topic, in moto's default account. */
 export const LAB_ALERT_TOPIC_ARN = "arn:aws:sns:ap-northeast-2:123456789012:pgha-lab-alerts";
+
+/** PGDATA's loop device in the lab (a sparse file; production's default EBS volume is 100 GiB). */
+export const LAB_DATA_VOLUME_GIB = 4;
 
 /** How long a lab node's first boot waits for its data volume (production: 600 s). */
 export const LAB_VOLUME_ATTACH_SECONDS = 30;

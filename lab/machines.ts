@@ -8,9 +8,6 @@ import { attachVolume, labInstanceId, labVolumeId, loopDevicesUnder, machinePath
 import { run } from "./exec";
 import type { LabTransport } from "./transport";
 
-/** Size of each database node's data volume (a sparse file: only what PostgreSQL writes takes space). */
-export const LAB_VOLUME_MIB = 4096;
-
 export interface MachineBootRecord {
   node: string;
   instanceId: string;
@@ -53,7 +50,8 @@ async function launchMachine(options: MachineBootOptions, node: string, instance
   fs.writeFileSync(path.join(path.dirname(host.root), "user-data.gz"), bytes);
   const seedDir = writeSeed(host, bytes, instanceId);
   let volume: { device: string; path: string } | undefined;
-  if (dataVolumeId && !options.withoutVolume?.has(node)) volume = { device: await attachVolume(host, LAB_VOLUME_MIB), path: nitroByIdPath(dataVolumeId) };
+  if (dataVolumeId && !options.withoutVolume?.has(node))
+    volume = { device: await attachVolume(host, options.plan.config.instances.dataVolumeGiB * 1024), path: nitroByIdPath(dataVolumeId) };
   startMachine({ host, seedDir, volume });
   return { node, instanceId, dataVolumeId, userDataBytes: bytes.length, cloudInit: "", status: "not finished", seconds: 0 };
 }

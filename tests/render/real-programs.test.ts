@@ -7,8 +7,8 @@ import { checkVersionsCommand, renderUserData } from "../../cloud-init";
 import { LAB_PATRONI, labConfig } from "../../lab/lab";
 import { exec } from "../../lab/exec";
 import { certificateSerial, checkIssued, issuePki, loadIssuedPki, renewLeaves, writeParameterDirs, type IssuedPki } from "../../lab/pki";
-import { buildClusterPlan, certificateFor, CLUSTER_USERS, findNode, NODE_PATHS, nodesWithRole, PORTS, postgresPaths, type ClusterPlan } from "../../plan";
-import { pgHba } from "../../cloud-init/patroni";
+import { buildClusterPlan, CLUSTER_USERS, findNode, NODE_PATHS, nodesWithRole, PORTS, postgresPaths, type ClusterPlan } from "../../plan";
+import { patroniConfig, pgHba } from "../../cloud-init/patroni";
 import { rootfsPath, scratchDir, testNetwork, TestRoot, type TestNetwork } from "./harness";
 import { userDataDocument } from "./user-data-files";
 
@@ -174,14 +174,27 @@ describe("haproxy", () => {
   });
 });
 
-describe("PostgreSQL 17 on the rendered pg_hba", () => {
-  test("replication is accepted from a database node's address and refused from elsewhere in its VPC; ordinary connections from there are not (control)", async () => {
+describe("PostgreSQL 17 on the rendered parameters and pg_hba", () => {
+  test("it starts with every rendered parameter; replication is accepted from a database node's address and refused from elsewhere in its VPC, ordinary connections from there are not (control)", async () => {
     const member = findNode(plan, "pg-tokyo-1");
     const other = `${member.privateIp.split(".").slice(0, 3).join(".")}.77`;
     assert.ok(!plan.nodes.some((n) => n.privateIp === other), `${other} is no node's address`);
     const root = await bootedRoot(member.name);
     const hba = pgHba(plan);
     root.write("/srv/pg_hba.conf", `${hba.join("\n")}\n`, "postgres", "0600");
+    // What Patroni writes into postgresql.conf: the dynamic (bootstrap.dcs) parameters, then the node's local ones.
+    const config = patroniConfig(plan, member) as {
+      bootstrap: { dcs: { postgresql: { parameters: Record<string, string | number | boolean> } } };
+      postgresql: { parameters: Record<string, string | number | boolean> };
+    };
+    const parameters: Record<string, string | number | boolean> = {
+      ...config.bootstrap.dcs.postgresql.parameters,
+      ...config.postgresql.parameters,
+      unix_socket_directories: "/tmp",
+      listen_addresses: "*",
+    };
+    const conf = Object.entries(parameters).map(([name, value]) => `${name} = '${String(value)}'`);
+    root.write("/srv/postgresql.pgha.conf", `${conf.join("\n")}\n`, "postgres", "0600");
     const ns = "pgha-render-hba";
     await exec(["ip", "netns", "delete", ns]);
     assert.equal((await exec(["ip", "netns", "add", ns])).code, 0);
@@ -193,7 +206,6 @@ describe("PostgreSQL 17 on the rendered pg_hba", () => {
       ])
         assert.equal((await exec(["ip", "-n", ns, ...argv])).code, 0, argv.join(" "));
       const bin = postgresPaths(plan.config.versions.postgresMajor).binDir;
-      const server = certificateFor(plan.certificates, member.name, "postgres-server");
       // A connection to one of the host's own addresses leaves from that address: the source pg_hba sees.
       const connect = (host: string, replication: boolean): string =>
         `PGPASSWORD=secret psql "host=${host} port=5432 user=${CLUSTER_USERS.replication} dbname=postgres sslmode=require${replication ? " replication=true" : ""}" -Atc "${replication ? "IDENTIFY_SYSTEM" : "SELECT 'ordinary ok'"}" 2>&1; echo "rc=$?"`;
@@ -201,7 +213,9 @@ describe("PostgreSQL 17 on the rendered pg_hba", () => {
         "set -e",
         `${bin}/initdb -D /tmp/pgdata -U ${CLUSTER_USERS.superuser} --auth-local=peer >/dev/null`,
         "cp /srv/pg_hba.conf /tmp/pgdata/pg_hba.conf",
-        `${bin}/pg_ctl -D /tmp/pgdata -l /tmp/pg.log -w start -o "-c listen_addresses='*' -c ssl=on -c ssl_cert_file=${server.certPath} -c ssl_key_file=${server.keyPath} -c unix_socket_directories=/tmp -c password_encryption=scram-sha-256" >/dev/null`,
+        "cat /srv/postgresql.pgha.conf >> /tmp/pgdata/postgresql.conf",
+        `${bin}/pg_ctl -D /tmp/pgdata -l /tmp/pg.log -w start >/dev/null || { cat /tmp/pg.log; exit 1; }`,
+        `echo "max_slot_wal_keep_size: $(psql -h /tmp -U ${CLUSTER_USERS.superuser} -d postgres -Atc 'SHOW max_slot_wal_keep_size')"`,
         `psql -h /tmp -U ${CLUSTER_USERS.superuser} -d postgres -Atc "CREATE ROLE ${CLUSTER_USERS.replication} LOGIN REPLICATION PASSWORD 'secret'" >/dev/null`,
         `echo "hba errors: $(psql -h /tmp -U ${CLUSTER_USERS.superuser} -d postgres -Atc 'SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL')"`,
         "set +e",
@@ -215,6 +229,8 @@ describe("PostgreSQL 17 on the rendered pg_hba", () => {
       assert.equal(result.code, 0, out);
       const section = (name: string): string => out.split(`== ${name}\n`)[1]?.split("\n== ")[0] ?? "";
       assert.match(out, /^hba errors: 0$/m, out);
+      // A tenth of the default 100 GiB volume (cloud-init/patroni.ts): 10240MB, which PostgreSQL shows as 10GB.
+      assert.match(out, /^max_slot_wal_keep_size: 10GB$/m, out);
       assert.match(section("member"), /rc=0/, `replication from the member's own address:\n${out}`);
       assert.match(section("other"), new RegExp(`no pg_hba.conf entry for replication connection from host "${other.replace(/\./g, "\\.")}"`), out);
       assert.match(section("other ordinary"), /ordinary ok\nrc=0/, `control: an ordinary connection from ${other}:\n${out}`);
