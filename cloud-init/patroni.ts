@@ -31,6 +31,12 @@ function clusterParameters(plan: ClusterPlan): Record<string, string | number | 
     max_wal_senders: 10,
     max_replication_slots: 10,
     wal_keep_size: "1GB",
+    // How long a primary's walsender waits for a standby's reply before it gives up on it. Patroni keeps a standby
+    // as the synchronous one while its walsender is there, so with PostgreSQL's 60 s a cut primary ↔ sync standby
+    // link stalled every commit for 60 s (issue #15) and an isolated primary's shutdown waited as long. 5 s is 70
+    // round trips of the longest inter-region link, and standbys reply every second (below), not every ten.
+    wal_sender_timeout: "5s",
+    wal_receiver_status_interval: "1s",
     max_slot_wal_keep_size: maxSlotWalKeepSize(plan),
     password_encryption: "scram-sha-256",
     // No backup target is configured, so nothing may claim WAL is archived.

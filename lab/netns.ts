@@ -75,3 +75,45 @@ export async function linkIsUp(host: HostLayout): Promise<boolean> {
 export async function deleteNamespace(ns: string): Promise<void> {
   await exec(["ip", "netns", "del", ns]);
 }
+
+/**
+ * `ip rule` priority of a path cut in the router: before the WAN emulator's
+ * rules (lab/wan.ts, 40 and 100), so a cut path drops even over the WAN.
+ */
+export const PATH_CUT_RULE_PREF = 30;
+
+function pathCutRules(a: HostLayout, b: HostLayout): string[][] {
+  if (a.link.bridge === b.link.bridge) {
+    // Same subnet: the bridge switches their frames without the router's rules ever seeing them.
+    throw new Error(`${a.name} and ${b.name} share a subnet (${a.link.bridge}); a path cut needs hosts the router routes between`);
+  }
+  return [
+    ["pref", String(PATH_CUT_RULE_PREF), "from", `${a.link.address}/32`, "to", `${b.link.address}/32`, "blackhole"],
+    ["pref", String(PATH_CUT_RULE_PREF), "from", `${b.link.address}/32`, "to", `${a.link.address}/32`, "blackhole"],
+  ];
+}
+
+/**
+ * Drops every packet between two hosts, both directions, while each still
+ * reaches everyone else: the cut of one link (a peering route, a security
+ * group rule), not of a host or a region.
+ */
+export async function cutPath(a: HostLayout, b: HostLayout): Promise<void> {
+  for (const rule of pathCutRules(a, b)) await ip(ROUTER_NS, "rule", "add", ...rule);
+}
+
+export async function restorePath(a: HostLayout, b: HostLayout): Promise<void> {
+  for (const rule of pathCutRules(a, b)) await exec(["ip", "-n", ROUTER_NS, "rule", "del", ...rule]);
+}
+
+/** Removes every path cut; returns the address pairs (from → to) it removed. */
+export async function restoreAllPaths(): Promise<string[]> {
+  const rules = JSON.parse(await ip(ROUTER_NS, "-j", "rule", "show")) as { priority?: number; src?: string; dst?: string; action?: string }[];
+  const removed: string[] = [];
+  for (const rule of rules) {
+    if (rule.priority !== PATH_CUT_RULE_PREF || rule.action !== "blackhole" || !rule.src || !rule.dst) continue;
+    await ip(ROUTER_NS, "rule", "del", "pref", String(PATH_CUT_RULE_PREF), "from", `${rule.src}/32`, "to", `${rule.dst}/32`, "blackhole");
+    removed.push(`${rule.src} → ${rule.dst}`);
+  }
+  return removed;
+}

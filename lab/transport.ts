@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as readline from "node:readline";
 import { exec, sleep } from "./exec";
 import { CLIENT, hostLayout, type HostLayout, type LabLayout } from "./layout";
-import { cutLink, linkIsUp, restoreLink } from "./netns";
+import { cutLink, cutPath, linkIsUp, restoreAllPaths, restoreLink, restorePath } from "./netns";
 import { readAccounts, resolveInRoot } from "./roots";
 import { childPids, machineLeader, machinePaths, waitLeader } from "./machine";
 import { parseEnvironmentFile } from "../checks/env-file";
@@ -13,6 +13,12 @@ import type { NodeTransport, RunningCommand, RunOptions, RunResult, ServiceName 
 export interface FaultInjector {
   isolate(nodes: string[]): Promise<void>;
   reconnect(nodes: string[]): Promise<void>;
+  /**
+   * Cuts only the path between two nodes, both directions; each still reaches
+   * every other host (on AWS, a network ACL denying the pair's addresses).
+   */
+  cutPath(a: string, b: string): Promise<void>;
+  restorePath(a: string, b: string): Promise<void>;
   /** Undoes every fault still in place (after an interrupted drill); returns the nodes healed. */
   healAll(): Promise<string[]>;
   /**
@@ -174,6 +180,14 @@ export class LabTransport implements NodeTransport, FaultInjector {
     await sleep(50);
   }
 
+  async cutPath(a: string, b: string): Promise<void> {
+    await cutPath(this.host(a), this.host(b));
+  }
+
+  async restorePath(a: string, b: string): Promise<void> {
+    await restorePath(this.host(a), this.host(b));
+  }
+
   async reboot(node: string): Promise<void> {
     const before = this.leader(node);
     // --no-block: the job is queued and systemctl returns before the shutdown kills it.
@@ -202,6 +216,7 @@ export class LabTransport implements NodeTransport, FaultInjector {
         healed.push(host.name);
       }
     }
+    for (const path of await restoreAllPaths()) healed.push(`path ${path}`);
     return healed;
   }
 }
