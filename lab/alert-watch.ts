@@ -23,6 +23,16 @@ export interface AlertTrace {
 
 const POLL_MS = 1000;
 
+/** A region's Prometheus the drills can reach: the first HAProxy node not cut off. */
+export function connectedPrometheus(access: ClusterAccess): string | undefined {
+  return nodesWithRole(access.plan, "haproxy").find((n) => !access.isolated.has(n.name))?.name;
+}
+
+/** Whether `alert` is firing on `server`'s Prometheus now. */
+export async function alertFiringOn(access: ClusterAccess, server: string, alert: string): Promise<boolean> {
+  return (await prometheusAlerts(access, server)).some((a) => a.name === alert && a.state === "firing");
+}
+
 export class AlertWatch {
   readonly trace: AlertTrace;
   private stopped = false;
@@ -37,16 +47,12 @@ export class AlertWatch {
     this.loop = this.poll();
   }
 
-  private server(): string | undefined {
-    return nodesWithRole(this.access.plan, "haproxy").find((n) => !this.access.isolated.has(n.name))?.name;
-  }
-
   private async firing(): Promise<boolean | undefined> {
-    const server = this.server();
+    const server = connectedPrometheus(this.access);
     if (!server) return undefined;
     this.trace.server = server;
     try {
-      return (await prometheusAlerts(this.access, server)).some((a) => a.name === this.trace.alert && a.state === "firing");
+      return await alertFiringOn(this.access, server, this.trace.alert);
     } catch (error) {
       if (this.trace.errors.length < 5) this.trace.errors.push((error as Error).message);
       return undefined;

@@ -6,8 +6,7 @@ import type { NodeTransport } from "../checks/transport";
 import type { FaultInjector } from "./transport";
 import { judgeTopology, type Topology } from "../checks/readiness";
 import { quickHealth } from "./verify";
-import { AlertWatch } from "./alert-watch";
-import { prometheusAlerts } from "../checks/monitoring";
+import { alertFiringOn, AlertWatch, connectedPrometheus } from "./alert-watch";
 import { ALERT_NAMES } from "../cloud-init/alert-rules";
 import { analyseWrites, ensureWritesTable, missingAcks, splitBrainAcks, Writer, type WriteAnalysis, type WriteRecord } from "./writer";
 
@@ -388,13 +387,6 @@ async function judgeAlertFired(ctx: DrillContext, result: DrillOutcome, watch: A
   if (watch.trace.firedAfterSeconds === undefined) result.problems.push(`alert ${watch.trace.alert} did not fire during the fault (${watch.trace.errors[0] ?? "no poll error"})`);
 }
 
-/** Whether an alert fires on a connected region's Prometheus now. */
-async function alertFiring(access: ClusterAccess, alert: string): Promise<boolean> {
-  const server = nodesWithRole(access.plan, "haproxy").find((n) => !access.isolated.has(n.name));
-  if (!server) throw new Error("no connected HAProxy node to ask Prometheus");
-  return (await prometheusAlerts(access, server.name)).some((a) => a.name === alert && a.state === "firing");
-}
-
 /** …and must clear once the cluster is healthy again. */
 async function judgeAlertCleared(result: DrillOutcome, watch: AlertWatch): Promise<void> {
   if (!(await watch.cleared(ALERT_CLEAR_BUDGET_MS)))
@@ -662,7 +654,9 @@ async function syncStandbyLostDrill(ctx: DrillContext, id: string, repetition: n
       // Patroni (and with it PostgreSQL) stops, its etcd member stays (two hosts cut would take etcd's quorum), the
       // primary goes on alone (strict mode off) and the alert must fire while that lasts.
       // Not firing before: a page seen below is this fault's, not a leftover of the first (which may fire briefly).
-      const quiet = await poll(ALERT_CLEAR_BUDGET_MS, async () => ((await alertFiring(ctx.access, ALERT_NAMES.syncStandbyMissing)) ? undefined : true), 1000);
+      const server = connectedPrometheus(ctx.access);
+      if (!server) throw new Error("no connected HAProxy node to ask Prometheus");
+      const quiet = await poll(ALERT_CLEAR_BUDGET_MS, async () => ((await alertFiringOn(ctx.access, server, ALERT_NAMES.syncStandbyMissing)) ? undefined : true), 1000);
       if (!quiet) result.problems.push(`${ALERT_NAMES.syncStandbyMissing} still firing ${ALERT_CLEAR_BUDGET_MS / 1000} s after ${other} became the sync standby`);
       ctx.progress(`stopping Patroni on ${other} too: the primary alone`);
       const second = monotonicSeconds();

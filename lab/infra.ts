@@ -205,6 +205,8 @@ export async function startInfra(options: InfraOptions): Promise<void> {
 
   const seeded = await putParameters(layout, options.parameters);
   const topic = plan.config.monitoring.alertTopicArn;
+  // A new moto_server starts with an empty queue: so does the lab's record of what it delivered.
+  fs.rmSync(alertNotificationsFile(layout), { force: true });
   const inbox = topic ? `, alert topic ${(await alertInbox(layout, "create", topic)).trim()}` : "";
   log(`infra: mirror on http://${INFRA_ADDRESS}/, SSM endpoint on https://${INFRA_ADDRESS}/ (${seeded})${inbox}, IMDS on ${IMDS_ADDRESS}`);
 }
@@ -230,8 +232,12 @@ export interface AlertNotification {
  * since `up`: drains the queue into the lab's state (a message is received
  * once) and returns all of them, oldest first.
  */
+function alertNotificationsFile(layout: LabLayout): string {
+  return path.join(path.dirname(infraHost(layout).root), "alert-notifications.jsonl");
+}
+
 export async function alertNotifications(layout: LabLayout, topicArn: string): Promise<AlertNotification[]> {
-  const file = path.join(path.dirname(infraHost(layout).root), "alert-notifications.jsonl");
+  const file = alertNotificationsFile(layout);
   const drained = (await alertInbox(layout, "drain", topicArn)).trim();
   if (drained) fs.appendFileSync(file, `${drained}\n`);
   const lines = fs.existsSync(file) ? fs.readFileSync(file, "utf8").trim().split("\n").filter(Boolean) : [];
