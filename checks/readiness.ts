@@ -2,6 +2,7 @@
  * What "ready" means, for the readiness gate of `pulumi up`, every step of a
  * rolling change (ops/) and the lab (lab/), through a NodeTransport only.
  */
+import { checkBackups } from "./backup";
 import { checkMonitoring } from "./monitoring";
 import { nodesWithRole } from "../plan";
 import { clusterView, etcdEndpoints, nodeByIp, observers, postgresNodes, sqlFromClient, sqlOnNode, type ClusterAccess, type MemberView } from "./cluster";
@@ -193,7 +194,8 @@ export interface Verification {
  * every member within maximum_lag_on_failover; every etcd member healthy
  * with one raft leader; every HAProxy port answered by the right member;
  * every region's Prometheus scraping every target, its Alertmanagers in one
- * cluster (checks/monitoring.ts).
+ * cluster (checks/monitoring.ts); WAL archived to every backup repository,
+ * and each repository's newest backup reported (checks/backup.ts).
  * The topology comes from Patroni's REST API (/cluster) of any connected
  * member. Each failing check names what failed and where. `expect`
  * overrides the plan's sync standby count and maximum lag (a rolling change
@@ -230,5 +232,6 @@ export async function verifyReadiness(
   checks.push(await checkEtcd(access).catch((e: unknown) => ({ id: "etcd-health", ok: false, detail: (e as Error).message })));
   checks.push(...(await checkHaproxy(access, topology, options.haproxies).catch((e: unknown) => [{ id: "haproxy", ok: false, detail: (e as Error).message }])));
   checks.push(...(await checkMonitoring(access)));
+  checks.push(...(await checkBackups(access, topology.leader).catch((e: unknown) => [{ id: "archiving", ok: false, detail: (e as Error).message }])));
   return { ok: checks.every((c) => c.ok), topology, checks };
 }

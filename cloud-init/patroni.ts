@@ -1,4 +1,5 @@
 import { certificateFor, CLUSTER_USERS, NODE_PATHS, nodesWithRole, PORTS, postgresPaths, type ClusterPlan, type NodePlan } from "../plan";
+import { archiveCommand, pgbackrestReplicaMethod, restoreCommand } from "./pgbackrest";
 import { dumpYaml } from "./yaml";
 
 /** The share of PGDATA's volume that replication slots may hold in pg_wal. */
@@ -39,8 +40,10 @@ function clusterParameters(plan: ClusterPlan): Record<string, string | number | 
     wal_receiver_status_interval: "1s",
     max_slot_wal_keep_size: maxSlotWalKeepSize(plan),
     password_encryption: "scram-sha-256",
-    // No backup target is configured, so nothing may claim WAL is archived.
-    archive_mode: "off",
+    // Every WAL segment to every region's pgBackRest repository (cloud-init/pgbackrest.ts), through the async spool.
+    archive_mode: "on",
+    archive_command: archiveCommand(plan),
+    archive_timeout: `${plan.backup.archiveTimeoutSeconds}s`,
     ...plan.config.patroni.parameters,
   };
 }
@@ -123,7 +126,8 @@ export function patroniConfig(plan: ClusterPlan, node: NodePlan): Record<string,
         },
       },
       initdb: [{ encoding: "UTF8" }, { locale: "C.UTF-8" }, "data-checksums"],
-      post_bootstrap: NODE_PATHS.postBootstrap,
+      // Patroni appends the superuser connection string; the stanza comes first.
+      post_bootstrap: `${NODE_PATHS.postBootstrap} ${plan.backup.stanza}`,
     },
     postgresql: {
       listen: `0.0.0.0:${PORTS.postgres}`,
@@ -149,7 +153,12 @@ export function patroniConfig(plan: ClusterPlan, node: NodePlan): Record<string,
       // Local, not dynamic: the allowed networks are the stack's own VPCs,
       // which change only with the infrastructure, node by node.
       pg_hba: pgHba(plan),
+      // From the node's own region's repository first; from the primary when there is no backup yet.
+      create_replica_methods: ["pgbackrest", "basebackup"],
+      pgbackrest: pgbackrestReplicaMethod(plan, node),
       basebackup: [{ checkpoint: "fast" }],
+      // A replica whose primary no longer has the WAL it needs (its slot invalidated) reads it from the archive.
+      recovery_conf: { restore_command: restoreCommand(plan) },
       // A replica whose pg_rewind fails is re-cloned instead of staying down.
       remove_data_directory_on_rewind_failure: true,
     },

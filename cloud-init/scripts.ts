@@ -14,7 +14,9 @@ export type BootScript =
   | "pgha-path-mtu.sh"
   | "pgha-wait-package-sources.sh"
   | "pgha-certificate-metrics.sh"
-  | "pgha-post-bootstrap.sh";
+  | "pgha-post-bootstrap.sh"
+  | "pgha-backup.sh"
+  | "pgha-restore.sh";
 
 /**
  * The script as it ships: without its comment lines. EC2 takes at most 16 KB

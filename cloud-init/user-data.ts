@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { findNode, NODE_PATHS, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
 import { monitoringStartOrder } from "./monitoring";
+import { backupStartOrder } from "./pgbackrest";
 import { dataMountPoint, renderNodeFiles } from "./node-files";
 import { bootScript } from "./scripts";
 import { nodeUnits, PATH_MTU_UNIT } from "./systemd";
@@ -89,7 +90,8 @@ export function nodePackages(plan: ClusterPlan, node: NodePlan): string[] {
   if (node.roles.has("postgres")) {
     // python3-etcd: Patroni's etcd3 DCS imports it; the Debian package only
     // lists it as one alternative among several DCS clients.
-    for (const name of [`postgresql-${major}`, `postgresql-client-${major}`, "patroni", "python3-etcd", "python3-psycopg2", "prometheus-postgres-exporter"]) packages.add(name);
+    for (const name of [`postgresql-${major}`, `postgresql-client-${major}`, "patroni", "python3-etcd", "python3-psycopg2", "prometheus-postgres-exporter", "pgbackrest"])
+      packages.add(name);
   }
   if (node.roles.has("haproxy")) for (const name of ["haproxy", "prometheus", "prometheus-alertmanager"]) packages.add(name);
   return [...packages];
@@ -138,7 +140,7 @@ export function bootCommands(plan: ClusterPlan, node: NodePlan, boot: BootInputs
   }
   commands.push([NODE_PATHS.fetchSecrets]);
   commands.push(["systemctl", "daemon-reload"]);
-  for (const unit of [...nodeUnits(plan, node).map((u) => u.name), ...monitoringStartOrder(plan, node)]) {
+  for (const unit of [...nodeUnits(plan, node).map((u) => u.name), ...monitoringStartOrder(plan, node), ...backupStartOrder(node)]) {
     commands.push(["systemctl", "enable", unit]);
     commands.push(["systemctl", "restart", unit]);
   }

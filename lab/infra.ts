@@ -13,7 +13,7 @@ import type { ParameterRecord } from "./pki";
  * The lab's cloud around the machines, in namespaces of its own:
  * - the infrastructure namespace (INFRA_NS, behind the router like a NAT
  *   gateway's far side) serves the signed apt mirror and the etcd release
- *   archive over HTTP, and an SSM- and SNS-compatible endpoint (Debian 13's
+ *   archive over HTTP, and an SSM-, SNS- and S3-compatible endpoint (Debian 13's
  *   moto_server) over TLS under the lab infrastructure CA, at the names the
  *   nodes' image resolves ssm.<region>.amazonaws.com and
  *   sns.<region>.amazonaws.com to; the stack's alert topic there has an SQS
@@ -43,7 +43,14 @@ export function infraKeysDir(): string {
  */
 export function awsEndpointNames(plan: ClusterPlan): string[] {
   const topic = plan.config.monitoring.alertTopicArn;
-  return [...new Set([...plan.regions.map((region) => `ssm.${region.awsRegion}.amazonaws.com`), ...(topic ? [`sns.${topicRegion(topic)}.amazonaws.com`] : [])])];
+  return [
+    ...new Set([
+      ...plan.regions.map((region) => `ssm.${region.awsRegion}.amazonaws.com`),
+      ...(topic ? [`sns.${topicRegion(topic)}.amazonaws.com`] : []),
+      // pgBackRest addresses each repository's bucket virtual-hosted style, <bucket>.s3.<region>.amazonaws.com.
+      ...plan.backup.repositories.map((repo) => `${repo.bucket}.${repo.endpoint}`),
+    ]),
+  ];
 }
 
 export function infraHost(layout: LabLayout): HostLayout {
@@ -77,6 +84,29 @@ async function createInfraNetwork(host: HostLayout): Promise<void> {
   await ip(host.ns, "route", "add", "default", "via", INFRA_GATEWAY, "dev", link.ifname);
   // The metadata address lives on the router itself: reachable from every node, from nowhere else.
   await ip(ROUTER_NS, "addr", "add", `${IMDS_ADDRESS}/32`, "dev", "lo");
+}
+
+/** moto_server's plain HTTP port inside the infrastructure namespace, behind HAProxy's TLS on 443. */
+const MOTO_PORT = 4566;
+
+/** HAProxy in front of moto_server: TLS with the endpoint certificate on 443 of every address, HTTP to moto. */
+function endpointProxyConfig(): string {
+  return [
+    "global",
+    "  maxconn 4096",
+    "defaults",
+    "  mode http",
+    "  timeout connect 5s",
+    // A backup's multipart upload or a restore's download streams for as long as the part takes.
+    "  timeout client 10m",
+    "  timeout server 10m",
+    "frontend aws",
+    "  bind :443 ssl crt /etc/pgha-lab-infra/endpoint.pem",
+    "  default_backend moto",
+    "backend moto",
+    `  server moto 127.0.0.1:${String(MOTO_PORT)}`,
+    "",
+  ].join("\n");
 }
 
 /** Cuts the nodes off the mirror and the SSM endpoint (drill b: no NAT gateway yet); IMDS stays. */
@@ -184,31 +214,44 @@ export async function startInfra(options: InfraOptions): Promise<void> {
   ] as const)
     fs.copyFileSync(from, path.join(tlsInRoot, to));
   const assets = mkdirInRoot(host.root, "/usr/local/lib/pgha-lab");
-  for (const asset of ["ssm-seed.py", "alert-inbox.py"]) fs.copyFileSync(path.join(__dirname, "assets", asset), path.join(assets, asset));
+  for (const asset of ["ssm-seed.py", "alert-inbox.py", "s3-buckets.py"]) fs.copyFileSync(path.join(__dirname, "assets", asset), path.join(assets, asset));
 
   startDaemon(host, "mirror", ["python3", "-m", "http.server", "80", "--bind", INFRA_ADDRESS, "--directory", "/srv/mirror"], { chroot: true });
-  startDaemon(
-    host,
-    "ssm",
-    ["moto_server", "--host", "0.0.0.0", "--port", "443", "--ssl-cert", "/etc/pgha-lab-infra/endpoint.crt", "--ssl-key", "/etc/pgha-lab-infra/endpoint.key"],
-    {
-      chroot: true,
-    },
-  );
+  // moto_server's own TLS (Werkzeug's) answers `Connection: close` and then drops the connection without a TLS
+  // close_notify; pgBackRest (OpenSSL 3) takes that for a truncated response and retries until it gives up. HAProxy
+  // terminates TLS in front of it instead, as an AWS endpoint does, and keeps client connections alive.
+  fs.writeFileSync(path.join(tlsInRoot, "endpoint.pem"), fs.readFileSync(tls.cert, "utf8") + fs.readFileSync(tls.key, "utf8"), { mode: 0o600 });
+  fs.writeFileSync(path.join(tlsInRoot, "haproxy.cfg"), endpointProxyConfig());
+  startDaemon(host, "ssm", ["moto_server", "--host", "127.0.0.1", "--port", String(MOTO_PORT)], { chroot: true });
+  startDaemon(host, "endpoint-tls", ["haproxy", "-db", "-f", "/etc/pgha-lab-infra/haproxy.cfg"], { chroot: true });
   const imdsFile = path.join(path.dirname(host.root), "imds.json");
   fs.writeFileSync(imdsFile, JSON.stringify(imdsConfig(plan), null, 2), { mode: 0o600 });
   startDaemon(host, "imds", ["python3", path.join(__dirname, "assets", "imds.py"), imdsFile], { chroot: false, ns: ROUTER_NS });
 
   await waitTcp(INFRA_NS, INFRA_ADDRESS, 80, "the apt mirror", path.join(host.logDir, "mirror.log"));
-  await waitTcp(INFRA_NS, "127.0.0.1", 443, "the SSM endpoint (moto_server)", path.join(host.logDir, "ssm.log"));
+  await waitTcp(INFRA_NS, "127.0.0.1", MOTO_PORT, "the SSM, SNS and S3 endpoint (moto_server)", path.join(host.logDir, "ssm.log"));
+  await waitTcp(INFRA_NS, "127.0.0.1", 443, "the endpoint's TLS (HAProxy)", path.join(host.logDir, "endpoint-tls.log"));
   await waitTcp(ROUTER_NS, IMDS_ADDRESS, 80, "the metadata service", path.join(host.logDir, "imds.log"));
 
   const seeded = await putParameters(layout, options.parameters);
+  const buckets = await createBuckets(layout, plan);
   const topic = plan.config.monitoring.alertTopicArn;
   // A new moto_server starts with an empty queue: so does the lab's record of what it delivered.
   fs.rmSync(alertNotificationsFile(layout), { force: true });
   const inbox = topic ? `, alert topic ${(await alertInbox(layout, "create", topic)).trim()}` : "";
-  log(`infra: mirror on http://${INFRA_ADDRESS}/, SSM endpoint on https://${INFRA_ADDRESS}/ (${seeded})${inbox}, IMDS on ${IMDS_ADDRESS}`);
+  log(`infra: mirror on http://${INFRA_ADDRESS}/, SSM and S3 endpoint on https://${INFRA_ADDRESS}/ (${seeded}; ${buckets})${inbox}, IMDS on ${IMDS_ADDRESS}`);
+}
+
+/** The backup repositories' buckets, one per region, as the stack's BackupRepository components create them. */
+async function createBuckets(layout: LabLayout, plan: ClusterPlan): Promise<string> {
+  const host = infraHost(layout);
+  const repositories = plan.backup.repositories.map((repo) => ({ bucket: repo.bucket, region: repo.awsRegion }));
+  const result = await exec(
+    ["ip", "netns", "exec", INFRA_NS, "chroot", host.root, "python3", "/usr/local/lib/pgha-lab/s3-buckets.py", "https://localhost:443", "/etc/pgha-lab-infra/ca.crt"],
+    { input: JSON.stringify(repositories), timeoutMs: 60_000 },
+  );
+  if (result.code !== 0) throw new Error(`creating the backup buckets in the S3 endpoint failed: ${result.stderr.trim()}`);
+  return result.stdout.trim();
 }
 
 async function alertInbox(layout: LabLayout, command: "create" | "drain", topicArn: string): Promise<string> {

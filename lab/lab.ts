@@ -50,6 +50,8 @@ export function labConfig(mirror?: MirrorInfo): Record<string, unknown> {
     // Alerts go to a topic on the lab's moto_server, with a queue subscribed (lab/infra.ts); a resolved alert's
     // message follows within half a minute instead of Alertmanager's default five.
     monitoring: { scrapeIntervalSeconds: LAB_SCRAPE_INTERVAL_SECONDS, alertTopicArn: LAB_ALERT_TOPIC_ARN, groupIntervalSeconds: 30 },
+    // The drills wait for WAL to reach the repositories: a segment switch every 10 s (production: 60 s) keeps that short.
+    backup: { archiveTimeoutSeconds: LAB_ARCHIVE_TIMEOUT_SECONDS },
     versions: {
       patroni: LAB_PATRONI,
       ...(mirror ? { etcd: mirror.etcd.version, etcdSha256: { amd64: mirror.etcd.sha256 } } : {}),
@@ -63,6 +65,9 @@ export function labConfig(mirror?: MirrorInfo): Record<string, unknown> {
 
 /** The lab's Prometheus scrape and rule-evaluation interval: "no leader" fires after 4 s of none (production: 30 s). */
 export const LAB_SCRAPE_INTERVAL_SECONDS = 2;
+
+/** PostgreSQL's archive_timeout in the lab. */
+export const LAB_ARCHIVE_TIMEOUT_SECONDS = 10;
 
 /** The lab stack's alert topic, in moto's default account. */
 export const LAB_ALERT_TOPIC_ARN = "arn:aws:sns:ap-northeast-2:123456789012:pgha-lab-alerts";

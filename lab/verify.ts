@@ -4,6 +4,7 @@
  * and TLS enforcement probed from the client namespace; and the cheaper
  * health probe the drills poll.
  */
+import { checkBackups } from "../checks/backup";
 import { checkMonitoring } from "../checks/monitoring";
 import { PORTS } from "../plan";
 import { clusterView, observers, patroniRest, patronictlList, postgresNodes, sqlFromClient, type ClusterAccess, type MemberView } from "../checks/cluster";
@@ -86,7 +87,7 @@ export async function checkTls(access: ClusterAccess): Promise<Check[]> {
   return checks;
 }
 
-/** The full `status`: topology (patronictl), replication, etcd, HAProxy routing and TLS enforcement. */
+/** The full `status`: topology (patronictl), replication, etcd, HAProxy routing, monitoring, archiving and backups, and TLS enforcement. */
 export async function verifyCluster(access: ClusterAccess, options: { tls?: boolean; haproxies?: string[] } = {}): Promise<Verification> {
   const checks: Check[] = [];
   const expected = postgresNodes(access.plan).map((n) => n.name);
@@ -107,6 +108,7 @@ export async function verifyCluster(access: ClusterAccess, options: { tls?: bool
   checks.push(await checkEtcd(access).catch((e: unknown) => ({ id: "etcd-health", ok: false, detail: (e as Error).message })));
   checks.push(...(await checkHaproxy(access, topology, options.haproxies)));
   checks.push(...(await checkMonitoring(access)));
+  checks.push(...(await checkBackups(access, topology.leader).catch((e: unknown) => [{ id: "archiving", ok: false, detail: (e as Error).message }])));
   if (options.tls !== false) checks.push(...(await checkTls(access)));
   return { ok: checks.every((c) => c.ok), topology, checks };
 }

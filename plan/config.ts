@@ -197,6 +197,32 @@ export interface MonitoringConfig {
   groupIntervalSeconds: number;
 }
 
+/**
+ * Backups and point-in-time recovery with pgBackRest (docs/backups.md): one
+ * S3 repository per region, every WAL segment and every backup in each.
+ */
+export interface BackupConfig {
+  /**
+   * First part of every repository bucket's name, `<bucketPrefix>-<stack>-<awsRegion>`.
+   * Bucket names are global across AWS accounts: use one your organisation owns (e.g. `acme-pgha`).
+   */
+  bucketPrefix: string;
+  /** Days pgBackRest keeps full backups (repo-retention-full-type=time), and the WAL they need; S3 keeps noncurrent object versions as long. */
+  retentionDays: number;
+  /** systemd OnCalendar expression of the full backups (on the primary). */
+  fullSchedule: string;
+  /** systemd OnCalendar expression of the differential backups (on the primary). */
+  differentialSchedule: string;
+  /**
+   * PostgreSQL's `archive_timeout`: the longest a committed transaction waits
+   * before its WAL segment is switched and archived, so the bound on what a
+   * restore from the repositories alone (every database node lost) can lose.
+   */
+  archiveTimeoutSeconds: number;
+  /** Pulumi `protect` on the buckets, and no `forceDestroy`: on for real stacks, off for ephemeral ones (destroyed with the stack). */
+  protectRepositories: boolean;
+}
+
 export interface ClusterConfig {
   regions: RegionConfig[];
   versions: VersionsConfig;
@@ -217,6 +243,8 @@ export interface ClusterConfig {
   iam: IamConfig;
   /** Metrics and alerts. */
   monitoring: MonitoringConfig;
+  /** Backups: pgBackRest repositories in S3, WAL archiving and the backup schedule. */
+  backup: BackupConfig;
 }
 
 /** What a user may write: every part optional, merged over the defaults. */
@@ -238,4 +266,5 @@ export const CONFIG_KEYS: readonly (keyof ClusterConfig)[] = [
   "tags",
   "iam",
   "monitoring",
+  "backup",
 ];

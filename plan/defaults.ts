@@ -136,6 +136,17 @@ export const DEFAULT_CONFIG: ClusterConfig = {
     // Alertmanager's own default.
     groupIntervalSeconds: 300,
   },
+  backup: {
+    bucketPrefix: "pgha",
+    // Two weekly fulls always restorable, plus the days between.
+    retentionDays: 14,
+    fullSchedule: "Sun *-*-* 01:00:00",
+    differentialSchedule: "Mon..Sat *-*-* 01:00:00",
+    // A minute of commits at most is lost when every database node is lost at once; each forced switch costs one
+    // mostly empty 16 MB segment, a few kB once pgBackRest compresses it, per repository.
+    archiveTimeoutSeconds: 60,
+    protectRepositories: true,
+  },
 };
 
 /**

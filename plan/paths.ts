@@ -47,6 +47,16 @@ export const NODE_PATHS = {
   /** Writes the certificates' expiry for node_exporter's textfile collector. */
   certificateMetrics: "/usr/local/sbin/pgha-certificate-metrics",
   nodeExporterTextfileDir: "/var/lib/prometheus/node-exporter",
+  /** pgBackRest (cloud-init/pgbackrest.ts): its configuration, and the cipher passphrase beside it, fetched from SSM. */
+  pgbackrestConfig: "/etc/pgbackrest/pgbackrest.conf",
+  pgbackrestCipherConf: "/etc/pgbackrest/conf.d/pgha-cipher.conf",
+  /** archive-push's asynchronous queue (archive-async): WAL waits here until it is in every repository. */
+  pgbackrestSpool: "/var/spool/pgbackrest",
+  pgbackrestLogDir: "/var/log/pgbackrest",
+  /** Run by the backup timers on every database node; backs up only where PostgreSQL is the primary. */
+  backup: "/usr/local/sbin/pgha-backup",
+  /** The in-place restore of one node from the repository (ops/restore.ts drives it). */
+  restore: "/usr/local/sbin/pgha-restore",
   /** Patroni's post_bootstrap: creates the exporter's role (pg_monitor) once, when the cluster is initialised. */
   postBootstrap: "/usr/local/sbin/pgha-post-bootstrap",
 } as const;

@@ -62,6 +62,41 @@ export interface RegionPlan {
   nodes: NodePlan[];
 }
 
+/** One pgBackRest repository: an S3 bucket in one region of the plan (`repo<index>` in pgbackrest.conf). */
+export interface BackupRepositoryPlan {
+  /** pgBackRest's repository number, 1-based, in region order: the same on every node. */
+  index: number;
+  /** The region entry it serves (its `name`): that region's nodes restore from it. */
+  region: string;
+  awsRegion: string;
+  bucket: string;
+  /** S3's regional endpoint; pgBackRest addresses the bucket as `<bucket>.<endpoint>` (virtual-hosted style). */
+  endpoint: string;
+  /** Key prefix of the stack's repository in the bucket (pgBackRest's repo-path); the nodes' role reaches only it. */
+  path: string;
+}
+
+export interface BackupPlan {
+  /** pgBackRest stanza: the Patroni scope. */
+  stanza: string;
+  repositories: BackupRepositoryPlan[];
+  retentionDays: number;
+  fullSchedule: string;
+  differentialSchedule: string;
+  archiveTimeoutSeconds: number;
+  protectRepositories: boolean;
+}
+
+/** S3's limit on a bucket name's length. */
+export const BUCKET_NAME_MAX = 63;
+
+/** The repository a node restores and clones from: its own region's. */
+export function repositoryOf(plan: ClusterPlan, node: NodePlan): BackupRepositoryPlan {
+  const repository = plan.backup.repositories.find((repo) => repo.region === node.region);
+  if (!repository) throw new Error(`internal: no backup repository for region ${node.region}`);
+  return repository;
+}
+
 export interface EtcdMemberPlan {
   name: string;
   node: string;
@@ -86,6 +121,7 @@ export interface ClusterPlan {
   certificates: CertificatePlan[];
   passwords: PasswordPlan[];
   secrets: NodeSecretsPlan[];
+  backup: BackupPlan;
 }
 
 export interface PlanOptions {
@@ -137,6 +173,16 @@ export function buildClusterPlan(input: unknown, options: PlanOptions): ClusterP
       peerUrl: `https://${node.privateIp}:${PORTS.etcdPeer}`,
       clientUrl: `https://${node.privateIp}:${PORTS.etcdClient}`,
     }));
+  const { backup } = config;
+  const repositories = regions.map((region, i): BackupRepositoryPlan => {
+    const bucket = `${backup.bucketPrefix}-${options.stack}-${region.awsRegion}`;
+    if (bucket.length > BUCKET_NAME_MAX) {
+      throw new Error(
+        `pgha:backup.bucketPrefix = ${JSON.stringify(backup.bucketPrefix)}: with stack ${JSON.stringify(options.stack)} the bucket name ${bucket} is ${bucket.length} characters; S3 allows ${BUCKET_NAME_MAX} (shorten the prefix or the stack name)`,
+      );
+    }
+    return { index: i + 1, region: region.name, awsRegion: region.awsRegion, bucket, endpoint: `s3.${region.awsRegion}.amazonaws.com`, path: `/${options.stack}` };
+  });
   const passwords = planPasswords();
   const certificates = planCertificates(nodes);
   return {
@@ -148,7 +194,23 @@ export function buildClusterPlan(input: unknown, options: PlanOptions): ClusterP
     etcd: { members, timing: deriveEtcdTiming(config), initialClusterToken: `${config.patroni.scope}-${options.stack}` },
     certificates,
     passwords,
-    secrets: nodes.map((node) => planNodeSecrets(node, passwords, certificates)),
+    secrets: nodes.map((node) =>
+      planNodeSecrets(
+        node,
+        passwords,
+        certificates,
+        repositories.map((repo) => repo.index),
+      ),
+    ),
+    backup: {
+      stanza: config.patroni.scope,
+      repositories,
+      retentionDays: backup.retentionDays,
+      fullSchedule: backup.fullSchedule,
+      differentialSchedule: backup.differentialSchedule,
+      archiveTimeoutSeconds: backup.archiveTimeoutSeconds,
+      protectRepositories: backup.protectRepositories,
+    },
   };
 }
 

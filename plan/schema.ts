@@ -54,6 +54,7 @@ export const MANAGED_PARAMETERS: readonly string[] = [
   "ssl_ca_file",
   "archive_mode",
   "archive_command",
+  "archive_timeout",
   "wal_level",
   "hot_standby",
   "wal_log_hints",
@@ -403,6 +404,33 @@ const monitoringSchema = section(
   "must be an object such as {scrapeIntervalSeconds: 15}",
 ).prefault({});
 
+/**
+ * What systemd.time(7) calendar expressions are made of: weekdays, digits, `*`, ranges and lists, `/` repetitions,
+ * `~` (from the month's end), a time zone name. `systemd-analyze calendar` checks the defaults in the render tests;
+ * on a node a timer systemd cannot parse fails the first boot.
+ */
+const ON_CALENDAR = /^[A-Za-z0-9*:.,/~+ _-]{1,100}$/;
+/** S3's own rule for the prefix: lower-case letters, digits, dashes, starting with a letter or digit. */
+const BUCKET_PREFIX = /^[a-z0-9][a-z0-9-]{0,20}$/;
+
+const onCalendar = () => text(ON_CALENDAR, "must be a systemd OnCalendar expression such as Sun *-*-* 01:00:00 (systemd.time(7))");
+
+const backupSchema = section(
+  {
+    bucketPrefix: text(BUCKET_PREFIX, "must be 1-21 lower-case letters, digits or dashes starting with a letter or digit (buckets are <bucketPrefix>-<stack>-<awsRegion>)")
+      .default(defaults.backup.bucketPrefix)
+      .describe("First part of each region's repository bucket name, <bucketPrefix>-<stack>-<awsRegion>; bucket names are global, use one your organisation owns."),
+    retentionDays: whole(1, 3650).default(defaults.backup.retentionDays).describe("Days pgBackRest keeps full backups and their WAL; S3 keeps noncurrent versions as long."),
+    fullSchedule: onCalendar().default(defaults.backup.fullSchedule).describe("systemd OnCalendar of the full backups, run on the primary."),
+    differentialSchedule: onCalendar().default(defaults.backup.differentialSchedule).describe("systemd OnCalendar of the differential backups, run on the primary."),
+    archiveTimeoutSeconds: whole(10, 3600)
+      .default(defaults.backup.archiveTimeoutSeconds)
+      .describe("PostgreSQL archive_timeout: bounds the commits a restore from the repositories alone can lose."),
+    protectRepositories: flag().default(defaults.backup.protectRepositories).describe("Pulumi protect on the buckets and no forceDestroy; off for ephemeral stacks."),
+  },
+  "must be an object such as {retentionDays: 14}",
+).prefault({});
+
 /** The whole `pgha:` namespace: every key optional, sections merged key by key over plan/defaults.ts, lists replacing the default. */
 export const configSchema = section(
   {
@@ -420,6 +448,7 @@ export const configSchema = section(
     tags: tagsSchema.describe("Extra tags on every AWS resource."),
     iam: iamSchema.describe("IAM settings of the node roles."),
     monitoring: monitoringSchema.describe("Metrics and alerts: Prometheus and Alertmanager on every HAProxy node."),
+    backup: backupSchema.describe("Backups: pgBackRest repositories in S3 (one per region), WAL archiving and the backup schedule."),
   },
   "must be an object of pgha:* keys",
 ).prefault({});

@@ -83,11 +83,12 @@ def fetch_from_ssm(region, names, deadline_seconds):
 def render(content, values):
     if content["kind"] == "parameters":
         return "".join(values[name].rstrip("\n") + "\n" for name in content["parameters"])
-    lines = []
+    # "environment" (a systemd EnvironmentFile) and "ini" (one section of pgBackRest's conf.d) are both name=value lines.
+    lines = ["[%s]\n" % content["section"]] if content["kind"] == "ini" else []
     for variable in content["variables"]:
         value = values[variable["parameter"]]
         if "\n" in value:
-            sys.exit("pgha-fetch-secrets: %s would span lines in an environment file" % variable["parameter"])
+            sys.exit("pgha-fetch-secrets: %s would span lines in an %s file" % (variable["parameter"], content["kind"]))
         lines.append("%s=%s\n" % (variable["name"], value))
     return "".join(lines)
 

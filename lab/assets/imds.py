@@ -53,6 +53,8 @@ def metadata(node, path):
         "/latest/meta-data/placement/region": node["region"],
         "/latest/meta-data/local-ipv4": node["address"],
         role_prefix: node["role"],
+        # EC2 lists the role with or without the trailing slash; pgBackRest asks without it.
+        role_prefix.rstrip("/"): node["role"],
         role_prefix + node["role"]: credentials(node),
         "/latest/dynamic/instance-identity/document": json.dumps(
             {"instanceId": node["instanceId"], "region": node["region"], "privateIp": node["address"]}),

@@ -346,7 +346,8 @@ describe("cluster PKI", () => {
     const passwords = of("random:index/randomPassword:RandomPassword");
     assert.equal(passwords.length, plan.passwords.length);
     for (const p of passwords) {
-      assert.equal(p.inputs.length, 32);
+      // Database and REST API passwords are 32 alphanumerics; pgBackRest's repository cipher passphrase 64.
+      assert.equal(p.inputs.length, p.name.includes("-backup-cipher-") ? 64 : 32, p.name);
       assert.equal(p.inputs.special, false);
     }
   });
@@ -416,7 +417,7 @@ describe("node secrets in SSM", () => {
   it("scopes each node's inline policy to its own parameter path and region", () => {
     for (const node of plan.nodes) {
       const policy = only(
-        of("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs.role === iamName("test", node.name)),
+        of("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs.role === iamName("test", node.name) && p.inputs.name === "read-own-parameters"),
         `policy of ${node.name}`,
       );
       const doc = JSON.parse(policy.inputs.policy);
@@ -444,7 +445,7 @@ describe("node secrets in SSM", () => {
     for (const node of plan.nodes) {
       const doc = JSON.parse(
         only(
-          of("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs.role === iamName("test", node.name)),
+          of("aws:iam/rolePolicy:RolePolicy").filter((p) => p.inputs.role === iamName("test", node.name) && p.inputs.name === "read-own-parameters"),
           node.name,
         ).inputs.policy,
       );
@@ -522,7 +523,7 @@ describe("instances", () => {
       const parameters = of("aws:ssm/parameter:Parameter").filter((p) => String(p.inputs.name).startsWith(`${node.parameterPath}/`));
       assert.ok(parameters.length > 0);
       for (const p of parameters) assert.ok(i.dependencies.includes(p.urn), `${node.name} may boot before ${p.inputs.name} exists`);
-      const policy = of("aws:iam/rolePolicy:RolePolicy").find((p) => p.inputs.role === iamName("test", node.name))!;
+      const policy = of("aws:iam/rolePolicy:RolePolicy").find((p) => p.inputs.role === iamName("test", node.name) && p.inputs.name === "read-own-parameters")!;
       assert.ok(i.dependencies.includes(policy.urn), `${node.name} may boot before it can read its parameters`);
     }
   });

@@ -143,7 +143,8 @@ describe("defaults reproduce the reference layout", () => {
     }
     // 3 postgres nodes × 4 certs + 3 haproxy × 1 cert (etcd-member counted once per postgres+etcd node).
     assert.equal(keys, plan.certificates.length);
-    assert.equal(passwords, 3 * 4);
+    // 3 postgres nodes × (4 database and REST API passwords + pgBackRest's cipher passphrase).
+    assert.equal(passwords, 3 * 5);
     assert.equal(certificates, plan.certificates.length + plan.nodes.length);
   });
 
