@@ -16,8 +16,16 @@ export interface RepositoryInfo {
   statusMessage: string;
   /** Newest WAL segment in the repository's archive. */
   archiveMax?: string;
-  /** Newest backup without error: its label, type and end (Unix seconds). */
-  lastBackup?: { label: string; type: string; stop: number };
+  /** Backups without error, oldest first: label, type and end (Unix seconds). */
+  backups: BackupSet[];
+  /** The newest of them. */
+  lastBackup?: BackupSet;
+}
+
+export interface BackupSet {
+  label: string;
+  type: string;
+  stop: number;
 }
 
 export interface StanzaInfo {
@@ -52,6 +60,7 @@ export function parseStanzaInfo(json: string, stanza: string): StanzaInfo {
         .map((a) => a.max as string)
         .sort()
         .pop(),
+      backups: good.map((b) => ({ label: b.label, type: b.type, stop: b.timestamp.stop })),
       lastBackup: last ? { label: last.label, type: last.type, stop: last.timestamp.stop } : undefined,
     };
   });

@@ -12,6 +12,7 @@ import { labImages } from "./images";
 import { runDrills, summaryTable, waitHealthy } from "./runner";
 import type { Check, Verification } from "../checks/readiness";
 import { verifyCluster } from "./verify";
+import { rebuildReplica, restoreCluster, takeBackup, backupType } from "../ops/restore";
 import { defaultReportInputs, readLabReport, renderDrillReport, REPORT_SCREENSHOT, reportTitle } from "./report";
 import { cachedRootfs, screenshotHtml } from "./chromium";
 import { ensureWritesTable, WRITER_PATH } from "./writer";
@@ -251,6 +252,46 @@ export function buildReport(
     drills: summaries,
   };
 }
+
+program
+  .command("backup")
+  .description("take a backup now on the primary: systemctl start pgha-backup-<type>.service there (the timers' own unit)")
+  .option("--type <type>", "full or diff", "full")
+  .action(async (options: { type: string }) => {
+    await preflight();
+    await requireUp();
+    const lab = labContext(stateDir());
+    clearEnvCache();
+    const report = await takeBackup(lab.access, backupType(options.type));
+    say(`${report.node}: ${options.type} backup to every repository in ${report.seconds.toFixed(1)} s`);
+  });
+
+program
+  .command("restore")
+  .description("restore the whole cluster in place from the backup repositories (ops/restore.ts), to --target-time or to the end of the archive")
+  .option("--target-time <timestamp>", "recover to just before the first commit after this instant (with a time zone, e.g. 2026-12-02 10:15:00+00)")
+  .option("--node <name>", "the node that restores first and leads (default: the highest failover_priority)")
+  .action(async (options: { targetTime?: string; node?: string }) => {
+    await preflight();
+    await requireUp();
+    const lab = labContext(stateDir());
+    clearEnvCache();
+    const report = await restoreCluster(lab.access, { targetTime: options.targetTime, node: options.node, log: say, healthBudgetMs: 600_000 });
+    say(`restored in ${report.seconds.total.toFixed(1)} s (the leader's own restore ${report.seconds.leaderRestore.toFixed(1)} s); leader ${report.leader}`);
+  });
+
+program
+  .command("rebuild-replica")
+  .description("re-create one member from its region's backup repository (patronictl reinit: create_replica_methods pgbackrest, then basebackup)")
+  .argument("<member>", "the member to rebuild (not the leader)")
+  .action(async (member: string) => {
+    await preflight();
+    await requireUp();
+    const lab = labContext(stateDir());
+    clearEnvCache();
+    const report = await rebuildReplica(lab.access, member, { log: say, healthBudgetMs: 600_000 });
+    say(`${member} rebuilt with ${report.method} in ${report.seconds.toFixed(1)} s`);
+  });
 
 registerWanCommands(program, stateDir);
 registerSessionCommands(program, stateDir);
