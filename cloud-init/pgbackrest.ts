@@ -86,6 +86,11 @@ export function pgbackrestConfig(plan: ClusterPlan, node: NodePlan): Record<stri
     "process-max": 2,
     // Backups start with an immediate checkpoint: a scheduled backup or a drill does not wait up to checkpoint_timeout.
     "start-fast": "y",
+    // No resuming of an aborted backup. Here a backup is aborted when its primary fails, and the resumer is another
+    // node: it completes the old label while the old primary, back on the network, can still finish uploads into that
+    // same label. The backup-during-failover drill caught exactly that (a set that failed to decrypt on restore).
+    // Each backup writes its own label instead; an aborted one is removed by the next.
+    resume: "n",
     "log-path": NODE_PATHS.pgbackrestLogDir,
     "log-level-console": "info",
     "log-level-file": "detail",

@@ -83,13 +83,13 @@ export interface DrillDefinition {
   run(ctx: DrillContext, repetition: number): Promise<DrillOutcome>;
 }
 
-const FAILOVER_BUDGET_MS = 90_000;
+export const FAILOVER_BUDGET_MS = 90_000;
 /** Longest write gap that still counts as "no stall" (drill 4): see its use. */
 const STALL_LIMIT_SECONDS = 5;
-const HEALTH_BUDGET_MS = 150_000;
-const AFTER_RECOVERY_MS = 3_000;
+export const HEALTH_BUDGET_MS = 150_000;
+export const AFTER_RECOVERY_MS = 3_000;
 
-function ipOf(ctx: DrillContext, node: string): string {
+export function ipOf(ctx: DrillContext, node: string): string {
   return findNode(ctx.access.plan, node).privateIp;
 }
 
@@ -98,7 +98,7 @@ function nodeOfIp(ctx: DrillContext, ip: string | undefined): string | undefined
 }
 
 /** The HAProxy the writer uses: the first one outside `avoidRegion`. */
-function writerHaproxy(ctx: DrillContext, avoidRegion?: string): NodePlan {
+export function writerHaproxy(ctx: DrillContext, avoidRegion?: string): NodePlan {
   const candidates = nodesWithRole(ctx.access.plan, "haproxy").filter((n) => n.region !== avoidRegion && !ctx.access.isolated.has(n.name));
   const chosen = candidates[0];
   if (!chosen) throw new Error("no connected HAProxy for the writer");
@@ -106,7 +106,7 @@ function writerHaproxy(ctx: DrillContext, avoidRegion?: string): NodePlan {
 }
 
 /** Polls until `probe` yields a value; returns undefined after the budget. */
-async function poll<T>(timeoutMs: number, probe: () => Promise<T | undefined>, intervalMs = 500): Promise<T | undefined> {
+export async function poll<T>(timeoutMs: number, probe: () => Promise<T | undefined>, intervalMs = 500): Promise<T | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
@@ -183,7 +183,7 @@ export async function restoreBaseline(ctx: DrillContext): Promise<Topology> {
 }
 
 /** Patroni 4 vocabulary: --leader/--candidate (never --master). */
-async function switchover(ctx: DrillContext, leader: string, candidate: string): Promise<void> {
+export async function switchover(ctx: DrillContext, leader: string, candidate: string): Promise<void> {
   const observer = observers(ctx.access, candidate)[0];
   const result = await patronictl(ctx.access, observer, ["switchover", "--leader", leader, "--candidate", candidate, "--force"], 90_000);
   if (result.code !== 0) throw new Error(`patronictl switchover --leader ${leader} --candidate ${candidate} failed: ${(result.stderr || result.stdout).trim()}`);
@@ -222,7 +222,7 @@ export async function moveLeaderTo(ctx: DrillContext, target: string): Promise<T
 }
 
 /** Restores the baseline after a drill, recording the time or the failure in the outcome. */
-async function restoreInto(ctx: DrillContext, result: DrillOutcome, before?: () => Promise<void>): Promise<void> {
+export async function restoreInto(ctx: DrillContext, result: DrillOutcome, before?: () => Promise<void>): Promise<void> {
   ctx.progress("restoring baseline");
   const t = Date.now();
   try {
@@ -234,7 +234,7 @@ async function restoreInto(ctx: DrillContext, result: DrillOutcome, before?: () 
   }
 }
 
-function outcome(drill: string, repetition: number): DrillOutcome {
+export function outcome(drill: string, repetition: number): DrillOutcome {
   return { drill, repetition, ok: false, problems: [], rpoMissing: 0, splitBrainAcks: 0, acked: 0, unknownOutcome: 0, unsafeAcks: 0, maxGapAfterSeconds: 0, details: {} };
 }
 
@@ -276,7 +276,14 @@ function snapshot(topology: Topology): TopologySnapshot {
 }
 
 /** Fills the write-derived figures and the invariant checks shared by all drills. */
-async function judgeWrites(ctx: DrillContext, result: DrillOutcome, writer: Writer, instant: number, oldPrimary: string | undefined, primaryNow: string): Promise<WriteAnalysis> {
+export async function judgeWrites(
+  ctx: DrillContext,
+  result: DrillOutcome,
+  writer: Writer,
+  instant: number,
+  oldPrimary: string | undefined,
+  primaryNow: string,
+): Promise<WriteAnalysis> {
   const analysis = analyseWrites(writer.records, instant);
   result.timeline = writeTimeline(writer.records, instant, analysis, oldPrimary !== primaryNow ? ipOf(ctx, primaryNow) : undefined);
   const before = lastBaseline.get(ctx);
@@ -302,7 +309,7 @@ async function judgeWrites(ctx: DrillContext, result: DrillOutcome, writer: Writ
 }
 
 /** Runs body with a writer through HAProxy's primary port; always stops the writer. */
-async function withWriter<T>(ctx: DrillContext, drill: string, repetition: number, haproxy: NodePlan, body: (writer: Writer) => Promise<T>): Promise<T> {
+export async function withWriter<T>(ctx: DrillContext, drill: string, repetition: number, haproxy: NodePlan, body: (writer: Writer) => Promise<T>): Promise<T> {
   const run = `${drill}-${repetition}-${Date.now()}`;
   const writer = Writer.start(ctx.access, { host: haproxy.privateIp, port: ctx.access.plan.config.haproxy.primaryPort }, run);
   try {
@@ -320,7 +327,7 @@ async function withWriter<T>(ctx: DrillContext, drill: string, repetition: numbe
  * that instant counts: an INSERT already in flight when a server is killed
  * can be acknowledged a moment later, which is not a recovery.
  */
-async function waitRecovery(
+export async function waitRecovery(
   ctx: DrillContext,
   writer: Writer,
   instant: number,
@@ -343,7 +350,7 @@ async function waitRecovery(
   }
 }
 
-async function leaderNow(ctx: DrillContext, timeoutMs = 30_000): Promise<string> {
+export async function leaderNow(ctx: DrillContext, timeoutMs = 30_000): Promise<string> {
   const leader = await poll(timeoutMs, async () => leaderOf((await clusterView(ctx.access)).members)?.name);
   if (!leader) throw new Error("no single running leader");
   return leader;
@@ -833,12 +840,13 @@ export const DRILLS: DrillDefinition[] = [
   },
 ];
 
-export function selectDrills(names: string[]): DrillDefinition[] {
-  if (names.length === 0) return DRILLS;
+/** Drills by id or number in `list` (the CLI passes the failover drills and the backup drills after them). */
+export function selectDrills(names: string[], list: DrillDefinition[] = DRILLS): DrillDefinition[] {
+  if (names.length === 0) return list;
   return names.map((name) => {
-    const byNumber = /^\d+$/.test(name) ? DRILLS[Number(name) - 1] : undefined;
-    const found = byNumber ?? DRILLS.find((d) => d.id === name);
-    if (!found) throw new Error(`unknown drill ${JSON.stringify(name)}; drills: ${DRILLS.map((d, i) => `${i + 1}=${d.id}`).join(", ")}`);
+    const byNumber = /^\d+$/.test(name) ? list[Number(name) - 1] : undefined;
+    const found = byNumber ?? list.find((d) => d.id === name);
+    if (!found) throw new Error(`unknown drill ${JSON.stringify(name)}; drills: ${list.map((d, i) => `${i + 1}=${d.id}`).join(", ")}`);
     return found;
   });
 }

@@ -1,6 +1,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { clearEnvCache } from "../checks/cluster";
+import { BACKUP_DRILLS } from "./backup-drills";
 import { DRILLS, prepareDrills, restoreBaseline, summarise, type DrillContext, type DrillDefinition, type DrillOutcome, type DrillSummary } from "./drills";
 import { waitFor } from "./exec";
 import type { LabContext } from "./lab";
@@ -112,7 +113,7 @@ export async function runDrills(lab: LabContext, drills: DrillDefinition[], repe
   for (const drill of drills) {
     const outcomes: DrillOutcome[] = [];
     for (let rep = 1; rep <= repeat; rep++) {
-      current = table.add({ n: String(DRILLS.indexOf(drill) + 1), drill: drill.id, rep: String(rep), state: "starting" });
+      current = table.add({ n: String([...DRILLS, ...BACKUP_DRILLS].indexOf(drill) + 1), drill: drill.id, rep: String(rep), state: "starting" });
       ctx.log(`=== ${drill.id} #${rep}: ${drill.title}`);
       const result = await runDrill(drill, ctx, rep);
       ctx.log(`=== ${drill.id} #${rep} result: ${JSON.stringify(result)}`);

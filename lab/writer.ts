@@ -11,7 +11,10 @@ export interface WriteRecord {
   ok?: boolean;
   /** CLOCK_MONOTONIC seconds (comparable with monotonicSeconds()). */
   t: number;
+  /** Unix seconds when the write was acknowledged (the nodes share this clock). */
   wall?: number;
+  /** Milliseconds from the attempt's start to its acknowledgement: the write was sent after wall - ms/1000. */
+  ms?: number;
   server?: string;
   err?: string;
   event?: string;

@@ -12,7 +12,7 @@
  *   create_replica_methods in order: pgbackrest from the member's own
  *   region's repository first.
  */
-import { patronictl, clusterView, postgresNodes, type ClusterAccess } from "../checks/cluster";
+import { patronictl, patronictlList, clusterView, postgresNodes, type ClusterAccess } from "../checks/cluster";
 import { pgbackrest, stanzaInfo, type StanzaInfo } from "../checks/backup";
 import { NODE_PATHS, postgresPaths, repositoryOf, findNode, type NodePlan } from "../plan";
 import { backupServiceName, type BackupType } from "../cloud-init/pgbackrest";
@@ -111,20 +111,35 @@ export async function restoreCluster(access: ClusterAccess, options: RestoreOpti
   }
 
   const restoreStarted = Date.now();
-  const leaderRepo = repositoryOf(plan, leader).index;
-  const restoreArgs = [NODE_PATHS.restore, plan.backup.stanza, String(leaderRepo), pg.dataDir, pg.binDir, ...(target ? [target] : [])];
-  const restored = await access.transport.run(leader.name, restoreArgs, { timeoutMs: 3_600_000 });
-  if (restored.code !== 0) {
+  // Its own region's repository first; another region's when that one fails (a region lost, a set that is damaged).
+  const ownRepo = repositoryOf(plan, leader).index;
+  const repositories = [ownRepo, ...plan.backup.repositories.map((r) => r.index).filter((i) => i !== ownRepo)].filter((i) => backupBefore(info, i, target));
+  let output: string | undefined;
+  const failures: string[] = [];
+  for (const repository of repositories) {
+    const restoreArgs = [NODE_PATHS.restore, plan.backup.stanza, String(repository), pg.dataDir, pg.binDir, ...(target ? [target] : [])];
+    const restored = await access.transport.run(leader.name, restoreArgs, { timeoutMs: 3_600_000 });
+    if (restored.code === 0) {
+      output = restored.stdout;
+      sets[leader.name] = `${backupBefore(info, repository, target) ?? ""} (repo${repository})`;
+      break;
+    }
+    const why = (restored.stderr.trim() || restored.stdout.trim()).split("\n").slice(-6).join("\n");
+    failures.push(`repo${repository}: ${why}`);
+    log(`${leader.name}: the restore from repo${repository} failed:\n${why}`);
+  }
+  if (output === undefined) {
     // pgha-restore left the node's data as it was and etcd still holds the cluster: start everyone again.
     for (const member of [...order].reverse()) await startPatroni(access, member.name, log);
-    throw new Error(
-      `pgha-restore on ${leader.name} failed; every member's data is as it was and Patroni is started again:\n${(restored.stderr.trim() || restored.stdout.trim()).split("\n").slice(-10).join("\n")}`,
-    );
+    throw new Error(`pgha-restore on ${leader.name} failed from every repository; every member's data is as it was and Patroni is started again:\n${failures.join("\n")}`);
   }
-  const output = restored.stdout;
   log(`${leader.name}: ${output.trim().split("\n").pop() ?? ""}`);
   // The cluster's state in etcd (leader, members, initialize key, history) goes: Patroni adopts the restored node anew.
-  const removed = await patronictl(access, leader.name, ["remove", plan.config.patroni.scope], 60_000, `${plan.config.patroni.scope}\nYes I am aware\n`);
+  // patronictl asks for the scope, then for "Yes I am aware", then, while etcd still holds a leader key (a leader
+  // killed rather than stopped keeps it until its TTL runs out), for that leader's name.
+  const dcsLeader = (await patronictlList(access, leader.name).catch(() => [])).find((m) => m.role === "leader")?.name ?? "";
+  const scope = plan.config.patroni.scope;
+  const removed = await patronictl(access, leader.name, ["remove", scope], 60_000, `${scope}\nYes I am aware\n${dcsLeader}\n`);
   if (removed.code !== 0) throw new Error(`patronictl remove on ${leader.name} failed: ${removed.stderr.trim() || removed.stdout.trim()}`);
   log(`removed ${plan.config.patroni.scope} from etcd`);
   const leaderRestore = (Date.now() - restoreStarted) / 1000;
