@@ -32,7 +32,7 @@ import {
   type DrillOutcome,
 } from "./drills";
 import type { Writer, WriteRecord } from "./writer";
-import { WRITES_TABLE } from "./writer";
+import { splitBrainAcks, WRITES_TABLE } from "./writer";
 
 /** How long the writer runs on either side of a drill's instant. */
 const WRITE_SECONDS = 4;
@@ -149,8 +149,10 @@ async function totalLossDrill(ctx: DrillContext, repetition: number): Promise<Dr
   result.oldPrimary = baseline.leader;
   const members = postgresNodes(ctx.access.plan).map((n) => n.name);
   const dataDir = postgresPaths(ctx.access.plan.config.versions.postgresMajor).dataDir;
+  // Long enough that WAL switched by archive_timeout has reached the repositories: what follows is the loss.
+  const writeSeconds = ctx.access.plan.backup.archiveTimeoutSeconds + ARCHIVE_SLACK_SECONDS / 2;
   await withWriter(ctx, id, repetition, writerHaproxy(ctx), async (writer) => {
-    await sleep(WRITE_SECONDS * 1000);
+    await sleep(writeSeconds * 1000);
     ctx.progress("destroying every database node's data");
     const instant = monotonicSeconds();
     const lossWall = Date.now() / 1000;
@@ -164,6 +166,7 @@ async function totalLossDrill(ctx: DrillContext, repetition: number): Promise<Dr
         if (wiped.code !== 0) throw new Error(`wiping ${dataDir} on ${node}: ${wiped.stderr.trim()}`);
       }),
     );
+    const destroyed = monotonicSeconds();
     const lastAck = acked(writer)
       .filter((r) => r.t < instant)
       .pop();
@@ -193,7 +196,8 @@ async function totalLossDrill(ctx: DrillContext, repetition: number): Promise<Dr
     const bound = ctx.access.plan.backup.archiveTimeoutSeconds + ARCHIVE_SLACK_SECONDS;
     if (rpoSeconds === undefined) result.problems.push("no acknowledged write before the loss was restored");
     else if (rpoSeconds > bound) result.problems.push(`RPO ${rpoSeconds.toFixed(1)} s beyond archive_timeout + ${ARCHIVE_SLACK_SECONDS} s (${bound} s)`);
-    const firstAfter = acked(writer).find((r) => r.t > instant);
+    // RTO: from the loss to the first write the restored cluster acknowledged (not one already in flight at the loss).
+    const firstAfter = acked(writer).find((r) => r.t > destroyed);
     result.rtoSeconds = firstAfter ? firstAfter.t - instant : undefined;
     result.acked = before.length;
     // Lost by design (WAL not yet archived when every copy of the data went), reported here rather than as a failure.
@@ -321,7 +325,11 @@ async function archiveAcrossFailoverDrill(ctx: DrillContext, repetition: number)
     result.newPrimary = primaryNow;
     await sleep(WRITE_SECONDS * 1000);
     await writer.stop();
-    await judgeWrites(ctx, result, writer, instant, candidate, primaryNow);
+    // The failover's figures; and no write acknowledged by the first primary once the switchover's candidate had one.
+    await judgeWrites(ctx, result, writer, cut, candidate, primaryNow);
+    const afterSwitchover = splitBrainAcks(writer.records, ipOf(ctx, first), instant);
+    result.splitBrainAcks += afterSwitchover.length;
+    if (afterSwitchover.length) result.problems.push(`split brain: ${afterSwitchover.length} writes acknowledged by ${first} after the switchover to ${candidate}`);
     await judgeArchive(ctx, result, primaryNow);
   });
   await restoreInto(ctx, result);

@@ -5,6 +5,7 @@ import { Command } from "commander";
 import { clearEnvCache } from "../checks/cluster";
 import { DRILLS, selectDrills, type DrillSummary } from "./drills";
 import { BACKUP_DRILLS } from "./backup-drills";
+import { backupBench } from "./backup-bench";
 
 /** Every drill the CLI knows, numbered: the failover drills, then the backup drills. */
 const ALL_DRILLS = [...DRILLS, ...BACKUP_DRILLS];
@@ -295,6 +296,24 @@ program
     clearEnvCache();
     const report = await rebuildReplica(lab.access, member, { log: say, healthBudgetMs: 600_000 });
     say(`${member} rebuilt with ${report.method} in ${report.seconds.toFixed(1)} s`);
+  });
+
+program
+  .command("backup-bench")
+  .description("backup figures on a pgbench dataset: full backup to every repository, whole-cluster restore, archive lag under load")
+  .option("--scale <n>", "pgbench scale (15 MB each)", positiveInt, 20)
+  .option("--repeat <n>", "backups and restores", positiveInt, 3)
+  .option("--load-seconds <n>", "pgbench load while archive lag is sampled", positiveInt, 60)
+  .option("--out <file>", "JSON figures", path.join(process.cwd(), ".lab", "backup-bench.json"))
+  .action(async (options: { scale: number; repeat: number; loadSeconds: number; out: string }) => {
+    await preflight();
+    await requireUp();
+    const lab = labContext(stateDir());
+    clearEnvCache();
+    const figures = await backupBench(lab, { ...options, log: say });
+    fs.mkdirSync(path.dirname(options.out), { recursive: true });
+    fs.writeFileSync(options.out, JSON.stringify({ at: new Date().toISOString(), machine: { cpus: os.cpus().length }, ...figures }, null, 2));
+    process.stdout.write(`${JSON.stringify(figures, null, 2)}\n`);
   });
 
 registerWanCommands(program, stateDir);

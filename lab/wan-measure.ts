@@ -49,7 +49,7 @@ function clientPath(lab: LabContext, file: string): string {
   return path.join(hostLayout(lab.layout, CLIENT).root, file);
 }
 
-function conninfo(lab: LabContext): string {
+export function conninfo(lab: LabContext): string {
   const haproxy = haproxyNear(lab.plan, clientRegion(lab.layout));
   return `host=${haproxy.privateIp} port=${lab.plan.config.haproxy.primaryPort} user=postgres dbname=postgres sslmode=require application_name=pgha-lab-wan`;
 }
