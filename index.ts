@@ -42,3 +42,4 @@ export const patroniRestUrls = cluster.patroniRestUrls;
 export const caCertificatePem = cluster.caCertificatePem;
 export const superuserPassword = cluster.superuserPassword;
 export const natPublicIps = cluster.natPublicIps;
+export const backupRepositories = cluster.backupRepositories;

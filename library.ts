@@ -20,7 +20,7 @@
 
 // The component.
 export { PgHaCluster } from "./components/cluster";
-export type { HaproxyEndpoint, PgHaClusterArgs } from "./components/cluster";
+export type { BackupRepositoryOutput, HaproxyEndpoint, PgHaClusterArgs } from "./components/cluster";
 
 // The plan: config (every part optional, merged over DEFAULT_CONFIG) → validated plan.
 export { buildClusterPlan, CONFIG_KEYS, CONFIG_NAMESPACE, ConfigError, DEFAULT_CONFIG, PORTS, validateConfig } from "./plan";

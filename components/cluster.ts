@@ -1,6 +1,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { PORTS, type ClusterPlan, type NodePlan } from "../plan";
+import { BackupRepository } from "./backup-repository";
 import { ClusterPki } from "./cluster-pki";
 import { HaproxyNode } from "./haproxy-node";
 import { MeshPeering } from "./mesh-peering";
@@ -46,10 +47,32 @@ export function nodeKind(node: NodePlan): "patroni" | "haproxy" {
   return node.roles.has("postgres") || node.roles.has("etcd") ? "patroni" : "haproxy";
 }
 
+/** One pgBackRest repository as the stack outputs it. */
+export interface BackupRepositoryOutput {
+  /** pgBackRest's `repo<index>`, the same on every node. */
+  index: number;
+  awsRegion: string;
+  bucket: string;
+  bucketArn: string;
+  kmsKeyArn: string;
+  /** pgBackRest's `repo<index>-path`, `/<stack>`: the stack's objects are the keys under `<stack>/`. */
+  path: string;
+}
+
 /** Checks the plan holds what the component composes; throws on the first problem. */
 export function validatePgHaClusterArgs(args: PgHaClusterArgs): void {
   const { plan } = args;
   if (plan.regions.length === 0) throw new Error("PgHaCluster: the plan has no regions");
+  for (const region of plan.regions) {
+    if (plan.backup.repositories.filter((repo) => repo.region === region.name).length !== 1)
+      throw new Error(`PgHaCluster: region ${region.name} needs exactly one backup repository`);
+  }
+  for (const repo of plan.backup.repositories) {
+    const region = plan.regions.find((r) => r.name === repo.region);
+    if (!region) throw new Error(`PgHaCluster: backup repository ${repo.index} names unknown region ${repo.region}`);
+    if (region.awsRegion !== repo.awsRegion)
+      throw new Error(`PgHaCluster: backup repository ${repo.index} is planned in ${repo.awsRegion}, region ${region.name} is ${region.awsRegion}`);
+  }
   for (const node of plan.nodes) {
     if (!plan.regions.some((region) => region.name === node.region)) throw new Error(`PgHaCluster: node ${node.name} names unknown region ${node.region}`);
     if (!plan.secrets.some((secrets) => secrets.node === node.name)) throw new Error(`PgHaCluster: node ${node.name} has no secrets plan`);
@@ -63,9 +86,14 @@ export function validatePgHaClusterArgs(args: PgHaClusterArgs): void {
  *   used; every regional resource below is created through its region's
  *   provider, never the default one;
  * - a {@link RegionNetwork} per region and a {@link MeshPeering} between all;
+ * - a {@link BackupRepository} per region (pgBackRest's S3 bucket and its
+ *   KMS key), created before any database node;
  * - the {@link ClusterPki} (CA, leaf certificates, passwords);
  * - per node: {@link NodeSecurity}, {@link NodeSecrets}, and a
- *   {@link PatroniNode} or {@link HaproxyNode}.
+ *   {@link PatroniNode} or {@link HaproxyNode}. Database nodes (the postgres
+ *   role, where pgBackRest runs) get the `backup-repositories` policy on
+ *   every region's repository, and their instances wait for the
+ *   repositories.
  *
  * Outputs are plain connection facts plus the CA certificate; the only
  * secret exposed (the superuser password) is a secret output.
@@ -85,6 +113,10 @@ export class PgHaCluster extends pulumi.ComponentResource {
   public readonly superuserPassword: pulumi.Output<string>;
   /** NAT gateway public IPs per region (what package mirrors see). */
   public readonly natPublicIps: pulumi.Output<Record<string, string>>;
+  /** The pgBackRest repositories: region name → bucket, its ARN and KMS key. */
+  public readonly backupRepositories: pulumi.Output<Record<string, BackupRepositoryOutput>>;
+  /** The {@link BackupRepository} of each region, keyed by region name. */
+  public readonly repositories: Readonly<Record<string, BackupRepository>>;
   /** The readiness gate and rolling changes (absent when `readinessGate: false`). */
   public readonly readiness?: ReadinessGate;
 
@@ -130,6 +162,18 @@ export class PgHaCluster extends pulumi.ComponentResource {
     const identity = aws.getCallerIdentityOutput({}, { parent: this, provider: firstProvider });
     const partition = aws.getPartitionOutput({}, { parent: this, provider: firstProvider });
 
+    // The repositories exist before any database node boots: its first stanza-create writes to every one.
+    const repositories: Record<string, BackupRepository> = {};
+    for (const repository of plan.backup.repositories) {
+      repositories[repository.region] = new BackupRepository(
+        `${name}-${repository.region}-backups`,
+        { repository, backup: plan.backup, stack, partition: partition.partition, provider: providers[repository.region] },
+        { parent: this },
+      );
+    }
+    const repositoryList = plan.backup.repositories.map((repository) => repositories[repository.region]);
+    const repositoriesReady = repositoryList.flatMap((repository) => repository.ready);
+
     const pki = new ClusterPki(`${name}-pki`, { certificates: plan.certificates, passwords: plan.passwords }, { parent: this });
 
     const privateIps: pulumi.Output<string>[] = [];
@@ -156,6 +200,16 @@ export class PgHaCluster extends pulumi.ComponentResource {
           permissionsBoundary: plan.config.iam.nodePermissionsBoundaryArn,
           // The region's Alertmanager runs on its HAProxy node (cloud-init/monitoring.ts).
           alertTopicArn: node.roles.has("haproxy") ? plan.config.monitoring.alertTopicArn : undefined,
+          // pgBackRest runs where PostgreSQL does (cloud-init/pgbackrest.ts), and each segment goes to every repository.
+          backupRepositories: node.roles.has("postgres")
+            ? repositoryList.map((repository) => ({
+                index: repository.repository.index,
+                bucket: repository.repository.bucket,
+                awsRegion: repository.repository.awsRegion,
+                path: repository.repository.path,
+                kmsKeyArn: repository.kmsKeyArn,
+              }))
+            : undefined,
         },
         { parent: this },
       );
@@ -167,7 +221,7 @@ export class PgHaCluster extends pulumi.ComponentResource {
         subnetId: network.subnetIds[node.subnetCidr],
         securityGroupIds: [security.securityGroupId],
         instanceProfileName: secrets.instanceProfileName,
-        bootDependencies: secrets.bootDependencies,
+        bootDependencies: node.roles.has("postgres") ? [...secrets.bootDependencies, ...repositoriesReady] : secrets.bootDependencies,
         networkDependencies: [...network.egressReady, ...mesh.routesFor(node.region)],
         provider,
       };
@@ -213,6 +267,16 @@ export class PgHaCluster extends pulumi.ComponentResource {
     if (!superuser) throw new Error("PgHaCluster: the plan has no superuser password");
     this.superuserPassword = pulumi.secret(superuser);
     this.natPublicIps = pulumi.output(Object.fromEntries(plan.regions.map((region) => [region.name, networks[region.name].natPublicIp])));
+    this.repositories = repositories;
+    this.backupRepositories = pulumi.all(repositoryList.map((repository) => pulumi.all([repository.bucketName, repository.bucketArn, repository.kmsKeyArn]))).apply((values) =>
+      Object.fromEntries(
+        repositoryList.map((repository, i) => {
+          const [bucket, bucketArn, kmsKeyArn] = values[i];
+          const { index, awsRegion, path } = repository.repository;
+          return [repository.repository.region, { index, awsRegion, bucket, bucketArn, kmsKeyArn, path }];
+        }),
+      ),
+    );
     this.providers = providers;
 
     this.registerOutputs({
@@ -222,6 +286,7 @@ export class PgHaCluster extends pulumi.ComponentResource {
       caCertificatePem: this.caCertificatePem,
       superuserPassword: this.superuserPassword,
       natPublicIps: this.natPublicIps,
+      backupRepositories: this.backupRepositories,
     });
   }
 }

@@ -1,6 +1,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import type { NodePlan, NodeSecretsPlan } from "../plan";
+import { backupRepositoriesPolicy, type RepositoryGrant } from "./backup-repository";
 import type { ParameterValueSource } from "./cluster-pki";
 import { iamName, slug, stackTags, TYPE_PREFIX } from "./naming";
 
@@ -31,6 +32,13 @@ export interface NodeSecretsArgs {
    * role may `sns:Publish` to that topic and no other.
    */
   alertTopicArn?: string;
+  /**
+   * The pgBackRest repositories the node archives to, backs up to and
+   * restores from (database nodes only; see {@link backupRepositoriesPolicy}):
+   * the role gets the inline policy `backup-repositories` on exactly these.
+   * None: no such policy (HAProxy-only and etcd-only nodes).
+   */
+  backupRepositories?: (Omit<RepositoryGrant, "kmsKeyArn"> & { kmsKeyArn: pulumi.Input<string> })[];
 }
 
 /** The inline policy of a node that runs an Alertmanager: publish to the stack's alert topic only. */
@@ -87,7 +95,13 @@ export function parameterArnPattern(scope: ParameterScope): string {
  *   allows `ssm:GetParameter(s)` on `*`, and the `aws/ssm` key policy lets
  *   every principal of the account decrypt through SSM — without this
  *   statement a compromised HAProxy node could read the database passwords
- *   and every other node's private keys.
+ *   and every other node's private keys. It applies where a decryption names
+ *   a parameter at all (`Null` false: Parameter Store always sets
+ *   `PARAMETER_ARN`, and a SecureString's ciphertext does not decrypt without
+ *   it), so S3's decryptions of the backup repositories' objects, whose
+ *   context is the bucket's ARN, are left to their own statements
+ *   ({@link backupRepositoriesPolicy}); without the `Null` test the deny
+ *   would refuse every one of them.
  */
 export function nodeParameterPolicy(scope: ParameterScope): object {
   const ownParameters = parameterArnPattern(scope);
@@ -116,7 +130,7 @@ export function nodeParameterPolicy(scope: ParameterScope): object {
         Effect: "Deny",
         Action: "kms:Decrypt",
         Resource: "*",
-        Condition: { StringNotLike: { "kms:EncryptionContext:PARAMETER_ARN": ownParameters } },
+        Condition: { StringNotLike: { "kms:EncryptionContext:PARAMETER_ARN": ownParameters }, Null: { "kms:EncryptionContext:PARAMETER_ARN": "false" } },
       },
     ],
   };
@@ -205,10 +219,32 @@ export class NodeSecrets extends pulumi.ComponentResource {
     const publishAlerts = args.alertTopicArn
       ? [new aws.iam.RolePolicy(`${name}-publish-alerts`, { role: this.role.id, name: "publish-alerts", policy: JSON.stringify(alertPublishPolicy(args.alertTopicArn)) }, child)]
       : [];
+    const repositories = args.backupRepositories ?? [];
+    const backupAccess =
+      repositories.length === 0
+        ? []
+        : [
+            new aws.iam.RolePolicy(
+              `${name}-backup-repositories`,
+              {
+                role: this.role.id,
+                name: "backup-repositories",
+                policy: pulumi.all([args.partition, pulumi.all(repositories.map((repo) => repo.kmsKeyArn))]).apply(([partition, keyArns]) =>
+                  JSON.stringify(
+                    backupRepositoriesPolicy(
+                      partition,
+                      repositories.map((repo, i) => ({ ...repo, kmsKeyArn: keyArns[i] })),
+                    ),
+                  ),
+                ),
+              },
+              child,
+            ),
+          ];
     const profile = new aws.iam.InstanceProfile(`${name}-profile`, { name: roleName, role: this.role.name, tags }, child);
 
     this.instanceProfileName = profile.name;
-    this.bootDependencies = [...this.parameters, sessionManager, readOwnParameters, ...publishAlerts, profile];
+    this.bootDependencies = [...this.parameters, sessionManager, readOwnParameters, ...publishAlerts, ...backupAccess, profile];
     this.registerOutputs({ instanceProfileName: this.instanceProfileName, parameterNames: this.parameters.map((p) => p.name) });
   }
 }

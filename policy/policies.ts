@@ -19,7 +19,12 @@
  * | no-generated-secrets-in-user-data   | stack    | no generated password, private key or SecureString value of the stack in user-data |
  * | peering-within-stack                | stack    | peering, accepters, peering options and peering routes only between the stack's own VPCs |
  * | stack-scoped-names                  | resource | account-wide names (IAM, SSM paths) carry the stack name |
- * | ephemeral-stack-destroyable         | resource | (disabled; the ephemeral workflow enables it) nothing protected, small instances and volumes |
+ * | s3-buckets-versioned                | stack    | every S3 bucket has versioning Enabled |
+ * | s3-buckets-kms-encrypted            | stack    | every S3 bucket's default encryption is SSE-KMS |
+ * | s3-buckets-block-public-access      | stack    | every S3 bucket has a public access block with all four switches on |
+ * | s3-buckets-tls-only                 | stack    | every S3 bucket's policy denies any request without TLS |
+ * | no-force-destroy-buckets            | resource | (the ephemeral profile disables it) no S3 bucket sets forceDestroy |
+ * | ephemeral-stack-destroyable         | resource | (disabled; the ephemeral workflow enables it) nothing protected, small instances and volumes, buckets forceDestroy |
  */
 import { gunzipSync } from "node:zlib";
 import type {
@@ -57,6 +62,14 @@ export const TYPES = {
   iamPolicy: "aws:iam/policy:Policy",
   iamUser: "aws:iam/user:User",
   ssmParameter: "aws:ssm/parameter:Parameter",
+  bucket: "aws:s3/bucket:Bucket",
+  bucketV2: "aws:s3/bucketV2:BucketV2",
+  bucketVersioning: "aws:s3/bucketVersioning:BucketVersioning",
+  bucketVersioningV2: "aws:s3/bucketVersioningV2:BucketVersioningV2",
+  bucketEncryption: "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+  bucketEncryptionV2: "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2",
+  bucketPublicAccessBlock: "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+  bucketPolicy: "aws:s3/bucketPolicy:BucketPolicy",
   randomPassword: "random:index/randomPassword:RandomPassword",
   tlsPrivateKey: "tls:index/privateKey:PrivateKey",
 } as const;
@@ -266,6 +279,72 @@ function comesFromStack(resource: PolicyResource, property: string, type: string
   return stackResources.some((candidate) => candidate.type === type && candidate.props.id === value);
 }
 
+// ---------------------------------------------------------------------------
+// S3 buckets: which configuration resources belong to which bucket
+// ---------------------------------------------------------------------------
+
+/** S3 bucket types (the current one and the deprecated BucketV2). */
+export const BUCKET_TYPES: readonly string[] = [TYPES.bucket, TYPES.bucketV2];
+
+const isBucket = (resource: { type: string }) => BUCKET_TYPES.includes(resource.type);
+
+/**
+ * The resources of `types` whose `bucket` property is `bucket`. A value that
+ * comes from resources of the stack (its property dependencies) is judged by
+ * them alone, so a bucket id still unknown during preview is never read; only
+ * a literal is compared with the bucket's name.
+ */
+export function configurationsOf(bucket: PolicyResource, types: readonly string[], resources: PolicyResource[]): PolicyResource[] {
+  return resources.filter((candidate) => {
+    if (!types.includes(candidate.type)) return false;
+    const dependencies = candidate.propertyDependencies?.bucket ?? [];
+    if (dependencies.length > 0) return dependencies.some((dependency) => dependency.urn === bucket.urn);
+    const value: unknown = candidate.props.bucket;
+    return typeof value === "string" && value !== "" && value === bucket.props.bucket;
+  });
+}
+
+/** A bucket policy document as an object: the property is JSON text, or an object in some programs. */
+export function policyDocument(value: unknown): { Statement?: unknown } | undefined {
+  if (typeof value === "string") {
+    try {
+      return JSON.parse(value) as { Statement?: unknown };
+    } catch {
+      return undefined;
+    }
+  }
+  return typeof value === "object" && value !== null ? value : undefined;
+}
+
+const asList = (value: unknown): unknown[] => (Array.isArray(value) ? (value as unknown[]) : value === undefined ? [] : [value]);
+
+/** Every principal: `"*"`, or `{AWS: "*"}`. */
+function isEveryone(principal: unknown): boolean {
+  if (principal === "*") return true;
+  if (typeof principal === "object" && principal !== null) return asList((principal as Props).AWS).includes("*");
+  return false;
+}
+
+/**
+ * Whether a statement denies every request without TLS to the bucket named
+ * `name` and to all its objects: Effect Deny, every principal, every S3
+ * action (`s3:*` or `*`), resources covering `arn:<partition>:s3:::<name>` and
+ * `…/*` (or `*`), and the condition `Bool aws:SecureTransport false` alone.
+ */
+export function deniesInsecureTransport(statement: unknown, name: string): boolean {
+  if (typeof statement !== "object" || statement === null) return false;
+  const s = statement as Props;
+  if (s.Effect !== "Deny" || !isEveryone(s.Principal) || s.NotAction !== undefined || s.NotResource !== undefined || s.NotPrincipal !== undefined) return false;
+  if (!asList(s.Action).some((action) => action === "*" || action === "s3:*")) return false;
+  // What each resource names after `arn:<partition>:s3:::` ("*" for every resource).
+  const named = asList(s.Resource).map((r) => (r === "*" ? "*" : typeof r === "string" ? /^arn:[a-z-]+:s3:::(.+)$/.exec(r)?.[1] : undefined));
+  if (!named.some((n) => n === "*" || n === name) || !named.some((n) => n === "*" || n === `${name}/*`)) return false;
+  const condition = s.Condition as Record<string, Props> | undefined;
+  if (!condition || Object.keys(condition).length !== 1 || !condition.Bool || Object.keys(condition.Bool).length !== 1) return false;
+  const values = asList(condition.Bool["aws:SecureTransport"]);
+  return values.length > 0 && values.every((v) => v === false || v === "false");
+}
+
 function describe(resource: PolicyResource): string {
   return `${resource.type.split(":").pop()} ${resource.name}`;
 }
@@ -325,7 +404,8 @@ export const imdsv2Required: ResourceValidationPolicy = {
   },
 };
 
-const isEncrypted = (value: unknown) => value === true || value === "true";
+const isTrue = (value: unknown) => value === true || value === "true";
+const isEncrypted = isTrue;
 
 export const ebsEncrypted: ResourceValidationPolicy = {
   name: "ebs-encrypted",
@@ -503,10 +583,97 @@ export const stackScopedNames: ResourceValidationPolicy = {
   },
 };
 
+/** Runs `check` on every bucket of the stack; `check` returns what is wrong with it, or undefined. */
+function everyBucket(check: (bucket: PolicyResource, resources: PolicyResource[]) => string | undefined): StackValidationPolicy["validateStack"] {
+  return (args, reportViolation) => {
+    for (const bucket of args.resources.filter(isBucket)) {
+      const problem = check(bucket, args.resources);
+      if (problem) reportViolation(`${describe(bucket)}: ${problem}`, bucket.urn);
+    }
+  };
+}
+
+export const s3BucketsVersioned: StackValidationPolicy = {
+  name: "s3-buckets-versioned",
+  description: "Every S3 bucket of the stack has a BucketVersioning resource with status Enabled, so a deleted or overwritten object leaves a version.",
+  enforcementLevel: "mandatory",
+  severity: "high",
+  validateStack: everyBucket((bucket, resources) => {
+    const configurations = configurationsOf(bucket, [TYPES.bucketVersioning, TYPES.bucketVersioningV2], resources);
+    if (configurations.length === 0) return "no BucketVersioning resource; add one with versioningConfiguration.status Enabled.";
+    const statuses = configurations.map((c) => (c.props.versioningConfiguration as Props | undefined)?.status);
+    return statuses.every((status) => status === "Enabled") ? undefined : `versioning is ${JSON.stringify(statuses)}; it must be Enabled.`;
+  }),
+};
+
+const KMS_ALGORITHMS = ["aws:kms", "aws:kms:dsse"];
+
+export const s3BucketsKmsEncrypted: StackValidationPolicy = {
+  name: "s3-buckets-kms-encrypted",
+  description: "Every S3 bucket of the stack encrypts by default with SSE-KMS (aws:kms or aws:kms:dsse), through a BucketServerSideEncryptionConfiguration resource.",
+  enforcementLevel: "mandatory",
+  severity: "high",
+  validateStack: everyBucket((bucket, resources) => {
+    const configurations = configurationsOf(bucket, [TYPES.bucketEncryption, TYPES.bucketEncryptionV2], resources);
+    if (configurations.length === 0) return "no BucketServerSideEncryptionConfiguration resource; add one with sseAlgorithm aws:kms.";
+    const algorithms = configurations.flatMap((c) =>
+      asList(c.props.rules).map((rule) => ((rule as Props | undefined)?.applyServerSideEncryptionByDefault as Props | undefined)?.sseAlgorithm),
+    );
+    if (algorithms.length === 0) return "its encryption configuration has no rule.";
+    return algorithms.every((a) => typeof a === "string" && KMS_ALGORITHMS.includes(a))
+      ? undefined
+      : `default encryption is ${JSON.stringify(algorithms)}; it must be SSE-KMS (aws:kms).`;
+  }),
+};
+
+const PUBLIC_ACCESS_SWITCHES = ["blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"] as const;
+
+export const s3BucketsBlockPublicAccess: StackValidationPolicy = {
+  name: "s3-buckets-block-public-access",
+  description: "Every S3 bucket of the stack has a BucketPublicAccessBlock with blockPublicAcls, blockPublicPolicy, ignorePublicAcls and restrictPublicBuckets all true.",
+  enforcementLevel: "mandatory",
+  severity: "critical",
+  validateStack: everyBucket((bucket, resources) => {
+    const blocks = configurationsOf(bucket, [TYPES.bucketPublicAccessBlock], resources);
+    if (blocks.length === 0) return "no BucketPublicAccessBlock; add one with all four switches true.";
+    const off = PUBLIC_ACCESS_SWITCHES.filter((key) => !blocks.some((block) => isTrue(block.props[key])));
+    return off.length === 0 ? undefined : `the public access block leaves ${off.join(", ")} off.`;
+  }),
+};
+
+export const s3BucketsTlsOnly: StackValidationPolicy = {
+  name: "s3-buckets-tls-only",
+  description: "Every S3 bucket of the stack has a bucket policy that denies every principal every action on the bucket and its objects when aws:SecureTransport is false.",
+  enforcementLevel: "mandatory",
+  severity: "high",
+  validateStack: everyBucket((bucket, resources) => {
+    const policies = configurationsOf(bucket, [TYPES.bucketPolicy], resources);
+    if (policies.length === 0) return "no BucketPolicy; add one denying requests with aws:SecureTransport false.";
+    const name: unknown = bucket.props.bucket;
+    if (typeof name !== "string" || name === "") return "has no explicit name to check its policy's resources against.";
+    const denies = policies.some((policy) => asList(policyDocument(policy.props.policy)?.Statement).some((statement) => deniesInsecureTransport(statement, name)));
+    return denies
+      ? undefined
+      : "its policy does not deny requests without TLS (Effect Deny, Principal *, Action s3:*, the bucket and its objects, Bool aws:SecureTransport false).";
+  }),
+};
+
+export const noForceDestroyBuckets: ResourceValidationPolicy = {
+  name: "no-force-destroy-buckets",
+  description:
+    "No S3 bucket sets forceDestroy: a destroy or a replacement stops at a bucket that holds objects (the backups) instead of deleting every object and version. The ephemeral profile (policy/ephemeral.json) disables it.",
+  enforcementLevel: "mandatory",
+  severity: "high",
+  validateResource: (args, reportViolation) => {
+    if (!isBucket(args) || args.props.forceDestroy !== true) return;
+    reportViolation(`${args.name}: forceDestroy is true, so \`pulumi destroy\` or a replacement would delete every object and version in it; only ephemeral stacks may set it.`);
+  },
+};
+
 export const ephemeralStackDestroyable: ResourceValidationPolicy = {
   name: "ephemeral-stack-destroyable",
   description:
-    "Ephemeral stacks stay cheap and destroyable: nothing protected, no termination protection, small instance types and volumes. Disabled by default; the ephemeral workflow enables it.",
+    "Ephemeral stacks stay cheap and destroyable: nothing protected, no termination protection, small instance types and volumes, S3 buckets with forceDestroy. Disabled by default; the ephemeral workflow enables it.",
   enforcementLevel: "disabled",
   severity: "medium",
   configSchema: {
@@ -532,6 +699,8 @@ export const ephemeralStackDestroyable: ResourceValidationPolicy = {
     if (args.type === TYPES.volume && typeof props.size === "number" && props.size > maxGiB) {
       reportViolation(`volume ${args.name}: ${props.size} GiB exceeds ${maxGiB} GiB.`);
     }
+    // `pulumi destroy` refuses to delete a bucket that still holds objects (or versions of them) unless forceDestroy is set.
+    if (isBucket(args) && props.forceDestroy !== true) reportViolation(`bucket ${args.name}: forceDestroy is not true, so \`pulumi destroy\` stops at it once it holds objects.`);
   },
 };
 
@@ -546,6 +715,11 @@ export const policies: (ResourceValidationPolicy | StackValidationPolicy)[] = [
   noGeneratedSecretsInUserData,
   peeringWithinStack,
   stackScopedNames,
+  s3BucketsVersioned,
+  s3BucketsKmsEncrypted,
+  s3BucketsBlockPublicAccess,
+  s3BucketsTlsOnly,
+  noForceDestroyBuckets,
   ephemeralStackDestroyable,
 ];
 

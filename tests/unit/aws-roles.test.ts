@@ -143,12 +143,56 @@ const SSM_ACTIONS = ["ssm:PutParameter", "ssm:GetParameter", "ssm:GetParameters"
 const ROLE_ACTIONS = ["iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy", "iam:PassRole", "iam:DeleteRole", "iam:TagRole"];
 const PROFILE_ACTIONS = ["iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile"];
 
+/** What the AWS provider's Read of an S3 bucket calls (HeadBucket is s3:ListBucket), as IAM actions. */
+const S3_BUCKET_READS = [
+  "s3:ListBucket",
+  "s3:GetBucketLocation",
+  "s3:GetBucketAcl",
+  "s3:GetBucketCORS",
+  "s3:GetBucketWebsite",
+  "s3:GetBucketVersioning",
+  "s3:GetAccelerateConfiguration",
+  "s3:GetBucketRequestPayment",
+  "s3:GetBucketLogging",
+  "s3:GetLifecycleConfiguration",
+  "s3:GetReplicationConfiguration",
+  "s3:GetEncryptionConfiguration",
+  "s3:GetBucketObjectLockConfiguration",
+  "s3:GetBucketPolicy",
+  "s3:GetBucketTagging",
+  "s3:ListTagsForResource",
+];
+/**
+ * S3 resources of the program: what reading one calls and what creating, updating and deleting it calls (the
+ * configuration resources' Delete is the same Put, except the policy's), all on the bucket's ARN.
+ */
+const S3_ACTIONS: Record<string, { reads: string[]; writes: string[] }> = {
+  "aws:s3/bucket:Bucket": { reads: S3_BUCKET_READS, writes: ["s3:CreateBucket", "s3:DeleteBucket", "s3:TagResource", "s3:UntagResource", "s3:PutBucketTagging"] },
+  "aws:s3/bucketOwnershipControls:BucketOwnershipControls": { reads: ["s3:GetBucketOwnershipControls"], writes: ["s3:PutBucketOwnershipControls"] },
+  "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": { reads: ["s3:GetBucketPublicAccessBlock"], writes: ["s3:PutBucketPublicAccessBlock"] },
+  "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": { reads: ["s3:GetEncryptionConfiguration"], writes: ["s3:PutEncryptionConfiguration"] },
+  "aws:s3/bucketVersioning:BucketVersioning": { reads: ["s3:GetBucketVersioning"], writes: ["s3:PutBucketVersioning"] },
+  "aws:s3/bucketPolicy:BucketPolicy": { reads: ["s3:GetBucketPolicy"], writes: ["s3:PutBucketPolicy", "s3:DeleteBucketPolicy"] },
+  "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": { reads: ["s3:GetLifecycleConfiguration"], writes: ["s3:PutLifecycleConfiguration"] },
+};
+/** Destroying a bucket with forceDestroy first deletes every object version in it. */
+const FORCE_DESTROY_BUCKET = ["s3:ListBucketVersions"];
+const FORCE_DESTROY_OBJECTS = ["s3:DeleteObject", "s3:DeleteObjectVersion"];
+const KMS_KEY = "aws:kms/key:Key";
+/** What the provider's Read of a KMS key calls, and its updates and Delete (ScheduleKeyDeletion). */
+const KMS_KEY_READS = ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListResourceTags"];
+const KMS_KEY_WRITES = ["kms:EnableKeyRotation", "kms:UpdateKeyDescription", "kms:ScheduleKeyDeletion", "kms:TagResource", "kms:UntagResource"];
+/** CreateKey with tags: KMS authorises both on `*` (the key does not exist yet), with the request's tags. */
+const KMS_KEY_CREATION = ["kms:CreateKey", "kms:TagResource"];
+
 interface Probe {
   what: string;
   action: string;
   resource: string;
   /** Facts about the resource as it exists (its tags, a role's boundary). */
   context: Context;
+  /** The call creates something new and acts on no existing resource (CreateKey and its tags on `*`). */
+  creation?: boolean;
 }
 
 function regionOf(graph: ProgramGraph, resource: GraphResource): string {
@@ -180,6 +224,25 @@ function probes(graph: ProgramGraph): Probe[] {
       const context = { "ec2:ResourceTag/pgha:stack": stack, "ssm:resourceTag/pgha:stack": stack };
       for (const action of [...EC2_ACTIONS[kind], "CreateTags", "DeleteTags"]) out.push({ what: `${r.type} ${r.name}`, action: `ec2:${action}`, resource: arn, context });
       if (kind === "instance") out.push({ what: `${r.name} (readiness gate)`, action: "ssm:SendCommand", resource: arn, context });
+    } else if (S3_ACTIONS[r.type]) {
+      // A bucket's id is its name; its configuration resources name it in `bucket`.
+      const bucket = String(r.inputs.bucket);
+      const arn = `arn:aws:s3:::${bucket}`;
+      const { reads, writes } = S3_ACTIONS[r.type];
+      for (const action of [...reads, ...writes]) out.push({ what: `${r.type} ${r.name}`, action, resource: arn, context: {} });
+      if (r.type === "aws:s3/bucket:Bucket" && r.inputs.forceDestroy === true) {
+        for (const action of FORCE_DESTROY_BUCKET) out.push({ what: `${r.name} (forceDestroy)`, action, resource: arn, context: {} });
+        for (const action of FORCE_DESTROY_OBJECTS) out.push({ what: `${r.name} (forceDestroy)`, action, resource: `${arn}/${graph.stack}/archive/x`, context: {} });
+      }
+    } else if (r.type === KMS_KEY) {
+      const region = regionOf(graph, r);
+      const stack = r.inputs.tags?.["pgha:stack"] as string | undefined;
+      const arn = r.state.arn as string;
+      // The provider calls KMS itself: no service calls on its behalf (kms:ViaService is AWS's to set, not the caller's).
+      const context = { "aws:ResourceTag/pgha:stack": stack, "kms:ViaService": undefined };
+      for (const action of [...KMS_KEY_READS, ...KMS_KEY_WRITES]) out.push({ what: `${r.type} ${r.name}`, action, resource: arn, context });
+      for (const action of KMS_KEY_CREATION)
+        out.push({ what: `${r.name} (create)`, action, resource: "*", context: { "aws:RequestedRegion": region, "kms:ViaService": undefined }, creation: true });
     }
   }
   return out;
@@ -206,7 +269,8 @@ let ephemeralGraph: ProgramGraph;
 /** The program run on the bare template: no pgha:iam.nodePermissionsBoundaryArn. */
 let templateGraph: ProgramGraph;
 let productionGraph: ProgramGraph;
-const ephemeral = statements("permissions-ephemeral.json");
+/** The ephemeral role's inline policy and its managed policy of the backup buckets and keys (one role's inline policies hold 10,240 characters in all). */
+const ephemeral = [...statements("permissions-ephemeral.json"), ...statements("permissions-ephemeral-backups.json")];
 const deploy = statements("permissions-deploy.json");
 const scratch = mkdtempSync(join(tmpdir(), "pgha-aws-roles-"));
 
@@ -258,6 +322,18 @@ describe("ephemeral stacks stay inside the ephemeral role (the program's real gr
     }
   });
 
+  it("the node roles' backup policies reach only the stack's own pgha-pr-* buckets and pr-* prefix", () => {
+    const policies = ephemeralGraph.resources.filter((r) => r.type === "aws:iam/rolePolicy:RolePolicy" && r.inputs.name === "backup-repositories");
+    assert.equal(policies.length, 3, "one per database node");
+    for (const policy of policies) {
+      const doc = JSON.parse(policy.inputs.policy as string) as { Statement: Statement[] };
+      for (const st of doc.Statement.filter((x) => list(x.Action).some((a) => a.startsWith("s3:"))))
+        for (const resource of list(st.Resource)) assert.ok(iamGlob(`arn:aws:s3:::pgha-${EPHEMERAL_STACK}-ap-*`, resource), `${policy.name}: ${resource}`);
+      for (const st of doc.Statement.filter((x) => x.Condition?.StringLike?.["s3:prefix"]))
+        assert.deepEqual(list(st.Condition!.StringLike["s3:prefix"]), [EPHEMERAL_STACK, `${EPHEMERAL_STACK}/*`]);
+    }
+  });
+
   it("the node roles' own inline policies read only their pr-* parameters", () => {
     for (const policy of ephemeralGraph.resources.filter((r) => r.type === "aws:iam/rolePolicy:RolePolicy")) {
       const doc = JSON.parse(policy.inputs.policy as string) as { Statement: Statement[] };
@@ -270,6 +346,11 @@ describe("ephemeral stacks stay inside the ephemeral role (the program's real gr
   it("the ephemeral role allows every action deploying the ephemeral stack needs", () => {
     const all = probes(ephemeralGraph);
     assert.ok(all.length > 500);
+    for (const action of ["s3:CreateBucket", "s3:PutBucketPolicy", "s3:DeleteObjectVersion", "kms:CreateKey", "kms:ScheduleKeyDeletion"])
+      assert.ok(
+        all.some((p) => p.action === action),
+        action,
+      );
     const denied = all.filter((p) => allowedBy(ephemeral, p.action, p.resource, requestFor(p, EPHEMERAL_STACK)).length === 0);
     assert.deepEqual(
       denied.map((p) => `${p.action} ${p.what}`),
@@ -341,8 +422,14 @@ describe("production is out of the ephemeral role's reach", () => {
   });
 
   it("nothing of the dev stack's graph is allowed, even with every request key chosen by the branch (pgha:stack request tag pr-…)", () => {
-    const all = probes(productionGraph);
+    // Creating a new key (tagged pr-*) touches nothing of production; tagging or deleting dev's keys is probed.
+    const all = probes(productionGraph).filter((p) => !p.creation);
     assert.ok(all.length > 500);
+    for (const service of ["s3:", "kms:"])
+      assert.ok(
+        all.some((p) => p.action.startsWith(service)),
+        service,
+      );
     // The branch also picks the node boundary for roles it would create (or claims an existing role has it).
     const hostile = (p: Probe) => ({ ...requestFor(p, "pr-hostile-000000"), "iam:PermissionsBoundary": BOUNDARY });
     const allowed = all.map((p) => ({ p, by: allowedBy(ephemeral, p.action, p.resource, hostile(p)) })).filter((x) => x.by.length > 0);
@@ -371,15 +458,17 @@ describe("production is out of the ephemeral role's reach", () => {
       UbuntuAmiLookup: "Canonical's public parameters, read-only",
       ReadinessGateRunCommand: "SendCommand also names the document; the instance must be tagged pr-*",
       ReadinessGateCommandResults: "GetCommandInvocation/CancelCommand support no resource-level permissions",
+      SecureStringsThroughSsmOnly: "KMS for SecureStrings only through SSM, whose parameters are fenced by PrNodeParameters",
     };
     const confined = (s: Statement) => {
-      const byName = list(s.Resource).every((r) => /\/(pgha\/|pgha-)pr-\*$/.test(r));
+      // IAM and SSM names pgha-pr-* and /pgha/pr-*; buckets pgha-pr-*-<region> (and their objects).
+      const byName = list(s.Resource).every((r) => /\/(pgha\/|pgha-)pr-\*$/.test(r) || /^arn:aws:s3:::pgha-pr-\*-[a-z]+-[a-z]+-\d(\/\*)?$/.test(r));
       const tagged = Object.values(s.Condition ?? {}).some((keys) =>
         Object.entries(keys).some(([key, value]) => key.endsWith("pgha:stack") && !key.includes("IfExists") && list(value).every((v) => v === "pr-*")),
       );
       return byName || tagged;
     };
-    const unconfined = ephemeral.filter((s) => list(s.Action).some((a) => /^(ec2|iam|ssm):/.test(a)) && !confined(s)).map((s) => s.Sid);
+    const unconfined = ephemeral.filter((s) => list(s.Action).some((a) => /^(ec2|iam|ssm|s3|kms):/.test(a)) && !confined(s)).map((s) => s.Sid);
     assert.deepEqual(
       unconfined.sort(),
       Object.keys(EXCEPTIONS)
@@ -402,6 +491,50 @@ describe("production is out of the ephemeral role's reach", () => {
       assert.deepEqual(read(`arn:aws:ssm:${regionOf(productionGraph, r)}:${ACCOUNT}:parameter${r.inputs.name}`), [], r.inputs.name);
     }
     for (const s of boundary) for (const action of list(s.Action)) assert.ok(!action.includes("*"), `${s.Sid}: ${action}`);
+  });
+
+  it("the node boundary lets a pr-* node use only pr-* backup buckets under a pr-* prefix, and pr-* keys only through S3", () => {
+    const boundary = statements("boundary-ephemeral-node.json");
+    const allowed = (action: string, resource: string, context: Context = {}) => allowedBy(boundary, action, resource, context).length > 0;
+    // What pgBackRest on a node of the ephemeral stack does, on every repository of its graph.
+    const buckets = ephemeralGraph.resources.filter((r) => r.type === "aws:s3/bucket:Bucket");
+    assert.equal(buckets.length, 3);
+    for (const bucket of buckets) {
+      const arn = `arn:aws:s3:::${bucket.inputs.bucket}`;
+      assert.ok(allowed("s3:ListBucket", arn, { "s3:prefix": `${EPHEMERAL_STACK}/archive/` }), `${arn}: list`);
+      for (const prefix of [undefined, "", "dev/"]) assert.ok(!allowed("s3:ListBucket", arn, { "s3:prefix": prefix }), `${arn}: list ${String(prefix)}`);
+      for (const action of ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]) assert.ok(allowed(action, `${arn}/${EPHEMERAL_STACK}/archive/x`), `${arn}: ${action}`);
+    }
+    for (const key of ephemeralGraph.resources.filter((r) => r.type === KMS_KEY)) {
+      const via = { "kms:ViaService": `s3.${regionOf(ephemeralGraph, key)}.amazonaws.com`, "aws:ResourceTag/pgha:stack": EPHEMERAL_STACK };
+      for (const action of ["kms:GenerateDataKey", "kms:Decrypt"]) assert.ok(allowed(action, key.state.arn as string, via), `${key.name}: ${action}`);
+      assert.ok(!allowed("kms:Decrypt", key.state.arn as string, { "aws:ResourceTag/pgha:stack": EPHEMERAL_STACK }), "a direct Decrypt");
+    }
+    // Nothing of the dev stack's repositories, whatever the request says.
+    for (const bucket of productionGraph.resources.filter((r) => r.type === "aws:s3/bucket:Bucket")) {
+      const arn = `arn:aws:s3:::${bucket.inputs.bucket}`;
+      for (const prefix of ["dev/", EPHEMERAL_STACK, "pr-x/"]) assert.ok(!allowed("s3:ListBucket", arn, { "s3:prefix": prefix }), `${arn} ${prefix}`);
+      for (const action of ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]) {
+        assert.ok(!allowed(action, `${arn}/dev/archive/x`), `${arn}: ${action}`);
+        assert.ok(!allowed(action, `${arn}/pr-x/archive/x`), `${arn}: ${action} under a pr- prefix`);
+      }
+    }
+    for (const key of productionGraph.resources.filter((r) => r.type === KMS_KEY)) {
+      const via = { "kms:ViaService": `s3.${regionOf(productionGraph, key)}.amazonaws.com`, "aws:ResourceTag/pgha:stack": "dev" };
+      assert.ok(!allowed("kms:Decrypt", key.state.arn as string, via), key.name);
+    }
+  });
+
+  it("the ephemeral role empties and deletes only pr-* buckets, and touches no object of dev's", () => {
+    for (const bucket of productionGraph.resources.filter((r) => r.type === "aws:s3/bucket:Bucket")) {
+      const arn = `arn:aws:s3:::${bucket.inputs.bucket}`;
+      for (const action of ["s3:DeleteBucket", "s3:ListBucketVersions", "s3:PutBucketPolicy", "s3:PutBucketVersioning", "s3:PutLifecycleConfiguration"])
+        assert.deepEqual(allowedBy(ephemeral, action, arn, requestFor({ what: "", action, resource: arn, context: {} }, "pr-hostile-000000")), [], `${action} ${arn}`);
+      for (const action of ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:GetObject", "s3:PutObject"])
+        assert.deepEqual(allowedBy(ephemeral, action, `${arn}/dev/x`, {}), [], `${action} ${arn}/dev/x`);
+    }
+    // The state bucket of docs/delivery.md is no backup bucket either.
+    assert.deepEqual(allowedBy(deploy, "s3:PutBucketPolicy", `arn:aws:s3:::pgha-pulumi-state-${ACCOUNT}`, {}), [], "the deploy role and the state bucket");
   });
 
   it("the quota check before a branch stack may read exactly the quotas it checks, in every region", () => {
@@ -508,6 +641,13 @@ describe("the drift role reads the main stack and writes nothing (drift.yml, the
         push(r.name, ["iam:GetRolePolicy"], roleArn(r.inputs.role), "us-east-1");
       } else if (r.type === "aws:iam/rolePolicyAttachment:RolePolicyAttachment") {
         push(r.name, ["iam:ListAttachedRolePolicies"], roleArn(r.inputs.role), "us-east-1");
+      } else if (S3_ACTIONS[r.type]) {
+        // S3 answers in the bucket's region; its ARN names none.
+        push(`${r.type} ${r.name}`, S3_ACTIONS[r.type].reads, `arn:aws:s3:::${String(r.inputs.bucket)}`, regionOf(graph, r));
+      } else if (r.type === KMS_KEY) {
+        push(`${r.type} ${r.name}`, KMS_KEY_READS, r.state.arn as string, regionOf(graph, r), {
+          "aws:ResourceTag/pgha:stack": r.inputs.tags?.["pgha:stack"] as string | undefined,
+        });
       } else if (EC2_ARN_TYPE[r.type] || EC2_UNTAGGED_READS[r.type]) {
         const kind = EC2_ARN_TYPE[r.type] ?? "untagged";
         const region = regionOf(graph, r);
@@ -542,6 +682,7 @@ describe("the drift role reads the main stack and writes nothing (drift.yml, the
     "aws:RequestTag/pgha:stack": "dev",
     "ec2:ResourceTag/pgha:stack": "dev",
     "ssm:resourceTag/pgha:stack": "dev",
+    "aws:ResourceTag/pgha:stack": "dev",
     "iam:PermissionsBoundary": BOUNDARY,
   };
   /** Every write the deploy role's document grants, on each resource it names, and every write deploying the dev stack needs. */
@@ -561,11 +702,15 @@ describe("the drift role reads the main stack and writes nothing (drift.yml, the
   it("allows every read a refresh of the dev stack's graph makes, and the program's own invokes (AMI lookup, provider start-up)", () => {
     const reads = readProbes(productionGraph);
     assert.ok(reads.length > 400, String(reads.length));
-    for (const service of ["ec2:", "iam:", "ssm:", "kms:"])
+    for (const service of ["ec2:", "iam:", "ssm:", "kms:", "s3:"])
       assert.ok(
         reads.some((p) => p.action.startsWith(service)),
         service,
       );
+    assert.ok(
+      reads.some((p) => p.action === "kms:GetKeyPolicy"),
+      "the backup keys",
+    );
     assert.ok(
       reads.some((p) => p.action === "ssm:GetParameter" && p.resource.includes("/aws/service/canonical/")),
       "the AMI lookup",

@@ -187,7 +187,8 @@ describe("node secrets policy", () => {
       StringEquals: { "kms:ViaService": "ssm.ap-northeast-1.amazonaws.com" },
       StringLike: { "kms:EncryptionContext:PARAMETER_ARN": own },
     });
-    assert.deepEqual(policy.Statement[2].Condition, { StringNotLike: { "kms:EncryptionContext:PARAMETER_ARN": own } });
+    // Only decryptions that name a parameter: S3's of the backup repositories carry the bucket's ARN instead.
+    assert.deepEqual(policy.Statement[2].Condition, { StringNotLike: { "kms:EncryptionContext:PARAMETER_ARN": own }, Null: { "kms:EncryptionContext:PARAMETER_ARN": "false" } });
   });
 
   it("rejects a secrets plan that strays from the node's path or stores a key as plain String", () => {

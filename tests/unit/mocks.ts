@@ -65,8 +65,8 @@ function unwrap(value: any): any {
 
 const hex = (text: string, length: number) => createHash("sha256").update(text).digest("hex").slice(0, length);
 
-/** What each mocked resource type returns; unknown types echo their inputs. */
-function mockState(type: string, name: string, inputs: Record<string, any>, stashed: Record<string, unknown>): { id: string; state: Record<string, any> } {
+/** What each mocked resource type returns; unknown types echo their inputs. `region`: of the resource's explicit provider. */
+function mockState(type: string, name: string, inputs: Record<string, any>, stashed: Record<string, unknown>, region: string): { id: string; state: Record<string, any> } {
   switch (type) {
     // A Stash keeps what it was created with: `stashed` plays an earlier deployment's record.
     case "pulumi:index:Stash":
@@ -94,6 +94,14 @@ function mockState(type: string, name: string, inputs: Record<string, any>, stas
       return { id: inputs.name, state: { ...inputs, arn: `arn:aws:iam::${MOCK_ACCOUNT_ID}:instance-profile/${inputs.name}` } };
     case "aws:ssm/parameter:Parameter":
       return { id: inputs.name, state: inputs };
+    // A bucket's id is its name, as in AWS.
+    case "aws:s3/bucket:Bucket":
+      return { id: inputs.bucket, state: { ...inputs, arn: `arn:aws:s3:::${inputs.bucket}`, region } };
+    case "aws:kms/key:Key": {
+      const h = hex(name, 32);
+      const keyId = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+      return { id: keyId, state: { ...inputs, keyId, arn: `arn:aws:kms:${region}:${MOCK_ACCOUNT_ID}:key/${keyId}` } };
+    }
     default:
       return { id: `${name}-id`, state: inputs };
   }
@@ -114,7 +122,7 @@ export function installMocks(stack = "test", options: { stashed?: Record<string,
     newResource(args) {
       const inputs = unwrap(args.inputs);
       const secretInputs = Object.keys(args.inputs).filter((key) => isSecretEnvelope(args.inputs[key]));
-      const { id, state } = mockState(args.type, args.name, inputs, options.stashed ?? {});
+      const { id, state } = mockState(args.type, args.name, inputs, options.stashed ?? {}, world.regionOf({ provider: args.provider ?? "" }) ?? "default");
       inputsByKey.set(`${args.type}::${args.name}`, { inputs, secretInputs, state });
       return { id, state };
     },

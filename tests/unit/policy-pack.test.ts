@@ -56,6 +56,16 @@ describe("the pack over Pulumi.dev.yaml", () => {
     assert.deepEqual(violations, [], summary(violations));
   });
 
+  it("holds one backup bucket per region, each with its versioning, encryption, public access block and policy, for the S3 policies to judge", () => {
+    assert.deepEqual(
+      of(dev, TYPES.bucket)
+        .map((b) => b.inputs.bucket)
+        .sort(),
+      ["pgha-dev-ap-northeast-1", "pgha-dev-ap-northeast-2", "pgha-dev-ap-southeast-1"],
+    );
+    for (const type of [TYPES.bucketVersioning, TYPES.bucketEncryption, TYPES.bucketPublicAccessBlock, TYPES.bucketPolicy]) assert.equal(of(dev, type).length, 3, type);
+  });
+
   it("fails the ephemeral profile's limits (the main stack is not cheap, and its data volumes are protected)", async () => {
     const violations = await pack(dev, EPHEMERAL_CONFIG);
     assert.ok(violations.length > 0);
@@ -79,6 +89,12 @@ describe("the pack over two ephemeral branch stacks", () => {
       const violations = await pack(graph, EPHEMERAL_CONFIG);
       assert.deepEqual(violations, [], `${graph.stack}:\n${summary(violations)}`);
     }
+  });
+
+  it("without policy/ephemeral.json fails only no-force-destroy-buckets: its backup buckets go with the stack", async () => {
+    const violations = await pack(branchA);
+    assert.deepEqual([...new Set(violations.map((v) => v.policy))], ["no-force-destroy-buckets"], summary(violations));
+    assert.equal(violations.length, 3);
   });
 
   it("protects nothing and uses only small instance types", () => {
@@ -171,6 +187,42 @@ describe("controls: the dev graph broken on purpose fails the guarding policy", 
         set(peering, "peerVpcId", "vpc-0someoneelse");
       },
       "peering-within-stack",
+    ],
+    [
+      "versioning suspended on a backup bucket",
+      (g) => {
+        set(of(g, TYPES.bucketVersioning)[0], "versioningConfiguration", { status: "Suspended" });
+      },
+      "s3-buckets-versioned",
+    ],
+    [
+      "SSE-S3 instead of SSE-KMS on a backup bucket",
+      (g) => {
+        set(of(g, TYPES.bucketEncryption)[0], "rules", [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "AES256" } }]);
+      },
+      "s3-buckets-kms-encrypted",
+    ],
+    [
+      "a public access block that lets a public policy through",
+      (g) => {
+        set(of(g, TYPES.bucketPublicAccessBlock)[0], "blockPublicPolicy", false);
+      },
+      "s3-buckets-block-public-access",
+    ],
+    [
+      "a bucket policy that no longer denies plain HTTP",
+      (g) => {
+        const policy = of(g, TYPES.bucketPolicy)[0];
+        set(policy, "policy", (policy.inputs.policy as string).replace('"aws:SecureTransport":"false"', '"aws:SecureTransport":"true"'));
+      },
+      "s3-buckets-tls-only",
+    ],
+    [
+      "forceDestroy on a kept backup bucket",
+      (g) => {
+        set(of(g, TYPES.bucket)[0], "forceDestroy", true);
+      },
+      "no-force-destroy-buckets",
     ],
     [
       "an IAM role name without the stack",

@@ -13,8 +13,10 @@ import {
   ephemeralStackDestroyable,
   imdsv2Required,
   isWorldCidr,
+  deniesInsecureTransport,
   nameCarriesStack,
   noElasticIpOnDatabaseNodes,
+  noForceDestroyBuckets,
   noGeneratedSecretsInUserData,
   noPublicDatabaseIngress,
   noPublicIpOnDatabaseNodes,
@@ -22,6 +24,10 @@ import {
   peeringWithinStack,
   policies,
   policyPackArgs,
+  s3BucketsBlockPublicAccess,
+  s3BucketsKmsEncrypted,
+  s3BucketsTlsOnly,
+  s3BucketsVersioned,
   stackOfUrn,
   stackScopedNames,
   TYPES,
@@ -329,9 +335,16 @@ describe("stack-scoped-names", () => {
 });
 
 describe("ephemeral-stack-destroyable", () => {
-  it("passes small, unprotected resources", async () => {
+  it("passes small, unprotected resources and force-destroyed buckets", async () => {
     assert.deepEqual(await validateResource(ephemeralStackDestroyable, instance()), []);
     assert.deepEqual(await validateResource(ephemeralStackDestroyable, { type: TYPES.volume, props: { size: 10, encrypted: true } }), []);
+    assert.deepEqual(await validateResource(ephemeralStackDestroyable, { type: TYPES.bucket, props: { bucket: "b", forceDestroy: true } }), []);
+  });
+
+  it("fails a bucket without forceDestroy (destroy would stop at it once it holds objects), of either bucket type", async () => {
+    for (const type of [TYPES.bucket, TYPES.bucketV2])
+      for (const forceDestroy of [false, undefined])
+        assert.match((await validateResource(ephemeralStackDestroyable, { type, props: { bucket: "b", forceDestroy } }))[0], /bucket subject: forceDestroy is not true/);
   });
 
   it("fails protect, termination protection, a large instance type and large volumes", async () => {
@@ -344,5 +357,172 @@ describe("ephemeral-stack-destroyable", () => {
 
   it("takes its limits from the policy config", async () => {
     assert.deepEqual(await validateResource(ephemeralStackDestroyable, instance({ instanceType: "m6i.large" }), { allowedInstanceTypes: ["m6i.large"] }), []);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// S3 buckets: versioning, SSE-KMS, public access block, TLS only, forceDestroy
+// ---------------------------------------------------------------------------
+
+const BUCKET = "pgha-pr-test-1a2b3c-ap-northeast-2";
+const bucketUrn = urnFor(TYPES.bucket, "repo");
+/** A bucket with every configuration resource as components/backup-repository.ts creates them (bucket property from the bucket). */
+function bucketStack(overrides: Partial<Record<"versioning" | "encryption" | "publicAccess" | "policy", Record<string, unknown> | null>> = {}, bucketType: string = TYPES.bucket) {
+  const fromBucket = { bucket: [bucketUrn] };
+  const tlsOnly = {
+    Version: "2012-10-17",
+    Statement: [
+      {
+        Sid: "DenyInsecureTransport",
+        Effect: "Deny",
+        Principal: "*",
+        Action: "s3:*",
+        Resource: [`arn:aws:s3:::${BUCKET}`, `arn:aws:s3:::${BUCKET}/*`],
+        Condition: { Bool: { "aws:SecureTransport": "false" } },
+      },
+    ],
+  };
+  const parts: Record<string, { type: string; props: Record<string, unknown> }> = {
+    versioning: { type: TYPES.bucketVersioning, props: { versioningConfiguration: { status: "Enabled" } } },
+    encryption: {
+      type: TYPES.bucketEncryption,
+      props: { rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "aws:kms", kmsMasterKeyId: "arn:aws:kms:ap-northeast-2:1:key/k" }, bucketKeyEnabled: true }] },
+    },
+    publicAccess: { type: TYPES.bucketPublicAccessBlock, props: { blockPublicAcls: true, blockPublicPolicy: true, ignorePublicAcls: true, restrictPublicBuckets: true } },
+    policy: { type: TYPES.bucketPolicy, props: { policy: JSON.stringify(tlsOnly) } },
+  };
+  const specs = Object.entries(parts)
+    .filter(([key]) => overrides[key as keyof typeof overrides] !== null)
+    .map(([key, part]) => ({ ...part, name: `repo-${key}`, props: { ...part.props, ...(overrides[key as keyof typeof overrides] ?? {}) }, propertyDependencies: fromBucket }));
+  return stackResources([
+    { type: bucketType, name: "repo", urn: bucketType === TYPES.bucket ? bucketUrn : urnFor(bucketType, "repo"), props: { bucket: BUCKET, forceDestroy: false } },
+    ...specs,
+  ]);
+}
+const S3_RULES = [s3BucketsVersioned, s3BucketsKmsEncrypted, s3BucketsBlockPublicAccess, s3BucketsTlsOnly];
+
+describe("s3-buckets-versioned, s3-buckets-kms-encrypted, s3-buckets-block-public-access, s3-buckets-tls-only", () => {
+  it("pass a bucket configured as the backup repositories are, while the bucket id is still unknown (preview)", async () => {
+    for (const rule of S3_RULES) assert.deepEqual(await validateStack(rule, bucketStack()), [], rule.name);
+  });
+
+  it("pass configuration that names the bucket by its literal name; a configuration of another bucket does not count", async () => {
+    const literal = stackResources([
+      { type: TYPES.bucket, name: "b", props: { bucket: "literal-bucket" } },
+      { type: TYPES.bucketVersioning, name: "v", props: { bucket: "literal-bucket", versioningConfiguration: { status: "Enabled" } } },
+      { type: TYPES.bucketVersioning, name: "other", props: { bucket: "another-bucket", versioningConfiguration: { status: "Suspended" } } },
+    ]);
+    assert.deepEqual(await validateStack(s3BucketsVersioned, literal), []);
+    const otherOnly = stackResources([
+      { type: TYPES.bucket, name: "b", props: { bucket: "literal-bucket" } },
+      { type: TYPES.bucketVersioning, name: "v", props: { bucket: "another-bucket", versioningConfiguration: { status: "Enabled" } } },
+    ]);
+    assert.equal((await validateStack(s3BucketsVersioned, otherOnly)).length, 1);
+  });
+
+  it("judge each bucket by its own configuration resources only", async () => {
+    const second = urnFor(TYPES.bucket, "second");
+    const resources = stackResources([
+      ...bucketStack().map((r) => ({ type: r.type, name: r.name, urn: r.urn, props: r.props, propertyDependencies: { bucket: r.type === TYPES.bucket ? [] : [bucketUrn] } })),
+      { type: TYPES.bucket, name: "second", urn: second, props: { bucket: "second-bucket" } },
+      { type: TYPES.bucketVersioning, name: "second-v", props: { versioningConfiguration: { status: "Suspended" } }, propertyDependencies: { bucket: [second] } },
+    ]);
+    const violations = await validateStack(s3BucketsVersioned, resources);
+    assert.deepEqual(
+      violations.map((v) => v.urn),
+      [second],
+    );
+  });
+
+  it("check the deprecated BucketV2 and the V2 configuration resources too", async () => {
+    const v2 = bucketStack({}, TYPES.bucketV2);
+    assert.equal((await validateStack(s3BucketsVersioned, v2)).length, 1, "its configuration names the other URN");
+    const resources = stackResources([
+      { type: TYPES.bucketV2, name: "old", props: { bucket: "old-bucket" } },
+      {
+        type: TYPES.bucketVersioningV2,
+        name: "old-v",
+        props: { versioningConfiguration: { status: "Enabled" } },
+        propertyDependencies: { bucket: [urnFor(TYPES.bucketV2, "old")] },
+      },
+      {
+        type: TYPES.bucketEncryptionV2,
+        name: "old-e",
+        props: { rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "aws:kms:dsse" } }] },
+        propertyDependencies: { bucket: [urnFor(TYPES.bucketV2, "old")] },
+      },
+    ]);
+    assert.deepEqual(await validateStack(s3BucketsVersioned, resources), []);
+    assert.deepEqual(await validateStack(s3BucketsKmsEncrypted, resources), []);
+    assert.equal((await validateStack(s3BucketsBlockPublicAccess, resources)).length, 1);
+  });
+
+  const failures: [string, Parameters<typeof bucketStack>[0], (typeof S3_RULES)[number], RegExp][] = [
+    ["no versioning resource", { versioning: null }, s3BucketsVersioned, /no BucketVersioning resource/],
+    ["versioning suspended", { versioning: { versioningConfiguration: { status: "Suspended" } } }, s3BucketsVersioned, /versioning is \["Suspended"\]/],
+    ["no encryption configuration", { encryption: null }, s3BucketsKmsEncrypted, /no BucketServerSideEncryptionConfiguration/],
+    ["SSE-S3 (AES256)", { encryption: { rules: [{ applyServerSideEncryptionByDefault: { sseAlgorithm: "AES256" } }] } }, s3BucketsKmsEncrypted, /must be SSE-KMS/],
+    ["an encryption configuration without a rule", { encryption: { rules: [] } }, s3BucketsKmsEncrypted, /has no rule/],
+    ["no public access block", { publicAccess: null }, s3BucketsBlockPublicAccess, /no BucketPublicAccessBlock/],
+    ["restrictPublicBuckets off", { publicAccess: { restrictPublicBuckets: false } }, s3BucketsBlockPublicAccess, /leaves restrictPublicBuckets off/],
+    ["blockPublicAcls unset", { publicAccess: { blockPublicAcls: undefined } }, s3BucketsBlockPublicAccess, /leaves blockPublicAcls off/],
+    ["no bucket policy", { policy: null }, s3BucketsTlsOnly, /no BucketPolicy/],
+    [
+      "a policy without the TLS deny",
+      { policy: { policy: JSON.stringify({ Statement: [{ Effect: "Allow", Principal: "*", Action: "s3:GetObject", Resource: `arn:aws:s3:::${BUCKET}/*` }] }) } },
+      s3BucketsTlsOnly,
+      /does not deny requests without TLS/,
+    ],
+  ];
+  for (const [what, overrides, rule, pattern] of failures) {
+    it(`${rule.name} fails ${what}`, async () => {
+      const violations = await validateStack(rule, bucketStack(overrides));
+      assert.equal(violations.length, 1, JSON.stringify(violations));
+      assert.match(violations[0].message, pattern);
+      assert.equal(violations[0].urn, bucketUrn);
+      for (const other of S3_RULES.filter((r) => r !== rule)) assert.deepEqual(await validateStack(other, bucketStack(overrides)), [], `${what} also fails ${other.name}`);
+    });
+  }
+
+  it("s3-buckets-tls-only accepts only a deny of every principal and S3 action, on the bucket and its objects, when SecureTransport is false", () => {
+    const good = {
+      Effect: "Deny",
+      Principal: { AWS: "*" },
+      Action: ["s3:*"],
+      Resource: [`arn:aws-cn:s3:::${BUCKET}`, `arn:aws-cn:s3:::${BUCKET}/*`],
+      Condition: { Bool: { "aws:SecureTransport": false } },
+    };
+    assert.equal(deniesInsecureTransport(good, BUCKET), true);
+    assert.equal(deniesInsecureTransport({ ...good, Resource: "*" }, BUCKET), true);
+    for (const [what, statement] of [
+      ["Allow", { ...good, Effect: "Allow" }],
+      ["one principal", { ...good, Principal: { AWS: "arn:aws:iam::1:root" } }],
+      ["GetObject only", { ...good, Action: "s3:GetObject" }],
+      ["the bucket without its objects", { ...good, Resource: `arn:aws:s3:::${BUCKET}` }],
+      ["the objects without the bucket", { ...good, Resource: `arn:aws:s3:::${BUCKET}/*` }],
+      ["a prefix of the objects", { ...good, Resource: [`arn:aws:s3:::${BUCKET}`, `arn:aws:s3:::${BUCKET}/logs/*`] }],
+      ["another bucket", { ...good, Resource: ["arn:aws:s3:::other", "arn:aws:s3:::other/*"] }],
+      ["SecureTransport true", { ...good, Condition: { Bool: { "aws:SecureTransport": "true" } } }],
+      ["an extra condition", { ...good, Condition: { Bool: { "aws:SecureTransport": "false" }, IpAddress: { "aws:SourceIp": "10.0.0.0/8" } } }],
+      ["NotAction", { ...good, NotAction: "s3:GetObject" }],
+      ["no condition", { ...good, Condition: undefined }],
+    ] as const)
+      assert.equal(deniesInsecureTransport(statement, BUCKET), false, what);
+  });
+});
+
+describe("no-force-destroy-buckets", () => {
+  it("passes buckets without forceDestroy, and other resources", async () => {
+    assert.deepEqual(await validateResource(noForceDestroyBuckets, { type: TYPES.bucket, props: { bucket: "b", forceDestroy: false } }), []);
+    assert.deepEqual(await validateResource(noForceDestroyBuckets, { type: TYPES.bucketV2, props: { bucket: "b" } }), []);
+    assert.deepEqual(await validateResource(noForceDestroyBuckets, { type: TYPES.volume, props: { forceDestroy: true } }), []);
+  });
+
+  it("fails forceDestroy on either bucket type", async () => {
+    for (const type of [TYPES.bucket, TYPES.bucketV2]) {
+      const violations = await validateResource(noForceDestroyBuckets, { type, props: { bucket: "b", forceDestroy: true } });
+      assert.equal(violations.length, 1);
+      assert.match(violations[0], /forceDestroy is true/);
+    }
   });
 });
