@@ -4,7 +4,7 @@ import { renderHaproxyConfig } from "./haproxy";
 import { certificateMetricsUnits, dropInPath, monitoringConfigFiles, monitoringDropIns } from "./monitoring";
 import { osUpdateFiles } from "./os-updates";
 import { renderPatroniConfig } from "./patroni";
-import { backupUnits, renderPgbackrestConfig } from "./pgbackrest";
+import { backupUnits, rejoinNudgeUnits, renderPgbackrestConfig } from "./pgbackrest";
 import { bootScript } from "./scripts";
 import { emitSystemdUnit, nodeUnits, PATH_MTU_UNIT, renderSysctl } from "./systemd";
 import type { NodeFile } from "./types";
@@ -62,7 +62,7 @@ export function renderNodeFiles(plan: ClusterPlan, node: NodePlan): NodeFile[] {
     files.push(file(NODE_PATHS.pgbackrestConfig, renderPgbackrestConfig(plan, node), "postgres", "0640"));
     files.push(file(NODE_PATHS.backup, bootScript("pgha-backup.sh"), "root", "0755"));
     files.push(file(NODE_PATHS.restore, bootScript("pgha-restore.sh"), "root", "0755"));
-    for (const unit of backupUnits(plan)) files.push(file(`${NODE_PATHS.systemdDir}/${unit.name}`, emitSystemdUnit(unit.unit), "root", "0644"));
+    for (const unit of [...backupUnits(plan), ...rejoinNudgeUnits()]) files.push(file(`${NODE_PATHS.systemdDir}/${unit.name}`, emitSystemdUnit(unit.unit), "root", "0644"));
   }
   if (node.roles.has("haproxy")) {
     files.push(file(NODE_PATHS.haproxyConfig, renderHaproxyConfig(plan, node), "root", "0644"));

@@ -174,7 +174,62 @@ export function backupUnits(plan: ClusterPlan): RenderedUnit[] {
   ]);
 }
 
-/** What the boot step enables and starts on a database node: the two timers (the services run when they fire). */
+export const REJOIN_NUDGE_SERVICE = "pgha-rejoin-nudge.service";
+export const REJOIN_NUDGE_TIMER = "pgha-rejoin-nudge.timer";
+/** How often the primary looks for a standby waiting on its next WAL record. */
+export const REJOIN_NUDGE_INTERVAL = "10s";
+/** A walsender younger than this is a standby that just (re)connected. */
+const REJOIN_WINDOW = "2 minutes";
+
+/**
+ * The nudge's query. pg_rewind sets a rejoining standby's minimum recovery
+ * point to the primary's WAL insert position, and the standby accepts no
+ * connection until it has replayed a record ending there. On an idle primary
+ * after archive_timeout's segment switch that position is just past the new
+ * segment's page header, where no record ends until the next write: the old
+ * primary stays "starting" for as long as the application is quiet (seen in
+ * the WAN lab's host-loss drill: minRecoveryPoint 0/1D000028, idle, stuck).
+ * Insert ahead of flush with nothing to write is that state; one flushed
+ * logical message ends it. Only while a walsender is new, so a quiet cluster
+ * is not kept switching a segment every archive_timeout. CASE keeps the
+ * order: the WAL functions fail on a standby.
+ */
+export const REJOIN_NUDGE_SQL = [
+  "SELECT CASE WHEN pg_is_in_recovery() THEN NULL",
+  "WHEN pg_current_wal_insert_lsn() > pg_current_wal_flush_lsn()",
+  `AND EXISTS (SELECT 1 FROM pg_stat_replication WHERE backend_start > now() - interval '${REJOIN_WINDOW}')`,
+  "THEN pg_logical_emit_message(false, 'pgha-rejoin', '', true) END",
+].join(" ");
+
+/** The rejoin nudge ({@link REJOIN_NUDGE_SQL}) as a oneshot service and its timer, on every database node. */
+export function rejoinNudgeUnits(): RenderedUnit[] {
+  return [
+    {
+      name: REJOIN_NUDGE_SERVICE,
+      unit: {
+        Unit: { Description: "Write one WAL record when a standby that just rejoined waits on an idle primary (primary only)", After: "patroni.service" },
+        Service: {
+          Type: "oneshot",
+          User: SERVICE_USERS.postgres,
+          Group: SERVICE_USERS.postgres,
+          ExecStart: `/usr/bin/psql -X -q -A -t -v ON_ERROR_STOP=1 -d postgres -c "${REJOIN_NUDGE_SQL}"`,
+          // psql's 2 is "no connection": PostgreSQL stopped or a standby not yet consistent, nothing to do here.
+          SuccessExitStatus: 2,
+        },
+      },
+    },
+    {
+      name: REJOIN_NUDGE_TIMER,
+      unit: {
+        Unit: { Description: `The rejoin nudge every ${REJOIN_NUDGE_INTERVAL}` },
+        Timer: { OnActiveSec: REJOIN_NUDGE_INTERVAL, OnUnitActiveSec: REJOIN_NUDGE_INTERVAL, AccuracySec: "1s" },
+        Install: { WantedBy: "timers.target" },
+      },
+    },
+  ];
+}
+
+/** What the boot step enables and starts on a database node: the backup timers and the rejoin nudge's (the services run when they fire). */
 export function backupStartOrder(node: NodePlan): string[] {
-  return node.roles.has("postgres") ? BACKUP_TYPES.map(backupTimerName) : [];
+  return node.roles.has("postgres") ? [...BACKUP_TYPES.map(backupTimerName), REJOIN_NUDGE_TIMER] : [];
 }

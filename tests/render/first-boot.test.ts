@@ -169,6 +169,10 @@ describe("first boot: the node's units, runcmd and apt, with the real programs",
         "systemctl restart prometheus-postgres-exporter.service",
         "systemctl restart pgha-certificate-metrics.service",
         "systemctl restart pgha-certificate-metrics.timer",
+        // Backups last: the timers' first run needs Patroni's stanza.
+        "systemctl restart pgha-backup-full.timer",
+        "systemctl restart pgha-backup-diff.timer",
+        "systemctl restart pgha-rejoin-nudge.timer",
       ],
       `control: every step runs (${ok.steps.join(" | ")})`,
     );
