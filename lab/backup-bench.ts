@@ -75,7 +75,7 @@ async function archiveLag(lab: LabContext, seconds: number, log: (line: string) 
 export async function backupBench(lab: LabContext, options: { scale: number; repeat: number; loadSeconds: number; log: (line: string) => void }): Promise<BackupBench> {
   const { log } = options;
   log(`pgbench -i -s ${options.scale} through HAProxy`);
-  const init = await lab.transport.run(CLIENT, [PGBENCH, "-i", "-q", "-s", String(options.scale), "--unlogged-tables=false", conninfo(lab)], {
+  const init = await lab.transport.run(CLIENT, [PGBENCH, "-i", "-q", "-s", String(options.scale), conninfo(lab)], {
     env: { PGPASSWORD: lab.access.superuserPassword },
     timeoutMs: 1_800_000,
   });

@@ -12,11 +12,18 @@
  *
  * PGHA_SKIP_READINESS=1 in the environment of `pulumi up` skips both (an
  * emergency switch: the update then proves nothing about the cluster).
+ *
+ * The backup commands (docs/backups.md) take the same options and run by hand:
+ *
+ *   node --import tsx ops/readiness.ts backup          --stack dev --region-instances '…' [--type full|diff]
+ *   node --import tsx ops/readiness.ts restore         --stack dev --region-instances '…' [--target-time T] [--node N]
+ *   node --import tsx ops/readiness.ts rebuild-replica --stack dev --region-instances '…' <member>
  */
 import { Command, InvalidArgumentError } from "commander";
 import { buildClusterPlan, NODE_PATHS, nodesWithRole, type ClusterPlan } from "../plan";
 import type { ClusterAccess } from "../checks/cluster";
 import type { NodeTransport } from "../checks/transport";
+import { backupType, checkTargetTime, rebuildReplica, restoreCluster, takeBackup } from "./restore";
 import { runRollout, waitUntilReady } from "./rollout";
 import { SsmTransport, type SsmTarget } from "./ssm-transport";
 
@@ -112,7 +119,7 @@ function skipped(what: string): boolean {
 
 export function program(): Command {
   const cli = new Command();
-  cli.name("readiness").description("Readiness gate and rolling changes of a pgha stack over SSM Run Command.").exitOverride();
+  cli.name("readiness").description("Readiness gate, rolling changes, backups and restores of a pgha stack over SSM Run Command.").exitOverride();
   const common = (command: Command, timeoutDefault: number): Command =>
     command
       .requiredOption("--stack <name>", "Pulumi stack name")
@@ -138,7 +145,48 @@ export function program(): Command {
       await runRollout({ access, log, healthBudgetMs: options.timeout * 1000, pollMs: options.poll * 1000 });
     },
   );
+
+  common(cli.command("backup").description("take a backup now on the primary (pgha-backup-<type>.service, the timers' own unit) into every repository"), 600)
+    .option("--type <type>", "full or diff", asArgument(backupType), "full" as const)
+    .action(async (options: CommonOptions & { type: ReturnType<typeof backupType> }) => {
+      const log = logger("backup");
+      const report = await takeBackup(setup(options, log), options.type);
+      log(`${report.node}: ${options.type} backup to every repository in ${report.seconds.toFixed(1)} s`);
+    });
+
+  common(
+    cli
+      .command("restore")
+      .description("restore the whole cluster in place from the backup repositories, to --target-time or to the end of the archive; nothing changes unless the first node's restore promotes"),
+    1800,
+  )
+    .option("--target-time <timestamp>", "recover to just before the first commit after this instant (with a time zone, e.g. '2026-12-02 10:15:00+00')", asArgument(checkTargetTime))
+    .option("--node <name>", "the node that restores first and leads (default: the highest failover_priority)")
+    .action(async (options: CommonOptions & { targetTime?: string; node?: string }) => {
+      const log = logger("restore");
+      const report = await restoreCluster(setup(options, log), { targetTime: options.targetTime, node: options.node, log, healthBudgetMs: options.timeout * 1000 });
+      log(`restored in ${report.seconds.total.toFixed(1)} s (the leader's own restore ${report.seconds.leaderRestore.toFixed(1)} s); leader ${report.leader}`);
+    });
+
+  common(cli.command("rebuild-replica").description("re-create one member from its region's repository (patronictl reinit: pgbackrest first, then basebackup)"), 1800)
+    .argument("<member>", "the member to rebuild (not the leader)")
+    .action(async (member: string, options: CommonOptions) => {
+      const log = logger("rebuild-replica");
+      const report = await rebuildReplica(setup(options, log), member, { log, healthBudgetMs: options.timeout * 1000 });
+      log(`${member} rebuilt with ${report.method} in ${report.seconds.toFixed(1)} s`);
+    });
   return cli;
+}
+
+/** A checker from ops/restore.ts as a commander argument parser: its one-line error becomes commander's. */
+function asArgument<T>(check: (value: string) => T): (value: string) => T {
+  return (value) => {
+    try {
+      return check(value);
+    } catch (error) {
+      throw new InvalidArgumentError((error as Error).message);
+    }
+  };
 }
 
 if (require.main === module) {

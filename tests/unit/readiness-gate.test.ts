@@ -203,6 +203,19 @@ describe("the command line, run for real", () => {
     assert.match(result.stderr, /pg-singapore-1: no instance given/);
   });
 
+  it("restore and backup refuse a bad --target-time or --type in one line, before reading the configuration or calling AWS", () => {
+    const restore = run(["restore", "--stack", "test", "--region-instances", "{}", "--target-time", "2026-12-02 10:15:00"], { PGHA_CONFIG: "" });
+    assert.equal(restore.status, 1, restore.stderr);
+    assert.match(restore.stderr, /--target-time = "2026-12-02 10:15:00": must be a timestamp with a time zone/);
+    assert.equal(restore.stderr.trim().split("\n").length, 1, restore.stderr);
+    const backup = run(["backup", "--stack", "test", "--region-instances", "{}", "--type", "weekly"], { PGHA_CONFIG: "" });
+    assert.equal(backup.status, 1, backup.stderr);
+    assert.match(backup.stderr, /--type = "weekly": must be full or diff/);
+    const rebuild = run(["rebuild-replica", "--stack", "test", "--region-instances", "{}"], { PGHA_CONFIG: config });
+    assert.equal(rebuild.status, 1);
+    assert.match(rebuild.stderr, /missing required argument 'member'/);
+  });
+
   it("fails without the stack's configuration", () => {
     const result = run(["rollout", "--stack", "test", "--region-instances", "{}"], { PGHA_CONFIG: "" });
     assert.equal(result.status, 1);
