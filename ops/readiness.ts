@@ -157,10 +157,16 @@ export function program(): Command {
   common(
     cli
       .command("restore")
-      .description("restore the whole cluster in place from the backup repositories, to --target-time or to the end of the archive; nothing changes unless the first node's restore promotes"),
+      .description(
+        "restore the whole cluster in place from the backup repositories, to --target-time or to the end of the archive; nothing changes unless the first node's restore promotes",
+      ),
     1800,
   )
-    .option("--target-time <timestamp>", "recover to just before the first commit after this instant (with a time zone, e.g. '2026-12-02 10:15:00+00')", asArgument(checkTargetTime))
+    .option(
+      "--target-time <timestamp>",
+      "recover to just before the first commit after this instant (with a time zone, e.g. '2026-12-02 10:15:00+00')",
+      asArgument(checkTargetTime),
+    )
     .option("--node <name>", "the node that restores first and leads (default: the highest failover_priority)")
     .action(async (options: CommonOptions & { targetTime?: string; node?: string }) => {
       const log = logger("restore");
