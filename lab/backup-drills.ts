@@ -286,7 +286,10 @@ async function backupDuringFailoverDrill(ctx: DrillContext, repetition: number):
   );
   const unit = await ctx.transport.run(oldPrimary, ["systemctl", "show", "-P", "Result", backupServiceName("full")]);
   result.details.interruptedBackup = ended ? unit.stdout.trim() : "still running 180 s after the host came back";
-  if (!ended) result.problems.push(`the interrupted backup on ${oldPrimary} was still running 180 s after its host came back`);
+  if (!ended) {
+    const journal = await ctx.transport.run(oldPrimary, ["journalctl", "-u", backupServiceName("full"), "-n", "15", "--no-pager", "-o", "cat"]);
+    result.problems.push(`the interrupted backup on ${oldPrimary} was still running 180 s after its host came back; its journal:\n${journal.stdout.trim()}`);
+  }
   // And after it: the repositories are whole, and yet another backup goes through.
   const primaryNow = await leaderNow(ctx);
   const after = await takeBackup(ctx.access, "diff").catch((error: unknown) => {

@@ -234,6 +234,12 @@ export async function takeBackup(access: ClusterAccess, type: BackupType): Promi
   const leader = view.members.find((m) => m.role === "leader" && m.state === "running")?.name;
   if (!leader) throw new Error("no running leader to back up from");
   const started = Date.now();
-  await mustRun(access, leader, ["systemctl", "start", backupServiceName(type)], `systemctl start ${backupServiceName(type)}`, 3_600_000);
+  const unit = backupServiceName(type);
+  const result = await access.transport.run(leader, ["systemctl", "start", unit], { timeoutMs: 3_600_000 });
+  if (result.code !== 0) {
+    // systemctl only says "see journalctl"; pgBackRest's own error is in the unit's journal.
+    const journal = await access.transport.run(leader, ["journalctl", "-u", unit, "-n", "15", "--no-pager", "-o", "cat"], { timeoutMs: 30_000 });
+    throw new Error(`${type} backup on ${leader} failed (exit ${result.code}); ${unit}'s journal:\n${journal.stdout.trim()}`);
+  }
   return { node: leader, seconds: (Date.now() - started) / 1000 };
 }
