@@ -12,39 +12,14 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import { buildClusterPlan, type ClusterPlan, type NodePlan } from "../../plan";
-import { installMocks, MOCK_ACCOUNT_ID, prepareRenderer, valueOf, type Registered } from "./mocks";
+import { installMocks, witnessRegions, MOCK_ACCOUNT_ID, prepareRenderer, valueOf, type Registered } from "./mocks";
 
 const world = installMocks("test");
 const RETENTION_DAYS = 9;
 const plan = buildClusterPlan({ access: { applicationCidrs: ["10.1.0.0/16"] }, backup: { retentionDays: RETENTION_DAYS } }, { stack: "test" });
 const ephemeralPlan = buildClusterPlan(
   {
-    regions: [
-      {
-        name: "seoul",
-        awsRegion: "ap-northeast-2",
-        vpcCidr: "10.1.0.0/16",
-        subnets: [{ cidr: "10.1.0.0/24", availabilityZone: "ap-northeast-2a" }],
-        natSubnetCidr: "10.1.255.0/28",
-        nodes: [{ name: "pg-seoul-1", privateIp: "10.1.0.10", roles: ["postgres", "etcd", "haproxy"] }],
-      },
-      {
-        name: "tokyo",
-        awsRegion: "ap-northeast-1",
-        vpcCidr: "10.2.0.0/16",
-        subnets: [{ cidr: "10.2.0.0/24", availabilityZone: "ap-northeast-1a" }],
-        natSubnetCidr: "10.2.255.0/28",
-        nodes: [{ name: "pg-tokyo-1", privateIp: "10.2.0.10", roles: ["postgres", "etcd"] }],
-      },
-      {
-        name: "singapore",
-        awsRegion: "ap-southeast-1",
-        vpcCidr: "10.3.0.0/16",
-        subnets: [{ cidr: "10.3.0.0/24", availabilityZone: "ap-southeast-1a" }],
-        natSubnetCidr: "10.3.255.0/28",
-        nodes: [{ name: "witness-1", privateIp: "10.3.0.10", roles: ["etcd"] }],
-      },
-    ],
+    regions: witnessRegions(),
     access: { applicationCidrs: ["10.1.0.0/16"] },
     instances: { protectDataVolumes: false },
     backup: { protectRepositories: false },

@@ -7,39 +7,14 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import { buildClusterPlan, OS_PROFILES, type ClusterPlan } from "../../plan";
-import { installMocks, prepareRenderer, valueOf } from "./mocks";
+import { installMocks, witnessRegions, prepareRenderer, valueOf } from "./mocks";
 
 const world = installMocks("alt");
 const OVERRIDE_AMI = "ami-0123456789abcdef0";
 const ALERT_TOPIC = "arn:aws:sns:ap-northeast-2:123456789012:pgha-alerts";
 const altPlan = buildClusterPlan(
   {
-    regions: [
-      {
-        name: "seoul",
-        awsRegion: "ap-northeast-2",
-        vpcCidr: "10.1.0.0/16",
-        subnets: [{ cidr: "10.1.0.0/24", availabilityZone: "ap-northeast-2c" }],
-        natSubnetCidr: "10.1.255.0/28",
-        nodes: [{ name: "pg-seoul-1", privateIp: "10.1.0.10", roles: ["postgres", "etcd", "haproxy"] }],
-      },
-      {
-        name: "tokyo",
-        awsRegion: "ap-northeast-1",
-        vpcCidr: "10.2.0.0/16",
-        subnets: [{ cidr: "10.2.0.0/24", availabilityZone: "ap-northeast-1a" }],
-        natSubnetCidr: "10.2.255.0/28",
-        nodes: [{ name: "pg-tokyo-1", privateIp: "10.2.0.10", roles: ["postgres", "etcd"] }],
-      },
-      {
-        name: "singapore",
-        awsRegion: "ap-southeast-1",
-        vpcCidr: "10.3.0.0/16",
-        subnets: [{ cidr: "10.3.0.0/24", availabilityZone: "ap-southeast-1b" }],
-        natSubnetCidr: "10.3.255.0/28",
-        nodes: [{ name: "witness-1", privateIp: "10.3.0.10", roles: ["etcd"] }],
-      },
-    ],
+    regions: witnessRegions(["c", "a", "b"]),
     access: { applicationCidrs: ["10.9.0.0/16"], adminCidrs: [] },
     instances: { protectDataVolumes: false, os: "debian-13", amiOverrides: { "ap-southeast-1": OVERRIDE_AMI } },
     tags: { "pgha:created-by": "octocat", team: "dba" },

@@ -257,3 +257,36 @@ export function prepareRenderer(probe: () => void): "real" | "stand-in" {
     return "stand-in";
   }
 }
+
+/**
+ * The smallest three-region topology: Seoul's one node runs everything, Tokyo a second database node, Singapore
+ * only an etcd witness. `zones` picks each region's availability zone suffix (seoul, tokyo, singapore).
+ */
+export function witnessRegions(zones: [string, string, string] = ["a", "a", "a"]): Record<string, unknown>[] {
+  return [
+    {
+      name: "seoul",
+      awsRegion: "ap-northeast-2",
+      vpcCidr: "10.1.0.0/16",
+      subnets: [{ cidr: "10.1.0.0/24", availabilityZone: `ap-northeast-2${zones[0]}` }],
+      natSubnetCidr: "10.1.255.0/28",
+      nodes: [{ name: "pg-seoul-1", privateIp: "10.1.0.10", roles: ["postgres", "etcd", "haproxy"] }],
+    },
+    {
+      name: "tokyo",
+      awsRegion: "ap-northeast-1",
+      vpcCidr: "10.2.0.0/16",
+      subnets: [{ cidr: "10.2.0.0/24", availabilityZone: `ap-northeast-1${zones[1]}` }],
+      natSubnetCidr: "10.2.255.0/28",
+      nodes: [{ name: "pg-tokyo-1", privateIp: "10.2.0.10", roles: ["postgres", "etcd"] }],
+    },
+    {
+      name: "singapore",
+      awsRegion: "ap-southeast-1",
+      vpcCidr: "10.3.0.0/16",
+      subnets: [{ cidr: "10.3.0.0/24", availabilityZone: `ap-southeast-1${zones[2]}` }],
+      natSubnetCidr: "10.3.255.0/28",
+      nodes: [{ name: "witness-1", privateIp: "10.3.0.10", roles: ["etcd"] }],
+    },
+  ];
+}
