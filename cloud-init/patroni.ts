@@ -31,7 +31,10 @@ function clusterParameters(plan: ClusterPlan): Record<string, string | number | 
     wal_log_hints: "on",
     max_wal_senders: 10,
     max_replication_slots: 10,
-    wal_keep_size: "1GB",
+    // WAL kept for standbys beyond what their slots hold. Small on purpose: PostgreSQL 17's pg_rewind copies every
+    // file in the source's pg_wal, so each GB kept here crosses the WAN at every rejoin (1GB made the WAN lab's
+    // region-loss rejoin take 114 s of copying). A standby further behind reads the repositories (restore_command).
+    wal_keep_size: "128MB",
     // How long a primary's walsender waits for a standby's reply before it gives up on it. Patroni keeps a standby
     // as the synchronous one while its walsender is there, so with PostgreSQL's 60 s a cut primary ↔ sync standby
     // link stalled every commit for 60 s (issue #15) and an isolated primary's shutdown waited as long. 5 s is 70

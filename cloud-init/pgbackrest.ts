@@ -55,6 +55,9 @@ export function archivePushQueueMax(plan: ClusterPlan): string {
   return `${Math.max(1, Math.floor(plan.config.instances.dataVolumeGiB * 0.1))}GiB`;
 }
 
+/** pgBackRest's archive-timeout for archive-push (see pgbackrestConfig). */
+const ARCHIVE_PUSH_WAIT_SECONDS = 10;
+
 /** pgbackrest.conf's sections: `[global]` (the repositories, archiving, logging) and the stanza's. */
 export function pgbackrestConfig(plan: ClusterPlan, node: NodePlan): Record<string, IniSection> {
   if (!node.roles.has("postgres")) throw new Error(`${node.name} has no postgres role`);
@@ -100,7 +103,12 @@ export function pgbackrestConfig(plan: ClusterPlan, node: NodePlan): Record<stri
   const quiet = { "log-level-console": "warn" };
   return {
     global,
-    "global:archive-push": quiet,
+    // How long PostgreSQL's archive_command waits for the async process to report a segment pushed. pgBackRest's
+    // 60 s default, with its wait's Fibonacci back-off (gaps of 20 s and more late in the wait), held an isolated
+    // primary's shutdown for 50-90 s after Patroni demoted it (WAN lab, region-loss; PostgreSQL's archiver tries
+    // three times before it lets the postmaster stop). A segment that takes longer only fails this call: the async
+    // process goes on, and the next call a second later finds it pushed.
+    "global:archive-push": { ...quiet, "archive-timeout": ARCHIVE_PUSH_WAIT_SECONDS },
     "global:archive-get": quiet,
     [plan.backup.stanza]: { "pg1-path": pg.dataDir, "pg1-socket-path": NODE_PATHS.postgresSocketDir, "pg1-user": SERVICE_USERS.postgres },
   };
@@ -215,6 +223,10 @@ export function rejoinNudgeUnits(): RenderedUnit[] {
           ExecStart: `/usr/bin/psql -X -q -A -t -v ON_ERROR_STOP=1 -d postgres -c "${REJOIN_NUDGE_SQL}"`,
           // psql's 2 is "no connection": PostgreSQL stopped or a standby not yet consistent, nothing to do here.
           SuccessExitStatus: 2,
+          // A postmaster late in its shutdown still holds its socket but accepts nobody: without a bound psql waited
+          // there 30 s (WAN lab, isolated primary). The next run is 10 s away anyway.
+          Environment: "PGCONNECT_TIMEOUT=5",
+          TimeoutStartSec: "30s",
         },
       },
     },
