@@ -18,6 +18,14 @@ if [ "$in_recovery" != "f" ]; then
   echo "pgha-backup: this member is a standby; the primary takes the backup"
   exit 0
 fi
+# Just after a promotion pg_control keeps the old timeline until the promotion's checkpoint ends, and pgBackRest
+# refuses to start ("WAL timeline 4 does not match pg_control timeline 3", the backup-during-failover drill's
+# first backup on the new primary): checkpoint first.
+stale=$(psql -X -q -t -A -d postgres -c "SELECT (SELECT timeline_id FROM pg_control_checkpoint()) <> ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int" 2>&1)
+if [ "$stale" = "t" ]; then
+  echo "pgha-backup: the last checkpoint predates this primary's promotion; checkpointing first"
+  psql -X -q -d postgres -c CHECKPOINT || echo "pgha-backup: CHECKPOINT failed; pgBackRest will say why it cannot start" >&2
+fi
 failed=
 for repo in "$@"; do
   if ! pgbackrest --stanza="$stanza" --repo="$repo" --type="$type" backup; then
