@@ -11,7 +11,7 @@ import { pgbackrest, stanzaInfo } from "../checks/backup";
 import { postgresNodes } from "../checks/cluster";
 import { backupServiceName } from "../cloud-init/pgbackrest";
 import { postgresPaths } from "../plan";
-import { rebuildReplica, restoreCluster, takeBackup, unitFailedToSpawn } from "../ops/restore";
+import { rebuildReplica, restoreCluster, takeBackup, unitFailedToSpawn, unitFailure } from "../ops/restore";
 import { monotonicSeconds, sleep } from "./exec";
 import {
   FAILOVER_BUDGET_MS,
@@ -300,8 +300,8 @@ async function backupDuringFailoverDrill(ctx: DrillContext, repetition: number):
   const unit = await ctx.transport.run(oldPrimary, ["systemctl", "show", "-P", "Result", backupServiceName("full")]);
   result.details.interruptedBackup = ended ? unit.stdout.trim() : "still running 180 s after the host came back";
   if (!ended) {
-    const journal = await ctx.transport.run(oldPrimary, ["journalctl", "-u", backupServiceName("full"), "-n", "15", "--no-pager", "-o", "cat"]);
-    result.problems.push(`the interrupted backup on ${oldPrimary} was still running 180 s after its host came back; its journal:\n${journal.stdout.trim()}`);
+    const journal = await unitFailure(ctx.transport, oldPrimary, backupServiceName("full"));
+    result.problems.push(`the interrupted backup on ${oldPrimary} was still running 180 s after its host came back; its journal:\n${journal}`);
   }
   // And after it: the repositories are whole, and yet another backup goes through.
   const primaryNow = await leaderNow(ctx);

@@ -238,6 +238,29 @@ export async function unitFailedToSpawn(transport: NodeTransport, node: string, 
 }
 
 /**
+ * Why a unit's last run failed, from its journal: the lines from its last
+ * "Starting" on that are pgBackRest's ERROR or WARN or the script's own
+ * (`pgha-backup: ...`), then the run's last few lines, each cut to 300
+ * characters. A plain tail is not enough: pgBackRest logs each command's whole
+ * option list, so 15 lines of tail held the successful repositories and not the
+ * one that failed (drill 13, 2026-12-03).
+ */
+export function unitFailureLines(journal: string, tail = 4): string[] {
+  const lines = journal.split("\n").filter((line) => line.trim() !== "");
+  const lastStart = lines.map((line) => line.startsWith("Starting ")).lastIndexOf(true);
+  const run = lastStart >= 0 ? lines.slice(lastStart) : lines;
+  const telling = run.filter((line) => /\b(ERROR|WARN):|^pgha-backup: /.test(line));
+  const picked = [...new Set([...telling, ...run.slice(-tail)])];
+  return picked.map((line) => (line.length > 300 ? `${line.slice(0, 300)}…` : line));
+}
+
+/** {@link unitFailureLines} of `unit` on `node`. */
+export async function unitFailure(transport: NodeTransport, node: string, unit: string): Promise<string> {
+  const journal = await transport.run(node, ["journalctl", "-u", unit, "-n", "300", "--no-pager", "-o", "cat"], { timeoutMs: 30_000 });
+  return unitFailureLines(journal.stdout).join("\n");
+}
+
+/**
  * A backup now, by the timers' own unit on the primary (`systemctl start` of
  * a oneshot returns when the backup to every repository has ended).
  */
@@ -253,8 +276,7 @@ export async function takeBackup(access: ClusterAccess, type: BackupType): Promi
   if (result.code !== 0 && (await unitFailedToSpawn(access.transport, leader, unit))) result = await start();
   if (result.code !== 0) {
     // systemctl only says "see journalctl"; pgBackRest's own error is in the unit's journal.
-    const journal = await access.transport.run(leader, ["journalctl", "-u", unit, "-n", "15", "--no-pager", "-o", "cat"], { timeoutMs: 30_000 });
-    throw new Error(`${type} backup on ${leader} failed (exit ${result.code}); ${unit}'s journal:\n${journal.stdout.trim()}`);
+    throw new Error(`${type} backup on ${leader} failed (exit ${result.code}); ${unit}'s journal:\n${await unitFailure(access.transport, leader, unit)}`);
   }
   return { node: leader, seconds: (Date.now() - started) / 1000 };
 }
