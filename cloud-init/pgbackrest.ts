@@ -162,6 +162,9 @@ export function backupUnits(plan: ClusterPlan): RenderedUnit[] {
           ExecStart: [NODE_PATHS.backup, plan.backup.stanza, type, ...repositories].join(" "),
           // A backup takes as long as the database is big; only systemd's default 90 s would stop it.
           TimeoutStartSec: "infinity",
+          // pgha-backup exits when its member stops being the primary; systemd then stops the pgBackRest processes left
+          // in the unit (KillMode=control-group), and kills those that are still there after this.
+          TimeoutStopSec: "30s",
           Nice: 10,
           IOSchedulingClass: "idle",
         },

@@ -273,6 +273,19 @@ async function backupDuringFailoverDrill(ctx: DrillContext, repetition: number):
     );
     result.details.backupSpawnRetries = spawnRetries;
     if (!running) throw new Error(`no pgbackrest backup running on ${oldPrimary} within 60 s`);
+    // One of the backup's workers wedged, as if blocked on S3 I/O: pgBackRest's main process waits up to
+    // protocol-timeout (30 min) for it once the backup aborts, a state CI met by chance (docs/backups.md). Stopping
+    // the worker makes that state certain, and it is pgha-backup's job to end the backup once its member is no
+    // longer the primary.
+    const wedged = await poll(
+      30_000,
+      async () => {
+        const stopped = await ctx.transport.run(oldPrimary, ["pkill", "--signal=STOP", "--oldest", "--echo", "-u", "postgres", "-f", "pgbackrest.* backup:local"]);
+        return stopped.code === 0 ? stopped.stdout.trim() : undefined;
+      },
+      200,
+    );
+    result.details.wedgedWorker = wedged ?? "none (the backup had no worker running)";
     await sleep(1000);
     const instant = monotonicSeconds();
     await ctx.faults.isolate([oldPrimary]);
