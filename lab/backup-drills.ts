@@ -285,7 +285,9 @@ async function backupDuringFailoverDrill(ctx: DrillContext, repetition: number):
       },
       200,
     );
-    result.details.wedgedWorker = wedged ?? "none (the backup had no worker running)";
+    // Without a stopped worker the drill would pass without testing that the cut-short backup still ends.
+    if (!wedged) throw new Error(`no pgBackRest worker of the backup on ${oldPrimary} to stop within 30 s`);
+    result.details.wedgedWorker = wedged;
     await sleep(1000);
     const instant = monotonicSeconds();
     await ctx.faults.isolate([oldPrimary]);
