@@ -146,17 +146,26 @@ async function certificatePortProbe(access: ClusterAccess, from: string, host: s
   return { ok: server !== undefined, server, detail: server ? `${server} (certificate verified)` : `unknown certificate ${subject}` };
 }
 
-/** Every HAProxy port from the application side: primary, any replica, sync standby. */
+/**
+ * The replicas an HAProxy in `region` must send reads to: those of its own
+ * region while there are any, else every replica (cloud-init/haproxy.ts).
+ */
+export function readReplicasFor(plan: ClusterAccess["plan"], region: string, replicas: string[]): string[] {
+  const local = replicas.filter((name) => plan.nodes.find((n) => n.name === name)?.region === region);
+  return local.length ? local : replicas;
+}
+
+/** Every HAProxy port from the application side: primary, a replica of its own region first, sync standby. */
 export async function checkHaproxy(access: ClusterAccess, topology: Topology, haproxies?: string[]): Promise<Check[]> {
   const { plan } = access;
   const checks: Check[] = [];
   const standbys = topology.syncStandbys.length ? topology.syncStandbys : topology.syncStandby ? [topology.syncStandby] : [];
-  const ports = [
+  const ports = (region: string) => [
     { port: plan.config.haproxy.primaryPort, role: "primary", want: (server: string | undefined, recovery?: boolean) => recovery !== true && server === topology.leader },
     {
       port: plan.config.haproxy.replicaPort,
       role: "replica",
-      want: (server: string | undefined, recovery?: boolean) => recovery !== false && [...standbys, ...topology.replicas].includes(server ?? ""),
+      want: (server: string | undefined, recovery?: boolean) => recovery !== false && readReplicasFor(plan, region, [...standbys, ...topology.replicas]).includes(server ?? ""),
     },
     {
       port: plan.config.haproxy.synchronousPort,
@@ -167,7 +176,7 @@ export async function checkHaproxy(access: ClusterAccess, topology: Topology, ha
   const nodes = nodesWithRole(plan, "haproxy").filter((n) => !haproxies || haproxies.includes(n.name));
   await Promise.all(
     nodes.flatMap((node) =>
-      ports.map(async ({ port, role, want }) => {
+      ports(node.region).map(async ({ port, role, want }) => {
         const answer =
           access.haproxyProbe === "certificate"
             ? await certificatePortProbe(access, access.clientFor?.(node.name) ?? access.client, node.privateIp, port)

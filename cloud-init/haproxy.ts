@@ -2,16 +2,29 @@ import { certificateFor, NODE_PATHS, PORTS, type ClusterPlan, type NodePlan } fr
 import { emitHaproxyConfig, type HaproxyDirective, type HaproxySection } from "./haproxy-emitter";
 import { patroniMembers } from "./patroni";
 
+export interface HaproxyListener {
+  name: string;
+  port: number;
+  /** The Patroni REST API path whose 200 puts a member in this listener's rotation. */
+  check: string;
+  balance: string;
+  /** Members outside the HAProxy's own region serve only when no member of its region can (`backup`). */
+  localFirst: boolean;
+}
+
 /** The three PostgreSQL listeners and the Patroni endpoint each one health-checks. */
-export function haproxyListeners(plan: ClusterPlan): { name: string; port: number; check: string; balance: string }[] {
+export function haproxyListeners(plan: ClusterPlan): HaproxyListener[] {
   const { haproxy } = plan.config;
   return [
     // Writes: only the member holding the leader lock answers 200 on /primary.
-    { name: "pg_primary", port: haproxy.primaryPort, check: "/primary", balance: "first" },
-    // Reads from any healthy streaming replica.
-    { name: "pg_replicas", port: haproxy.replicaPort, check: "/replica", balance: "roundrobin" },
-    // Reads that must see every acknowledged commit: synchronous standbys only.
-    { name: "pg_sync_replicas", port: haproxy.synchronousPort, check: "/synchronous", balance: "roundrobin" },
+    { name: "pg_primary", port: haproxy.primaryPort, check: "/primary", balance: "first", localFirst: false },
+    // Reads from a streaming replica within replicaMaxLagBytes of replay (Patroni compares its replay position with
+    // the leader's last position in etcd), in this HAProxy's region while one there qualifies, else in any region.
+    { name: "pg_replicas", port: haproxy.replicaPort, check: `/replica?lag=${haproxy.replicaMaxLagBytes}`, balance: "roundrobin", localFirst: true },
+    // Reads from the synchronous standby. Under synchronous_commit=on it has flushed every acknowledged commit,
+    // not necessarily applied it: a read here right after a commit may miss it. A session that needs to read its
+    // own writes here commits with `SET synchronous_commit = remote_apply` (README "Endpoints").
+    { name: "pg_sync_replicas", port: haproxy.synchronousPort, check: "/synchronous", balance: "roundrobin", localFirst: false },
   ];
 }
 
@@ -51,6 +64,8 @@ export function haproxySections(plan: ClusterPlan, node: NodePlan): HaproxySecti
       ["http-check", "send", "meth", "OPTIONS", "uri", listener.check],
       ["http-check", "expect", "status", "200"],
       checkTiming,
+      // With no member of this region in rotation, every other region's member serves, not only the first.
+      ...(listener.localFirst ? [["option", "allbackups"] as HaproxyDirective] : []),
       // Traffic is plain TCP (PostgreSQL negotiates its own TLS end to end);
       // the check goes to the REST API over TLS, verifies the member's
       // certificate and name, and presents HAProxy's client certificate.
@@ -70,6 +85,7 @@ export function haproxySections(plan: ClusterPlan, node: NodePlan): HaproxySecti
         member.name,
         "crt",
         client.bundlePath as string,
+        ...(listener.localFirst && member.region !== node.region ? ["backup"] : []),
       ]),
     ],
   }));

@@ -122,6 +122,7 @@ export function patroniConfig(plan: ClusterPlan, node: NodePlan): Record<string,
         synchronous_mode: patroni.synchronousMode,
         synchronous_mode_strict: patroni.synchronousModeStrict,
         synchronous_node_count: patroni.synchronousNodeCount,
+        failsafe_mode: patroni.failsafeMode,
         postgresql: {
           use_pg_rewind: true,
           use_slots: true,

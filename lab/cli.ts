@@ -3,18 +3,15 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { Command } from "commander";
 import { clearEnvCache } from "../checks/cluster";
-import { DRILLS, selectDrills, type DrillSummary } from "./drills";
-import { BACKUP_DRILLS } from "./backup-drills";
+import { selectDrills, type DrillSummary } from "./drills";
 import { backupBench } from "./backup-bench";
 
-/** Every drill the CLI knows, numbered: the failover drills, then the backup drills. */
-const ALL_DRILLS = [...DRILLS, ...BACKUP_DRILLS];
 import { CLIENT_NS, DEFAULT_STATE_DIR } from "./layout";
 import { namespacePids } from "./netns";
 import { acquireLabLock } from "./lock";
 import { labContext, labDown, labPlan, labUp, preflight } from "./lab";
 import { labImages } from "./images";
-import { runDrills, summaryTable, waitHealthy } from "./runner";
+import { ALL_DRILLS, DEFAULT_DRILLS, runDrills, summaryTable, waitHealthy } from "./runner";
 import type { Check, Verification } from "../checks/readiness";
 import { verifyCluster } from "./verify";
 import { rebuildReplica, restoreCluster, takeBackup, backupType } from "../ops/restore";
@@ -161,14 +158,14 @@ program
 
 program
   .command("drill")
-  .description(`run drills (the failover drills by default): ${ALL_DRILLS.map((d, i) => `${i + 1}=${d.id}`).join(", ")}`)
+  .description(`run drills (all but the backup drills by default): ${ALL_DRILLS.map((d, i) => `${i + 1}=${d.id}`).join(", ")}`)
   .argument("[names...]", "drill ids or numbers")
   .option("--repeat <n>", "repetitions per drill", positiveInt, 1)
   .option("--report <file>", "JSON report", path.join(process.cwd(), ".lab", "report.json"))
   .action(async (names: string[], options: { repeat: number; report: string }) => {
     await preflight();
     await requireUp();
-    const drills = names.length ? selectDrills(names, ALL_DRILLS) : DRILLS;
+    const drills = names.length ? selectDrills(names, ALL_DRILLS) : DEFAULT_DRILLS;
     const lab = labContext(stateDir());
     let interrupted = false;
     process.on("SIGINT", () => {

@@ -1,6 +1,6 @@
 import { findNode, nodesWithRole, type NodePlan } from "../plan";
 import { dataMountPoint } from "../cloud-init/node-files";
-import { clearEnvCache, clusterView, etcdEndpoints, leaderOf, observers, patronictl, postgresNodes, type ClusterAccess } from "../checks/cluster";
+import { clearEnvCache, clusterView, etcdEndpoints, leaderOf, observers, patronictl, postgresNodes, sqlOnNode, type ClusterAccess } from "../checks/cluster";
 import { monotonicSeconds, sleep } from "./exec";
 import type { NodeTransport } from "../checks/transport";
 import type { FaultInjector } from "./transport";
@@ -80,12 +80,14 @@ export interface DrillContext {
 export interface DrillDefinition {
   id: string;
   title: string;
+  /** False for a drill with no writer through the primary port: it has no RTO. */
+  measuresRto?: boolean;
   run(ctx: DrillContext, repetition: number): Promise<DrillOutcome>;
 }
 
 export const FAILOVER_BUDGET_MS = 90_000;
 /** Longest write gap that still counts as "no stall" (drill 4): see its use. */
-const STALL_LIMIT_SECONDS = 5;
+export const STALL_LIMIT_SECONDS = 5;
 export const HEALTH_BUDGET_MS = 150_000;
 export const AFTER_RECOVERY_MS = 3_000;
 
@@ -401,6 +403,35 @@ async function judgeAlertCleared(result: DrillOutcome, watch: AlertWatch): Promi
   result.details.alert = watch.trace;
 }
 
+/** What a primary's PostgreSQL answers once it no longer accepts writes: read-only, stopping, starting, or gone. */
+const FENCED_ANSWER = /shutting down|starting up|not yet accepting|No such file|Connection refused|could not connect/i;
+
+/**
+ * Watches a cut primary from inside its own machine (its local socket, which
+ * no network cut reaches) until it stops acting as a primary: PostgreSQL in
+ * recovery or refusing connections. With failsafe mode on, an isolated
+ * primary must still demote: it reaches neither etcd nor any member it would
+ * ask. `fenced` resolves to the seconds from `instant`, or undefined if it still
+ * acts as a primary when the budget runs out.
+ */
+function watchFencing(ctx: DrillContext, node: string, instant: number): { fenced: Promise<number | undefined> } {
+  let fencedAt: number | undefined;
+  const deadline = Date.now() + FAILOVER_BUDGET_MS;
+  const fenced = (async () => {
+    while (fencedAt === undefined && Date.now() < deadline) {
+      try {
+        const rows = await sqlOnNode(ctx.access, node, "select pg_is_in_recovery()", 5000);
+        if (rows[0]?.[0] === "t") fencedAt = monotonicSeconds();
+      } catch (error) {
+        if (FENCED_ANSWER.test((error as Error).message)) fencedAt = monotonicSeconds();
+      }
+      if (fencedAt === undefined) await sleep(250);
+    }
+    return fencedAt === undefined ? undefined : fencedAt - instant;
+  })();
+  return { fenced };
+}
+
 /** A host-loss style drill: cut `victims`, expect writes to resume on another member. */
 async function lossDrill(
   ctx: DrillContext,
@@ -421,9 +452,19 @@ async function lossDrill(
     const instant = monotonicSeconds();
     await ctx.faults.isolate(victims);
     victims.forEach((v) => ctx.access.isolated.add(v));
+    const fencing = victims.includes(oldPrimary) ? watchFencing(ctx, oldPrimary, instant) : undefined;
     if (options.alert) watch = new AlertWatch(ctx.access, options.alert, instant);
     const recovered = await waitRecovery(ctx, writer, instant, (server) => server !== ipOf(ctx, oldPrimary), "waiting for a new primary");
     if (!recovered) result.problems.push(`no write acknowledged by a new primary within ${FAILOVER_BUDGET_MS / 1000} s`);
+    if (fencing) {
+      // The reverse of failsafe mode (drill 15): a primary cut off from etcd and from every member stops acting as one.
+      const fencedAfter = await fencing.fenced;
+      result.details.oldPrimaryFencedAfterSeconds = fencedAfter;
+      const firstNew = writer.records.find((r) => r.ok && r.t >= instant && r.server !== ipOf(ctx, oldPrimary));
+      if (firstNew) result.details.newPrimaryFirstAckAfterSeconds = firstNew.t - instant;
+      if (fencedAfter === undefined)
+        result.problems.push(`${oldPrimary}, cut off, still acted as a primary ${FAILOVER_BUDGET_MS / 1000} s after the cut (pg_is_in_recovery() false)`);
+    }
     if (watch) await judgeAlertFired(ctx, result, watch);
     const newPrimary = await leaderNow(ctx).catch(() => undefined);
     result.newPrimary = newPrimary;

@@ -182,7 +182,7 @@ export async function prepareRoot(host: HostLayout, rootfs: string): Promise<voi
   replayTmpfiles(host.root, readAccounts(host.root));
 }
 
-/** Lab-only files for the client host: the cluster CA, a foreign CA's client certificate, the writer. */
+/** Lab-only files for the client host: the cluster CA, a foreign CA's client certificate, the writer and the read-your-writes probe. */
 export function prepareClient(client: HostLayout, files: { caCert: string; foreignCert: string; foreignKey: string; foreignCa: string }): void {
   const dir = mkdirInRoot(client.root, "/etc/pgha-lab");
   fs.copyFileSync(files.caCert, path.join(dir, "ca.crt"));
@@ -190,5 +190,5 @@ export function prepareClient(client: HostLayout, files: { caCert: string; forei
   fs.copyFileSync(files.foreignCert, path.join(dir, "foreign-client.crt"));
   fs.copyFileSync(files.foreignKey, path.join(dir, "foreign-client.key"));
   fs.chmodSync(path.join(dir, "foreign-client.key"), 0o600);
-  fs.copyFileSync(path.join(__dirname, "assets", "writer.py"), path.join(dir, "writer.py"));
+  for (const script of ["writer.py", "read-your-writes.py"]) fs.copyFileSync(path.join(__dirname, "assets", script), path.join(dir, script));
 }

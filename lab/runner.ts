@@ -2,6 +2,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { clearEnvCache } from "../checks/cluster";
 import { BACKUP_DRILLS } from "./backup-drills";
+import { REGION_DRILLS } from "./region-drills";
 import { DRILLS, prepareDrills, restoreBaseline, summarise, type DrillContext, type DrillDefinition, type DrillOutcome, type DrillSummary } from "./drills";
 import { waitFor } from "./exec";
 import type { LabContext } from "./lab";
@@ -97,6 +98,16 @@ function fmt(value: number | undefined, digits = 2): string {
   return value === undefined ? "-" : value.toFixed(digits);
 }
 
+/** Every drill in its numbering: the failover drills (1-9), the backup drills (10-14), the multi-region drills (15-). */
+export const ALL_DRILLS: DrillDefinition[] = [...DRILLS, ...BACKUP_DRILLS, ...REGION_DRILLS];
+
+/** What `drill` runs with no names: every drill but the backup drills. */
+export const DEFAULT_DRILLS: DrillDefinition[] = [...DRILLS, ...REGION_DRILLS];
+
+export function drillNumber(drill: DrillDefinition): number {
+  return ALL_DRILLS.indexOf(drill) + 1;
+}
+
 /** Runs the drills N times each, live table on stderr, and returns the summaries. */
 export async function runDrills(lab: LabContext, drills: DrillDefinition[], repeat: number, logFile: string, table = new LiveTable(DRILL_COLUMNS)): Promise<DrillSummary[]> {
   let current = -1;
@@ -113,7 +124,7 @@ export async function runDrills(lab: LabContext, drills: DrillDefinition[], repe
   for (const drill of drills) {
     const outcomes: DrillOutcome[] = [];
     for (let rep = 1; rep <= repeat; rep++) {
-      current = table.add({ n: String([...DRILLS, ...BACKUP_DRILLS].indexOf(drill) + 1), drill: drill.id, rep: String(rep), state: "starting" });
+      current = table.add({ n: String(drillNumber(drill)), drill: drill.id, rep: String(rep), state: "starting" });
       ctx.log(`=== ${drill.id} #${rep}: ${drill.title}`);
       const result = await runDrill(drill, ctx, rep);
       ctx.log(`=== ${drill.id} #${rep} result: ${JSON.stringify(result)}`);

@@ -18,6 +18,7 @@ export interface DynamicSettings {
   synchronous_mode: boolean;
   synchronous_mode_strict: boolean;
   synchronous_node_count: number;
+  failsafe_mode: boolean;
   postgresql: {
     use_pg_rewind: boolean;
     use_slots: boolean;

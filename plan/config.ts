@@ -98,6 +98,12 @@ export interface PatroniConfig {
   synchronousMode: boolean;
   synchronousModeStrict: boolean;
   synchronousNodeCount: number;
+  /**
+   * Patroni `failsafe_mode`: while etcd has no quorum, the primary keeps its
+   * role for as long as every member it last listed answers its
+   * `POST /failsafe`, instead of demoting itself.
+   */
+  failsafeMode: boolean;
   /** Bytes a replica may lag and still be promoted. */
   maximumLagOnFailover: number;
   /** Extra PostgreSQL parameters (Patroni dynamic configuration). */
@@ -135,6 +141,11 @@ export interface HaproxyConfig {
   checkFall: number;
   /** Passed checks before a server is marked up. */
   checkRise: number;
+  /**
+   * Replay lag in bytes above which a replica leaves the read port (`/replica?lag=`):
+   * a replica further behind than this serves no reads.
+   */
+  replicaMaxLagBytes: number;
   maxConnections: number;
 }
 

@@ -78,6 +78,9 @@ export const DEFAULT_CONFIG: ClusterConfig = {
     // Off: losing the only sync standby must not stop writes (the reference design's choice).
     synchronousModeStrict: false,
     synchronousNodeCount: 1,
+    // On: losing etcd's quorum while every PostgreSQL member still reaches the others must not stop writes (lab:
+    // drill etcd-quorum-loss). A primary that reaches neither etcd nor every member still demotes.
+    failsafeMode: true,
     maximumLagOnFailover: 1048576,
     parameters: {},
   },
@@ -104,6 +107,9 @@ export const DEFAULT_CONFIG: ClusterConfig = {
     checkFastIntervalMs: 500,
     checkFall: 2,
     checkRise: 1,
+    // 16 MiB of replay: a second or less of a busy primary's WAL. A replica further behind leaves the read port,
+    // its region's reads go to the other regions' replicas, and it comes back once it has caught up.
+    replicaMaxLagBytes: 16 * 1024 * 1024,
     maxConnections: 1000,
   },
   access: {

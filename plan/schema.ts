@@ -260,6 +260,9 @@ const patroniSchema = section(
     synchronousMode: flag().default(defaults.patroni.synchronousMode),
     synchronousModeStrict: flag().default(defaults.patroni.synchronousModeStrict),
     synchronousNodeCount: whole(1, 64).default(defaults.patroni.synchronousNodeCount),
+    failsafeMode: flag()
+      .default(defaults.patroni.failsafeMode)
+      .describe("Patroni failsafe_mode: while etcd has no quorum the primary stays primary as long as every member answers it."),
     maximumLagOnFailover: whole(0, Number.MAX_SAFE_INTEGER).default(defaults.patroni.maximumLagOnFailover),
     parameters: z
       .record(
@@ -312,6 +315,9 @@ const haproxySchema = section(
     checkFastIntervalMs: checkMs().default(defaults.haproxy.checkFastIntervalMs),
     checkFall: checkCount().default(defaults.haproxy.checkFall),
     checkRise: checkCount().default(defaults.haproxy.checkRise),
+    replicaMaxLagBytes: whole(0, Number.MAX_SAFE_INTEGER)
+      .default(defaults.haproxy.replicaMaxLagBytes)
+      .describe("Replay lag in bytes above which a replica serves no reads on the read port."),
     maxConnections: whole(10, 1_000_000).default(defaults.haproxy.maxConnections),
   },
   "must be an object",

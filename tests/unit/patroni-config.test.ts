@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { patroniConfig, pgHba } from "../../cloud-init/patroni";
+import { dynamicSettings, dynamicSettingsHash } from "../../ops/dynamic-config";
 import { buildClusterPlan, findNode, nodesWithRole, type ClusterPlan } from "../../plan";
 
 function dcsParameters(plan: ClusterPlan): Record<string, unknown> {
@@ -22,6 +23,15 @@ describe("patroni.yml", () => {
     assert.equal(dcsParameters(buildClusterPlan({ instances: { dataVolumeGiB: 1 } }, { stack: "t" })).max_slot_wal_keep_size, "102MB");
     const overridden = buildClusterPlan({ patroni: { parameters: { max_slot_wal_keep_size: "-1" } } }, { stack: "t" });
     assert.equal(dcsParameters(overridden).max_slot_wal_keep_size, "-1");
+  });
+
+  test("failsafe_mode is on unless the stack turns it off, and it is dynamic configuration (a rollout patches it)", () => {
+    const dcs = (plan: ClusterPlan) => (patroniConfig(plan, findNode(plan, "pg-seoul-1")) as { bootstrap: { dcs: Record<string, unknown> } }).bootstrap.dcs;
+    assert.equal(dcs(buildClusterPlan(undefined, { stack: "t" })).failsafe_mode, true);
+    const off = buildClusterPlan({ patroni: { failsafeMode: false } }, { stack: "t" });
+    assert.equal(dcs(off).failsafe_mode, false);
+    assert.equal(dynamicSettings(off).failsafe_mode, false);
+    assert.notEqual(dynamicSettingsHash(off), dynamicSettingsHash(buildClusterPlan(undefined, { stack: "t" })));
   });
 
   test("pg_hba admits replication from the database nodes' own addresses only", () => {

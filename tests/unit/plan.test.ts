@@ -379,6 +379,20 @@ describe("rejections", () => {
       rule: /must be less than the number of postgres nodes \(3\)/,
     },
     {
+      name: "failsafeMode not a boolean",
+      input: { patroni: { failsafeMode: "yes" } },
+      key: "patroni.failsafeMode",
+      value: "yes",
+      rule: /must be true or false/,
+    },
+    {
+      name: "a negative read lag bound",
+      input: { haproxy: { replicaMaxLagBytes: -1 } },
+      key: "haproxy.replicaMaxLagBytes",
+      value: -1,
+      rule: /must be between 0 and/,
+    },
+    {
       name: "managed PostgreSQL parameter",
       input: { patroni: { parameters: { archive_command: "/bin/true" } } },
       key: "patroni.parameters.archive_command",
