@@ -119,7 +119,7 @@ export function haproxySections(plan: ClusterPlan, node: NodePlan): HaproxySecti
         ["timeout", "connect", "4s"],
         ["timeout", "client", "30m"],
         ["timeout", "server", "30m"],
-        ["timeout", "check", "5s"],
+        ["timeout", "check", `${haproxy.checkTimeoutMs}ms`],
       ],
     },
     {

@@ -414,22 +414,25 @@ const FENCED_ANSWER = /shutting down|starting up|not yet accepting|No such file|
  * ask. `fenced` resolves to the seconds from `instant`, or undefined if it still
  * acts as a primary when the budget runs out.
  */
-function watchFencing(ctx: DrillContext, node: string, instant: number): { fenced: Promise<number | undefined> } {
+function watchFencing(ctx: DrillContext, node: string, instant: number): { fenced: Promise<number | undefined>; lastAnswer(): string } {
   let fencedAt: number | undefined;
+  let last = "none yet";
   const deadline = Date.now() + FAILOVER_BUDGET_MS;
   const fenced = (async () => {
     while (fencedAt === undefined && Date.now() < deadline) {
       try {
         const rows = await sqlOnNode(ctx.access, node, "select pg_is_in_recovery()", 5000);
+        last = `pg_is_in_recovery() = ${rows[0]?.[0] ?? "?"}`;
         if (rows[0]?.[0] === "t") fencedAt = monotonicSeconds();
       } catch (error) {
+        last = (error as Error).message.split("\n")[0] ?? "";
         if (FENCED_ANSWER.test((error as Error).message)) fencedAt = monotonicSeconds();
       }
       if (fencedAt === undefined) await sleep(250);
     }
     return fencedAt === undefined ? undefined : fencedAt - instant;
   })();
-  return { fenced };
+  return { fenced, lastAnswer: () => last };
 }
 
 /** A host-loss style drill: cut `victims`, expect writes to resume on another member. */
@@ -463,7 +466,7 @@ async function lossDrill(
       const firstNew = writer.records.find((r) => r.ok && r.t >= instant && r.server !== ipOf(ctx, oldPrimary));
       if (firstNew) result.details.newPrimaryFirstAckAfterSeconds = firstNew.t - instant;
       if (fencedAfter === undefined)
-        result.problems.push(`${oldPrimary}, cut off, still acted as a primary ${FAILOVER_BUDGET_MS / 1000} s after the cut (pg_is_in_recovery() false)`);
+        result.problems.push(`${oldPrimary}, cut off, still acted as a primary ${FAILOVER_BUDGET_MS / 1000} s after the cut (last answer: ${fencing.lastAnswer()})`);
     }
     if (watch) await judgeAlertFired(ctx, result, watch);
     const newPrimary = await leaderNow(ctx).catch(() => undefined);

@@ -124,7 +124,9 @@ async function outrun(ctx: DrillContext, leader: string, lagBytes: number): Prom
  * Patroni's `/replica?lag=` answers 503 there, HAProxy takes it out, its
  * `backup` servers (the other regions) serve; the path heals, the replica
  * catches up and the reads come home. Pausing replay instead would not hold:
- * Patroni resumes a paused replay on every loop. Then, on the sync
+ * Patroni resumes a paused replay on every loop. Then the replica's Patroni
+ * is frozen (SIGSTOP): its REST API hangs while PostgreSQL serves on, the
+ * check times out and the reads leave again until it resumes. Then, on the sync
  * port, a commit made with `synchronous_commit = remote_apply` is read back at
  * once (the port's promise); with `on` the misses are counted, not judged.
  */
@@ -146,6 +148,7 @@ async function localReadsDrill(ctx: DrillContext, repetition: number): Promise<D
     .map((n) => n.name);
   const port = plan.config.haproxy.replicaPort;
   const { replicaMaxLagBytes } = plan.config.haproxy;
+  const elsewhere = (name: string) => name !== replica.name && !name.startsWith("error");
   result.details.region = region.name;
   result.details.localReplica = replica.name;
   result.details.via = haproxy.name;
@@ -161,10 +164,7 @@ async function localReadsDrill(ctx: DrillContext, repetition: number): Promise<D
     await ctx.faults.cutPath(leader, replica.name);
     const paused = monotonicSeconds();
     await outrun(ctx, leader, replicaMaxLagBytes);
-    const moved = await poll(FAILOVER_BUDGET_MS, async () => {
-      const name = await answeringMember(ctx, haproxy, port);
-      return name !== replica.name && !name.startsWith("error") ? name : undefined;
-    });
+    const moved = await poll(FAILOVER_BUDGET_MS, async () => (elsewhere(await answeringMember(ctx, haproxy, port)) ? true : undefined));
     result.details.movedAwayAfterSeconds = monotonicSeconds() - paused;
     if (!moved)
       result.problems.push(
@@ -181,8 +181,23 @@ async function localReadsDrill(ctx: DrillContext, repetition: number): Promise<D
     const back = await poll(FAILOVER_BUDGET_MS, async () => ((await answeringMember(ctx, haproxy, port)) === replica.name ? true : undefined));
     result.details.backHomeAfterSeconds = monotonicSeconds() - healed;
     if (!back) result.problems.push(`reads through ${haproxy.name} did not return to ${replica.name} within ${FAILOVER_BUDGET_MS / 1000} s of its path healing`);
+
+    // A hung REST API (Patroni frozen, PostgreSQL serving on): HAProxy's check times out (haproxy.checkTimeoutMs).
+    ctx.progress(`freezing Patroni on ${replica.name}: its REST API hangs, PostgreSQL runs on`);
+    const frozen = await ctx.transport.signalProcesses(replica.name, "patroni", "SIGSTOP");
+    if (frozen === 0) result.problems.push(`found no Patroni process on ${replica.name} to freeze`);
+    const froze = monotonicSeconds();
+    const out = await poll(FAILOVER_BUDGET_MS, async () => (elsewhere(await answeringMember(ctx, haproxy, port)) ? true : undefined), 250);
+    result.details.hungRestApiOutAfterSeconds = monotonicSeconds() - froze;
+    if (!out) result.problems.push(`reads through ${haproxy.name} stayed on ${replica.name} for ${FAILOVER_BUDGET_MS / 1000} s with its Patroni frozen`);
+    await ctx.transport.signalProcesses(replica.name, "patroni", "SIGCONT");
+    const thawed = monotonicSeconds();
+    const home2 = await poll(FAILOVER_BUDGET_MS, async () => ((await answeringMember(ctx, haproxy, port)) === replica.name ? true : undefined));
+    result.details.backAfterThawSeconds = monotonicSeconds() - thawed;
+    if (!home2) result.problems.push(`reads through ${haproxy.name} did not return to ${replica.name} within ${FAILOVER_BUDGET_MS / 1000} s of its Patroni resuming`);
   } finally {
     await ctx.faults.restorePath(leader, replica.name).catch(() => undefined);
+    await ctx.transport.signalProcesses(replica.name, "patroni", "SIGCONT").catch(() => undefined);
   }
 
   ctx.progress("read-your-writes on the sync port");

@@ -141,6 +141,8 @@ export interface HaproxyConfig {
   checkFall: number;
   /** Passed checks before a server is marked up. */
   checkRise: number;
+  /** How long one health check may wait for Patroni's answer, in milliseconds (HAProxy `timeout check`). */
+  checkTimeoutMs: number;
   /**
    * Replay lag in bytes above which a replica leaves the read port (`/replica?lag=`):
    * a replica further behind than this serves no reads.

@@ -107,6 +107,10 @@ export const DEFAULT_CONFIG: ClusterConfig = {
     checkFastIntervalMs: 500,
     checkFall: 2,
     checkRise: 1,
+    // A hung REST API (Patroni frozen, PostgreSQL still up) is out after about fall × (timeout + fastinter): 4.5 s
+    // with 2 s, 11 s with the 5 s this had before (issue #15). A check over the longest link is a TLS handshake and
+    // one request, about three round trips of 74 ms.
+    checkTimeoutMs: 2000,
     // 16 MiB of replay: a second or less of a busy primary's WAL. A replica further behind leaves the read port,
     // its region's reads go to the other regions' replicas, and it comes back once it has caught up.
     replicaMaxLagBytes: 16 * 1024 * 1024,

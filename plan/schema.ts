@@ -315,6 +315,7 @@ const haproxySchema = section(
     checkFastIntervalMs: checkMs().default(defaults.haproxy.checkFastIntervalMs),
     checkFall: checkCount().default(defaults.haproxy.checkFall),
     checkRise: checkCount().default(defaults.haproxy.checkRise),
+    checkTimeoutMs: checkMs().default(defaults.haproxy.checkTimeoutMs).describe("How long one health check may wait for Patroni's answer (HAProxy timeout check)."),
     replicaMaxLagBytes: whole(0, Number.MAX_SAFE_INTEGER)
       .default(defaults.haproxy.replicaMaxLagBytes)
       .describe("Replay lag in bytes above which a replica serves no reads on the read port."),

@@ -2,8 +2,8 @@
  * The lab end to end: boot every node as a machine (systemd-nspawn, real
  * systemd and cloud-init on its rendered user-data, apt from the lab mirror,
  * secrets from the lab's SSM endpoint) in its own network namespace, verify
- * the cluster, run the nine failover drills (the seven, the primary's reboot, the cut of only the primary ↔ sync standby link)
- * and, on the LAN, the five backup drills (lab/backup-drills.ts), tear it down. Needs root, the
+ * the cluster, run the nine failover drills (the seven, the primary's reboot, the cut of only the primary ↔ sync standby link),
+ * on the LAN the five backup drills (lab/backup-drills.ts), and the multi-region drills (lab/region-drills.ts), tear it down. Needs root, the
  * Debian 13 rootfs and the machines' image and mirror (`npm run setup`);
  * without them it FAILS with the reason, it never skips.
  *

@@ -46,6 +46,15 @@ describe("haproxy.cfg", () => {
     assert.equal(check(buildClusterPlan({ haproxy: { replicaMaxLagBytes: 1024 } }, { stack: "t" }))?.at(-1), "/replica?lag=1024");
   });
 
+  test("one health check waits haproxy.checkTimeoutMs for Patroni (2 s unless the stack says otherwise)", () => {
+    const timeout = (p: typeof plan) =>
+      haproxySections(p, findNode(p, "haproxy-1"))
+        .find((s) => s.header[0] === "defaults")
+        ?.directives.find((d) => d[0] === "timeout" && d[1] === "check");
+    assert.deepEqual(timeout(plan), ["timeout", "check", "2000ms"]);
+    assert.deepEqual(timeout(buildClusterPlan({ haproxy: { checkTimeoutMs: 3500 } }, { stack: "t" })), ["timeout", "check", "3500ms"]);
+  });
+
   test("the write port and the sync port have no backups: the primary and the sync standby are wherever Patroni put them", () => {
     const sections = haproxySections(plan, findNode(plan, "haproxy-2"));
     for (const name of ["pg_primary", "pg_sync_replicas"]) {
