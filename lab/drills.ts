@@ -447,6 +447,10 @@ async function lossDrill(
   const oldPrimary = baseline.leader as string;
   result.oldPrimary = oldPrimary;
   const victims = options.victims(baseline);
+  // Host loss has a slow tail when the lost host also led etcd's raft (docs/failover-timing.md): record which it was.
+  const etcdLeader = (await etcdEndpoints(ctx.access, oldPrimary).catch(() => [])).find((e) => e.isLeader)?.member;
+  result.details.etcdLeaderBefore = etcdLeader;
+  result.details.etcdLeaderLost = etcdLeader !== undefined && victims.includes(ctx.access.plan.etcd.members.find((m) => m.name === etcdLeader)?.node ?? "");
   const haproxy = writerHaproxy(ctx, options.writerAvoidRegion);
   const mark = await logMark(ctx, oldPrimary);
   let watch: AlertWatch | undefined;
