@@ -1,5 +1,4 @@
-import { certificateFor, findNode, NODE_PATHS, PORTS, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
-import type { RenderedUnit } from "./systemd";
+import { certificateFor, findNode, NODE_PATHS, PORTS, type ClusterPlan, type NodePlan } from "../plan";
 import { dumpYaml } from "./yaml";
 
 /**
@@ -64,11 +63,6 @@ export function renderEtcdctlEnv(plan: ClusterPlan, node: NodePlan): string {
   return `${lines.join("\n")}\n`;
 }
 
-export const ETCD_LEADER_AWAY_SERVICE = "pgha-etcd-leader-away.service";
-export const ETCD_LEADER_AWAY_TIMER = "pgha-etcd-leader-away.timer";
-/** How often a database node checks whether it holds both the PostgreSQL primary and etcd's raft leader. */
-export const ETCD_LEADER_AWAY_INTERVAL = "10s";
-
 /** The round trip between two regions from `etcd.rttMs` (either key order), or Infinity when it is not given. */
 function regionRtt(plan: ClusterPlan, a: string, b: string): number {
   if (a === b) return 0;
@@ -94,42 +88,14 @@ export function etcdLeaderCandidates(plan: ClusterPlan, node: NodePlan): string[
 }
 
 /**
- * On a database node that is also an etcd member: every few seconds, if this
- * host runs the PostgreSQL primary and leads etcd's raft, hand the raft
- * leadership to another member (cloud-init/scripts/pgha-etcd-leader-away.sh),
- * so that losing this host does not lose both at once.
+ * On a database node that is also an etcd member, the command the primary's
+ * upkeep runs every few seconds (cloud-init/pgbackrest.ts): if this host runs
+ * the PostgreSQL primary and leads etcd's raft, hand the raft leadership to
+ * another member (cloud-init/scripts/pgha-etcd-leader-away.sh), so that
+ * losing this host does not lose both at once. Undefined elsewhere.
  */
-export function etcdLeaderAwayUnits(plan: ClusterPlan, node: NodePlan): RenderedUnit[] {
-  const member = plan.etcd.members.find((m) => m.node === node.name);
-  if (!member || !node.roles.has("postgres")) return [];
-  return [
-    {
-      name: ETCD_LEADER_AWAY_SERVICE,
-      unit: {
-        Unit: { Description: "Move etcd's raft leader off this host while it runs the PostgreSQL primary", After: "etcd.service patroni.service" },
-        Service: {
-          Type: "oneshot",
-          User: SERVICE_USERS.postgres,
-          Group: SERVICE_USERS.postgres,
-          EnvironmentFile: NODE_PATHS.etcdctlEnv,
-          Environment: `PGCONNECT_TIMEOUT=3 PGHOST=${NODE_PATHS.postgresSocketDir}`,
-          ExecStart: [NODE_PATHS.etcdLeaderAway, `https://127.0.0.1:${PORTS.etcdClient}`, ...etcdLeaderCandidates(plan, node)].join(" "),
-          TimeoutStartSec: "30s",
-        },
-      },
-    },
-    {
-      name: ETCD_LEADER_AWAY_TIMER,
-      unit: {
-        Unit: { Description: `Keep etcd's raft leader off the PostgreSQL primary's host, every ${ETCD_LEADER_AWAY_INTERVAL}` },
-        Timer: { OnActiveSec: ETCD_LEADER_AWAY_INTERVAL, OnUnitActiveSec: ETCD_LEADER_AWAY_INTERVAL, AccuracySec: "1s" },
-        Install: { WantedBy: "timers.target" },
-      },
-    },
-  ];
-}
-
-/** What the boot step enables and starts for it: the timer (its service runs when it fires). */
-export function etcdLeaderAwayStartOrder(plan: ClusterPlan, node: NodePlan): string[] {
-  return etcdLeaderAwayUnits(plan, node).length ? [ETCD_LEADER_AWAY_TIMER] : [];
+export function etcdLeaderAwayCommand(plan: ClusterPlan, node: NodePlan): string | undefined {
+  if (!node.roles.has("postgres") || !plan.etcd.members.some((m) => m.node === node.name)) return undefined;
+  const clientUrl = (name: string) => plan.etcd.members.find((m) => m.name === name)?.clientUrl ?? name;
+  return [NODE_PATHS.etcdLeaderAway, `https://127.0.0.1:${PORTS.etcdClient}`, ...etcdLeaderCandidates(plan, node).map(clientUrl)].join(" ");
 }

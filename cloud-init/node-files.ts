@@ -1,10 +1,10 @@
 import { NODE_PATHS, postgresPaths, SERVICE_USERS, type ClusterPlan, type NodePlan, type NodeSecretsPlan } from "../plan";
-import { etcdLeaderAwayUnits, renderEtcdConfig, renderEtcdctlEnv } from "./etcd";
+import { etcdLeaderAwayCommand, renderEtcdConfig, renderEtcdctlEnv } from "./etcd";
 import { renderHaproxyConfig } from "./haproxy";
 import { certificateMetricsUnits, dropInPath, monitoringConfigFiles, monitoringDropIns } from "./monitoring";
 import { osUpdateFiles } from "./os-updates";
 import { renderPatroniConfig } from "./patroni";
-import { backupUnits, rejoinNudgeUnits, renderPgbackrestConfig } from "./pgbackrest";
+import { backupUnits, primaryUpkeepUnits, renderPgbackrestConfig } from "./pgbackrest";
 import { bootScript } from "./scripts";
 import { emitSystemdUnit, nodeUnits, PATH_MTU_UNIT, renderSysctl } from "./systemd";
 import type { NodeFile } from "./types";
@@ -62,8 +62,8 @@ export function renderNodeFiles(plan: ClusterPlan, node: NodePlan): NodeFile[] {
     files.push(file(NODE_PATHS.pgbackrestConfig, renderPgbackrestConfig(plan, node), "postgres", "0640"));
     files.push(file(NODE_PATHS.backup, bootScript("pgha-backup.sh"), "root", "0755"));
     files.push(file(NODE_PATHS.restore, bootScript("pgha-restore.sh"), "root", "0755"));
-    if (node.roles.has("etcd")) files.push(file(NODE_PATHS.etcdLeaderAway, bootScript("pgha-etcd-leader-away.sh"), "root", "0755"));
-    for (const unit of [...backupUnits(plan), ...rejoinNudgeUnits(), ...etcdLeaderAwayUnits(plan, node)])
+    if (etcdLeaderAwayCommand(plan, node)) files.push(file(NODE_PATHS.etcdLeaderAway, bootScript("pgha-etcd-leader-away.sh"), "root", "0755"));
+    for (const unit of [...backupUnits(plan), ...primaryUpkeepUnits(plan, node)])
       files.push(file(`${NODE_PATHS.systemdDir}/${unit.name}`, emitSystemdUnit(unit.unit), "root", "0644"));
   }
   if (node.roles.has("haproxy")) {

@@ -1,4 +1,5 @@
 import { NODE_PATHS, postgresPaths, repositoryOf, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
+import { etcdLeaderAwayCommand } from "./etcd";
 import type { RenderedUnit } from "./systemd";
 
 /**
@@ -185,10 +186,17 @@ export function backupUnits(plan: ClusterPlan): RenderedUnit[] {
   ]);
 }
 
-export const REJOIN_NUDGE_SERVICE = "pgha-rejoin-nudge.service";
-export const REJOIN_NUDGE_TIMER = "pgha-rejoin-nudge.timer";
-/** How often the primary looks for a standby waiting on its next WAL record. */
-export const REJOIN_NUDGE_INTERVAL = "10s";
+/**
+ * The primary's upkeep, every few seconds on each database node (it acts only
+ * where PostgreSQL is the primary): the rejoin nudge below, and etcd's raft
+ * leader moved off this host (cloud-init/etcd.ts). One unit, not two: each
+ * start is a spawn, and the lab's machines fail one now and then ("Failed to
+ * spawn executor"), and user-data has 16 KB.
+ */
+export const PRIMARY_UPKEEP_SERVICE = "pgha-primary-upkeep.service";
+export const PRIMARY_UPKEEP_TIMER = "pgha-primary-upkeep.timer";
+/** How often the primary looks for a standby waiting on its next WAL record, and at etcd's raft leader. */
+export const PRIMARY_UPKEEP_INTERVAL = "10s";
 /** A walsender younger than this is a standby that just (re)connected. */
 const REJOIN_WINDOW = "2 minutes";
 
@@ -212,18 +220,24 @@ export const REJOIN_NUDGE_SQL = [
   "THEN pg_logical_emit_message(false, 'pgha-rejoin', '', true) END",
 ].join(" ");
 
-/** The rejoin nudge ({@link REJOIN_NUDGE_SQL}) as a oneshot service and its timer, on every database node. */
-export function rejoinNudgeUnits(): RenderedUnit[] {
+/**
+ * The primary's upkeep as a oneshot service and its timer, on every database
+ * node: etcd's raft leader moved off this host where it is an etcd member
+ * (first: it always exits 0), then the rejoin nudge ({@link REJOIN_NUDGE_SQL}).
+ */
+export function primaryUpkeepUnits(plan: ClusterPlan, node: NodePlan): RenderedUnit[] {
+  const leaderAway = etcdLeaderAwayCommand(plan, node);
   return [
     {
-      name: REJOIN_NUDGE_SERVICE,
+      name: PRIMARY_UPKEEP_SERVICE,
       unit: {
-        Unit: { Description: "Write one WAL record when a standby that just rejoined waits on an idle primary (primary only)", After: "patroni.service" },
+        Unit: { Description: "Primary upkeep: etcd's raft leader off this host, a WAL record for a rejoined standby", After: "patroni.service" },
         Service: {
           Type: "oneshot",
           User: SERVICE_USERS.postgres,
           Group: SERVICE_USERS.postgres,
-          ExecStart: `/usr/bin/psql -X -q -A -t -v ON_ERROR_STOP=1 -d postgres -c "${REJOIN_NUDGE_SQL}"`,
+          ...(leaderAway ? { EnvironmentFile: NODE_PATHS.etcdctlEnv } : {}),
+          ExecStart: [...(leaderAway ? [leaderAway] : []), `/usr/bin/psql -X -q -A -t -v ON_ERROR_STOP=1 -d postgres -c "${REJOIN_NUDGE_SQL}"`],
           // psql's 2 is "no connection": PostgreSQL stopped or a standby not yet consistent, nothing to do here.
           SuccessExitStatus: 2,
           // A postmaster late in its shutdown still holds its socket but accepts nobody: without a bound psql waited
@@ -234,17 +248,17 @@ export function rejoinNudgeUnits(): RenderedUnit[] {
       },
     },
     {
-      name: REJOIN_NUDGE_TIMER,
+      name: PRIMARY_UPKEEP_TIMER,
       unit: {
-        Unit: { Description: `The rejoin nudge every ${REJOIN_NUDGE_INTERVAL}` },
-        Timer: { OnActiveSec: REJOIN_NUDGE_INTERVAL, OnUnitActiveSec: REJOIN_NUDGE_INTERVAL, AccuracySec: "1s" },
+        Unit: { Description: `The primary's upkeep every ${PRIMARY_UPKEEP_INTERVAL}` },
+        Timer: { OnActiveSec: PRIMARY_UPKEEP_INTERVAL, OnUnitActiveSec: PRIMARY_UPKEEP_INTERVAL, AccuracySec: "1s" },
         Install: { WantedBy: "timers.target" },
       },
     },
   ];
 }
 
-/** What the boot step enables and starts on a database node: the backup timers and the rejoin nudge's (the services run when they fire). */
+/** What the boot step enables and starts on a database node: the backup timers and the primary upkeep's (the services run when they fire). */
 export function backupStartOrder(node: NodePlan): string[] {
-  return node.roles.has("postgres") ? [...BACKUP_TYPES.map(backupTimerName), REJOIN_NUDGE_TIMER] : [];
+  return node.roles.has("postgres") ? [...BACKUP_TYPES.map(backupTimerName), PRIMARY_UPKEEP_TIMER] : [];
 }

@@ -24,7 +24,8 @@ export type BootScript =
  * of (compressed) user-data and the comments were a fifth of a database
  * node's; a node that is also its region's HAProxy went over. The second line
  * names the commented original in this repository. Lines inside a here-document
- * or a Python string are kept: they are data, not comments.
+ * or a Python string are kept: they are data, not comments (a Python module's
+ * opening docstring keeps only its summary line).
  */
 export function bootScript(name: BootScript): string {
   return withoutCommentLines(readFileSync(join(__dirname, "scripts", name), "utf8"), name);
@@ -36,6 +37,13 @@ export function withoutCommentLines(text: string, name: string): string {
   const kept: string[] = [shebang ?? "", `# cloud-init/scripts/${name} in the pgha repository, without its comments`];
   let heredocEnd: string | undefined;
   let inPythonString = false;
+  // A Python module's docstring ships as its summary line only (a script may print it: argparse's description);
+  // the rest is documentation, and stays in the repository's copy.
+  const first = lines[0] ?? "";
+  if (python && first.startsWith('"""') && !(first.length > 6 && first.trimEnd().endsWith('"""'))) {
+    const end = lines.findIndex((line, index) => index > 0 && line.includes('"""'));
+    if (end > 0) lines.splice(0, end + 1, `${first.trimEnd()}"""`);
+  }
   for (const line of lines) {
     const inData = heredocEnd !== undefined || inPythonString;
     if (heredocEnd !== undefined && line.trim() === heredocEnd) heredocEnd = undefined;

@@ -4,7 +4,6 @@ import { gzipSync } from "node:zlib";
 import { findNode, NODE_PATHS, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
 import { monitoringStartOrder } from "./monitoring";
 import { backupStartOrder } from "./pgbackrest";
-import { etcdLeaderAwayStartOrder } from "./etcd";
 import { dataMountPoint, renderNodeFiles } from "./node-files";
 import { bootScript } from "./scripts";
 import { nodeUnits, PATH_MTU_UNIT } from "./systemd";
@@ -141,7 +140,7 @@ export function bootCommands(plan: ClusterPlan, node: NodePlan, boot: BootInputs
   }
   commands.push([NODE_PATHS.fetchSecrets]);
   commands.push(["systemctl", "daemon-reload"]);
-  for (const unit of [...nodeUnits(plan, node).map((u) => u.name), ...monitoringStartOrder(plan, node), ...backupStartOrder(node), ...etcdLeaderAwayStartOrder(plan, node)]) {
+  for (const unit of [...nodeUnits(plan, node).map((u) => u.name), ...monitoringStartOrder(plan, node), ...backupStartOrder(node)]) {
     commands.push(["systemctl", "enable", unit]);
     commands.push(["systemctl", "restart", unit]);
   }

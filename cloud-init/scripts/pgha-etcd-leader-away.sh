@@ -1,34 +1,28 @@
 #!/bin/bash
 # Keeps etcd's raft leader off the PostgreSQL primary's host. When one host holds both and is lost, the new raft
 # leader re-arms every lease to its full TTL, so Patroni's leader key expires about 5 s later than it would
-# otherwise (docs/failover-timing.md; lab drill 1: RTO 25.9-26.7 s in the runs that lost the etcd leader with the
-# primary, 21.4 s in the one that did not). A timer runs this every few seconds on each database node that is
-# also an etcd member; it acts only where PostgreSQL is the primary and the local member leads.
+# otherwise (docs/failover-timing.md: in lab drill 1, 25.9-26.7 s in the runs that lost the etcd leader with the
+# primary, 19.8-22.3 s once this moved it). The primary's upkeep runs it every few seconds on each database node
+# that is also an etcd member; it acts only where PostgreSQL is the primary and the local member leads.
 #
-# Usage: pgha-etcd-leader-away LOCAL_CLIENT_URL MEMBER...
-#   MEMBER: the other members' names, the preferred new leader first (rendered from the plan's RTTs).
-# etcdctl's TLS settings come from the unit's EnvironmentFile (/etc/pgha/etcdctl.env).
-set -euo pipefail
-local_url=$1
+# Usage: pgha-etcd-leader-away LOCAL_CLIENT_URL MEMBER_CLIENT_URL...
+#   the other members' client URLs, the preferred new leader first (rendered from the plan's RTTs).
+# etcdctl's TLS settings come from the unit's EnvironmentFile (/etc/pgha/etcdctl.env). Every failure ends the run
+# with 0: the next run is seconds away, and a failed unit would mark the machine degraded while etcd restarts.
+set -uo pipefail
+self=$1
 shift
-
-# Not the primary (or PostgreSQL not answering): nothing to do here.
-[ "$(psql -X -A -t -d postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ] || exit 0
-
+[ "$(psql -XAtc 'SELECT pg_is_in_recovery()' postgres 2>/dev/null)" = f ] || exit 0
 # etcdctl's simple output: endpoint, ID, version, DB size, is leader, ...
-is_leader=$(ETCDCTL_ENDPOINTS=$local_url etcdctl endpoint status --command-timeout=3s | awk -F', ' '{print $5}')
-[ "$is_leader" = true ] || exit 0
-
-# member list: ID, status, name, peer URLs, client URLs, is learner
-members=$(etcdctl member list --command-timeout=3s)
-for name in "$@"; do
-  line=$(awk -F', ' -v name="$name" '$3 == name && $2 == "started"' <<<"$members")
-  [ -n "$line" ] || continue
-  id=${line%%,*}
-  url=$(awk -F', ' '{print $5}' <<<"$line")
-  ETCDCTL_ENDPOINTS=$url etcdctl endpoint health --command-timeout=3s >/dev/null 2>&1 || continue
-  ETCDCTL_ENDPOINTS=$local_url etcdctl move-leader "$id" --command-timeout=5s >/dev/null
-  echo "pgha-etcd-leader-away: this host runs the PostgreSQL primary; etcd's raft leader moved to $name ($id)"
-  exit 0
+status=$(ETCDCTL_ENDPOINTS=$self etcdctl endpoint status --command-timeout=3s 2>/dev/null) || exit 0
+[ "$(cut -d, -f5 <<<"$status")" = " true" ] || exit 0
+for url; do
+  # A member that answers is healthy enough to lead; its answer carries its ID.
+  id=$(ETCDCTL_ENDPOINTS=$url etcdctl endpoint status --command-timeout=3s 2>/dev/null | cut -d, -f2)
+  [ -n "$id" ] || continue
+  if ETCDCTL_ENDPOINTS=$self etcdctl move-leader "${id# }" --command-timeout=5s >/dev/null; then
+    echo "pgha-etcd-leader-away: this host runs the primary; etcd's raft leader moved to $url"
+    exit 0
+  fi
 done
-echo "pgha-etcd-leader-away: this host runs the PostgreSQL primary and leads etcd, and no other member is healthy" >&2
+echo "pgha-etcd-leader-away: this host runs the primary and leads etcd; no other member took the leadership" >&2

@@ -172,7 +172,7 @@ describe("first boot: the node's units, runcmd and apt, with the real programs",
         // Backups last: the timers' first run needs Patroni's stanza.
         "systemctl restart pgha-backup-full.timer",
         "systemctl restart pgha-backup-diff.timer",
-        "systemctl restart pgha-rejoin-nudge.timer",
+        "systemctl restart pgha-primary-upkeep.timer",
       ],
       `control: every step runs (${ok.steps.join(" | ")})`,
     );

@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { ETCD_LEADER_AWAY_TIMER, etcdLeaderAwayUnits, etcdLeaderCandidates } from "../../cloud-init/etcd";
+import { etcdLeaderAwayCommand, etcdLeaderCandidates } from "../../cloud-init/etcd";
+import { PRIMARY_UPKEEP_SERVICE, PRIMARY_UPKEEP_TIMER, primaryUpkeepUnits } from "../../cloud-init/pgbackrest";
 import { bootCommands } from "../../cloud-init/user-data";
 import { buildClusterPlan, findNode, NODE_PATHS } from "../../plan";
 
@@ -23,17 +24,19 @@ describe("etcd's raft leader off the primary's host", () => {
     assert.deepEqual(etcdLeaderCandidates(far, findNode(far, "pg-seoul-1")), ["pg-singapore-1", "pg-tokyo-1"]);
   });
 
-  test("every database node that is an etcd member runs it from a timer its first boot starts; an HAProxy-only node does not", () => {
+  test("every database node that is an etcd member runs it first in the primary's upkeep, which its first boot starts; an HAProxy-only node does not", () => {
     for (const name of ["pg-seoul-1", "pg-tokyo-1", "pg-singapore-1"]) {
-      const units = etcdLeaderAwayUnits(plan, findNode(plan, name));
-      assert.equal(units.length, 2, name);
-      const exec = String((units[0]?.unit.Service as Record<string, unknown>).ExecStart);
-      assert.ok(exec.startsWith(`${NODE_PATHS.etcdLeaderAway} https://127.0.0.1:2379 `), exec);
-      assert.ok(!exec.includes(name), `${name} never hands the leadership to itself: ${exec}`);
-      const commands = bootCommands(plan, findNode(plan, name), {}).map((c) => (Array.isArray(c) ? c.join(" ") : String(c)));
-      assert.ok(commands.includes(`systemctl enable ${ETCD_LEADER_AWAY_TIMER}`), name);
-      assert.ok(commands.includes(`systemctl restart ${ETCD_LEADER_AWAY_TIMER}`), name);
+      const node = findNode(plan, name);
+      const service = primaryUpkeepUnits(plan, node).find((u) => u.name === PRIMARY_UPKEEP_SERVICE)?.unit.Service as Record<string, unknown>;
+      const exec = service.ExecStart as string[];
+      assert.equal(exec.length, 2, name);
+      assert.ok(exec[0]?.startsWith(`${NODE_PATHS.etcdLeaderAway} https://127.0.0.1:2379 `), exec[0]);
+      assert.ok(!exec[0]?.includes(name), `${name} never hands the leadership to itself: ${exec[0] ?? ""}`);
+      assert.equal(service.EnvironmentFile, NODE_PATHS.etcdctlEnv, "etcdctl's TLS settings");
+      const commands = bootCommands(plan, node, {}).map((c) => (Array.isArray(c) ? c.join(" ") : String(c)));
+      assert.ok(commands.includes(`systemctl enable ${PRIMARY_UPKEEP_TIMER}`), name);
+      assert.ok(commands.includes(`systemctl restart ${PRIMARY_UPKEEP_TIMER}`), name);
     }
-    assert.deepEqual(etcdLeaderAwayUnits(plan, findNode(plan, "haproxy-1")), []);
+    assert.equal(etcdLeaderAwayCommand(plan, findNode(plan, "haproxy-1")), undefined);
   });
 });
