@@ -1,4 +1,4 @@
-import { certificateFor, findNode, NODE_PATHS, PORTS, type ClusterPlan, type NodePlan } from "../plan";
+import { certificateFor, NODE_PATHS, PORTS, type ClusterPlan, type NodePlan } from "../plan";
 import { dumpYaml } from "./yaml";
 
 /**
@@ -61,41 +61,4 @@ export function renderEtcdctlEnv(plan: ClusterPlan, node: NodePlan): string {
     `ETCDCTL_KEY=${client.keyPath}`,
   ];
   return `${lines.join("\n")}\n`;
-}
-
-/** The round trip between two regions from `etcd.rttMs` (either key order), or Infinity when it is not given. */
-function regionRtt(plan: ClusterPlan, a: string, b: string): number {
-  if (a === b) return 0;
-  return plan.config.etcd.rttMs[`${a}-${b}`] ?? plan.config.etcd.rttMs[`${b}-${a}`] ?? Number.POSITIVE_INFINITY;
-}
-
-/**
- * The members `node` hands etcd's leadership to, best first: the raft leader
- * commits once its nearest follower has the entry, so the member with the
- * shortest round trip to its nearest other member commits fastest (Seoul or
- * Tokyo, 31 ms, before Singapore, 72 ms, with the default RTTs). Ties keep
- * plan order.
- */
-export function etcdLeaderCandidates(plan: ClusterPlan, node: NodePlan): string[] {
-  const region = (name: string) => findNode(plan, name).region;
-  const others = plan.etcd.members.filter((m) => m.node !== node.name);
-  const nearest = (member: (typeof others)[number]) =>
-    Math.min(...plan.etcd.members.filter((m) => m.name !== member.name).map((m) => regionRtt(plan, region(member.node), region(m.node))));
-  return others
-    .map((member, index) => ({ member, index, rtt: nearest(member) }))
-    .sort((a, b) => a.rtt - b.rtt || a.index - b.index)
-    .map(({ member }) => member.name);
-}
-
-/**
- * On a database node that is also an etcd member, the command the primary's
- * upkeep runs every few seconds (cloud-init/pgbackrest.ts): if this host runs
- * the PostgreSQL primary and leads etcd's raft, hand the raft leadership to
- * another member (cloud-init/scripts/pgha-etcd-leader-away.sh), so that
- * losing this host does not lose both at once. Undefined elsewhere.
- */
-export function etcdLeaderAwayCommand(plan: ClusterPlan, node: NodePlan): string | undefined {
-  if (!node.roles.has("postgres") || !plan.etcd.members.some((m) => m.node === node.name)) return undefined;
-  const clientUrl = (name: string) => plan.etcd.members.find((m) => m.name === name)?.clientUrl ?? name;
-  return [NODE_PATHS.etcdLeaderAway, `https://127.0.0.1:${PORTS.etcdClient}`, ...etcdLeaderCandidates(plan, node).map(clientUrl)].join(" ");
 }

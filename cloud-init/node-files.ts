@@ -1,5 +1,5 @@
 import { NODE_PATHS, postgresPaths, SERVICE_USERS, type ClusterPlan, type NodePlan, type NodeSecretsPlan } from "../plan";
-import { etcdLeaderAwayCommand, renderEtcdConfig, renderEtcdctlEnv } from "./etcd";
+import { renderEtcdConfig, renderEtcdctlEnv } from "./etcd";
 import { renderHaproxyConfig } from "./haproxy";
 import { certificateMetricsUnits, dropInPath, monitoringConfigFiles, monitoringDropIns } from "./monitoring";
 import { osUpdateFiles } from "./os-updates";
@@ -62,9 +62,7 @@ export function renderNodeFiles(plan: ClusterPlan, node: NodePlan): NodeFile[] {
     files.push(file(NODE_PATHS.pgbackrestConfig, renderPgbackrestConfig(plan, node), "postgres", "0640"));
     files.push(file(NODE_PATHS.backup, bootScript("pgha-backup.sh"), "root", "0755"));
     files.push(file(NODE_PATHS.restore, bootScript("pgha-restore.sh"), "root", "0755"));
-    if (etcdLeaderAwayCommand(plan, node)) files.push(file(NODE_PATHS.etcdLeaderAway, bootScript("pgha-etcd-leader-away.sh"), "root", "0755"));
-    for (const unit of [...backupUnits(plan), ...primaryUpkeepUnits(plan, node)])
-      files.push(file(`${NODE_PATHS.systemdDir}/${unit.name}`, emitSystemdUnit(unit.unit), "root", "0644"));
+    for (const unit of [...backupUnits(plan), ...primaryUpkeepUnits()]) files.push(file(`${NODE_PATHS.systemdDir}/${unit.name}`, emitSystemdUnit(unit.unit), "root", "0644"));
   }
   if (node.roles.has("haproxy")) {
     files.push(file(NODE_PATHS.haproxyConfig, renderHaproxyConfig(plan, node), "root", "0644"));

@@ -1,5 +1,4 @@
 import { NODE_PATHS, postgresPaths, repositoryOf, SERVICE_USERS, type ClusterPlan, type NodePlan } from "../plan";
-import { etcdLeaderAwayCommand } from "./etcd";
 import type { RenderedUnit } from "./systemd";
 
 /**
@@ -188,14 +187,11 @@ export function backupUnits(plan: ClusterPlan): RenderedUnit[] {
 
 /**
  * The primary's upkeep, every few seconds on each database node (it acts only
- * where PostgreSQL is the primary): the rejoin nudge below, and etcd's raft
- * leader moved off this host (cloud-init/etcd.ts). One unit, not two: each
- * start is a spawn, and the lab's machines fail one now and then ("Failed to
- * spawn executor"), and user-data has 16 KB.
+ * where PostgreSQL is the primary): the rejoin nudge below.
  */
 export const PRIMARY_UPKEEP_SERVICE = "pgha-primary-upkeep.service";
 export const PRIMARY_UPKEEP_TIMER = "pgha-primary-upkeep.timer";
-/** How often the primary looks for a standby waiting on its next WAL record, and at etcd's raft leader. */
+/** How often the primary looks for a standby waiting on its next WAL record. */
 export const PRIMARY_UPKEEP_INTERVAL = "10s";
 /** A walsender younger than this is a standby that just (re)connected. */
 const REJOIN_WINDOW = "2 minutes";
@@ -220,24 +216,18 @@ export const REJOIN_NUDGE_SQL = [
   "THEN pg_logical_emit_message(false, 'pgha-rejoin', '', true) END",
 ].join(" ");
 
-/**
- * The primary's upkeep as a oneshot service and its timer, on every database
- * node: etcd's raft leader moved off this host where it is an etcd member
- * (first: it always exits 0), then the rejoin nudge ({@link REJOIN_NUDGE_SQL}).
- */
-export function primaryUpkeepUnits(plan: ClusterPlan, node: NodePlan): RenderedUnit[] {
-  const leaderAway = etcdLeaderAwayCommand(plan, node);
+/** The primary's upkeep (the rejoin nudge, {@link REJOIN_NUDGE_SQL}) as a oneshot service and its timer, on every database node. */
+export function primaryUpkeepUnits(): RenderedUnit[] {
   return [
     {
       name: PRIMARY_UPKEEP_SERVICE,
       unit: {
-        Unit: { Description: "Primary upkeep: etcd's raft leader off this host, a WAL record for a rejoined standby", After: "patroni.service" },
+        Unit: { Description: "Primary upkeep: one WAL record when a standby that just rejoined waits on an idle primary", After: "patroni.service" },
         Service: {
           Type: "oneshot",
           User: SERVICE_USERS.postgres,
           Group: SERVICE_USERS.postgres,
-          ...(leaderAway ? { EnvironmentFile: NODE_PATHS.etcdctlEnv } : {}),
-          ExecStart: [...(leaderAway ? [leaderAway] : []), `/usr/bin/psql -X -q -A -t -v ON_ERROR_STOP=1 -d postgres -c "${REJOIN_NUDGE_SQL}"`],
+          ExecStart: `/usr/bin/psql -X -q -A -t -v ON_ERROR_STOP=1 -d postgres -c "${REJOIN_NUDGE_SQL}"`,
           // psql's 2 is "no connection": PostgreSQL stopped or a standby not yet consistent, nothing to do here.
           SuccessExitStatus: 2,
           // A postmaster late in its shutdown still holds its socket but accepts nobody: without a bound psql waited

@@ -16,8 +16,7 @@ export type BootScript =
   | "pgha-certificate-metrics.sh"
   | "pgha-post-bootstrap.sh"
   | "pgha-backup.sh"
-  | "pgha-restore.sh"
-  | "pgha-etcd-leader-away.sh";
+  | "pgha-restore.sh";
 
 /**
  * The script as it ships: without its comment lines. EC2 takes at most 16 KB

@@ -55,8 +55,6 @@ export const NODE_PATHS = {
   pgbackrestLogDir: "/var/log/pgbackrest",
   /** Run by the backup timers on every database node; backs up only where PostgreSQL is the primary. */
   backup: "/usr/local/sbin/pgha-backup",
-  /** Moves etcd's raft leader off the PostgreSQL primary's host (cloud-init/etcd.ts, its timer). */
-  etcdLeaderAway: "/usr/local/sbin/pgha-etcd-leader-away",
   /** The in-place restore of one node from the repository (ops/restore.ts drives it). */
   restore: "/usr/local/sbin/pgha-restore",
   /** Patroni's post_bootstrap: creates the exporter's role (pg_monitor) once, when the cluster is initialised. */
